@@ -1,0 +1,3 @@
+module github.com/parlance-chat/parlance/client
+
+go 1.25.0

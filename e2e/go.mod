@@ -1,0 +1,3 @@
+module github.com/parlance-chat/parlance/e2e
+
+go 1.25.0
