@@ -1,0 +1,146 @@
+package protocol
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// MaxMessageIDLen bounds the optional message id.
+const MaxMessageIDLen = 64
+
+// ChatMessage is one direct message: one JSON line on a TCP connection.
+type ChatMessage struct {
+	From      string `json:"from"`
+	Content   string `json:"content"`
+	Timestamp int64  `json:"timestamp"`
+	// ID is set by our senders; a receiver that advertised CapAck answers
+	// with an Ack carrying it. Empty from original senders.
+	ID string `json:"id,omitempty"`
+}
+
+// Ack acknowledges delivery of the message with the given id.
+type Ack struct {
+	ID string `json:"ack"`
+}
+
+// EncodeChatLine returns the message's wire form with its trailing newline.
+func EncodeChatLine(m *ChatMessage) ([]byte, error) {
+	b, err := marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("protocol: encode message: %w", err)
+	}
+	b = append(b, '\n')
+	if len(b) > MaxLineSize {
+		return nil, fmt.Errorf("protocol: encode message: %d bytes exceeds the limit of %d bytes: %w", len(b), MaxLineSize, ErrTooLarge)
+	}
+	return b, nil
+}
+
+// DecodeChatLine parses one message line, with or without its newline.
+func DecodeChatLine(line []byte) (*ChatMessage, error) {
+	const what = "message"
+	if err := checkInput(what, line, MaxLineSize); err != nil {
+		return nil, err
+	}
+	line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
+	var w struct {
+		From      *string `json:"from"`
+		Content   *string `json:"content"`
+		Timestamp *int64  `json:"timestamp"`
+		ID        string  `json:"id"`
+	}
+	if err := unmarshal(what, line, &w); err != nil {
+		return nil, err
+	}
+	switch {
+	case w.From == nil:
+		return nil, missing(what, "from")
+	case w.Content == nil:
+		return nil, missing(what, "content")
+	case w.Timestamp == nil:
+		return nil, missing(what, "timestamp")
+	}
+	if err := ValidateNickname(*w.From); err != nil {
+		return nil, fmt.Errorf("%s: field `from`: %v: %w", what, err, ErrMalformed)
+	}
+	if err := checkMessageID(what, w.ID); err != nil {
+		return nil, err
+	}
+	return &ChatMessage{From: *w.From, Content: *w.Content, Timestamp: *w.Timestamp, ID: w.ID}, nil
+}
+
+// EncodeAck returns the ack line with its trailing newline.
+func EncodeAck(a *Ack) ([]byte, error) {
+	if err := checkMessageID("ack", a.ID); err != nil {
+		return nil, err
+	}
+	b, err := marshal(a)
+	if err != nil {
+		return nil, fmt.Errorf("protocol: encode ack: %w", err)
+	}
+	return append(b, '\n'), nil
+}
+
+// DecodeAck parses one ack line, with or without its newline.
+func DecodeAck(line []byte) (*Ack, error) {
+	const what = "ack"
+	if err := checkInput(what, line, MaxLineSize); err != nil {
+		return nil, err
+	}
+	var w struct {
+		ID *string `json:"ack"`
+	}
+	if err := unmarshal(what, bytes.TrimSuffix(line, []byte("\n")), &w); err != nil {
+		return nil, err
+	}
+	if w.ID == nil {
+		return nil, missing(what, "ack")
+	}
+	if *w.ID == "" {
+		return nil, fmt.Errorf("ack: field `ack` is empty: %w", ErrMalformed)
+	}
+	if err := checkMessageID(what, *w.ID); err != nil {
+		return nil, err
+	}
+	return &Ack{ID: *w.ID}, nil
+}
+
+func checkMessageID(what, id string) error {
+	if len(id) > MaxMessageIDLen || !isToken(id) {
+		return fmt.Errorf("%s: field `id` must be at most %d letters, digits, '.', '_' or '-': %w", what, MaxMessageIDLen, ErrMalformed)
+	}
+	return nil
+}
+
+// LineReader reads newline-terminated lines of at most MaxLineSize bytes.
+// A longer line is refused with ErrTooLarge and the stream is unusable
+// afterwards: the caller closes the connection.
+type LineReader struct {
+	r *bufio.Reader
+}
+
+// NewLineReader returns a LineReader on r. It buffers at most MaxLineSize
+// bytes.
+func NewLineReader(r io.Reader) *LineReader {
+	return &LineReader{r: bufio.NewReaderSize(r, MaxLineSize)}
+}
+
+// ReadLine returns the next line without its newline. The returned slice is
+// valid until the next call. A last line without a newline is returned
+// before io.EOF.
+func (lr *LineReader) ReadLine() ([]byte, error) {
+	line, err := lr.r.ReadSlice('\n')
+	switch {
+	case err == nil:
+		return line[:len(line)-1], nil
+	case errors.Is(err, bufio.ErrBufferFull):
+		return nil, fmt.Errorf("line longer than %d bytes: %w", MaxLineSize, ErrTooLarge)
+	case errors.Is(err, io.EOF) && len(line) > 0:
+		return line, nil
+	default:
+		return nil, err
+	}
+}
