@@ -157,7 +157,7 @@ func DecodeClientMessage(b []byte) (ClientMessage, error) {
 		if err := checkNamespace(w.Namespace); err != nil {
 			return nil, err
 		}
-		return &Register{Nickname: *w.Nickname, LocalAddr: *w.LocalAddr, Instance: w.Instance, Caps: w.Caps, Namespace: w.Namespace}, nil
+		return &Register{Nickname: *w.Nickname, LocalAddr: *w.LocalAddr, Instance: w.Instance, Caps: nilIfEmpty(w.Caps), Namespace: w.Namespace}, nil
 	case "list_peers", "heartbeat", "unregister":
 		// The original ignores extra fields; so do we, but the frame must
 		// still be a JSON object.
@@ -262,7 +262,7 @@ func DecodeServerMessage(b []byte) (ServerMessage, error) {
 		if err := checkCaps(typ, w.Caps); err != nil {
 			return nil, err
 		}
-		return &Registered{PeerID: *w.PeerID, PublicAddr: *w.PublicAddr, Caps: w.Caps}, nil
+		return &Registered{PeerID: *w.PeerID, PublicAddr: *w.PublicAddr, Caps: nilIfEmpty(w.Caps)}, nil
 	case "peer_list":
 		var w struct {
 			Peers *[]wirePeer `json:"peers"`
@@ -350,5 +350,5 @@ func (w *wirePeer) check(what string) (PeerInfo, error) {
 	if err := checkIdentity(what, *w.Nickname, w.Instance, w.Caps); err != nil {
 		return PeerInfo{}, err
 	}
-	return PeerInfo{PeerID: *w.PeerID, Nickname: *w.Nickname, PublicAddr: *w.PublicAddr, LocalAddr: *w.LocalAddr, LastSeen: *w.LastSeen, Instance: w.Instance, Caps: w.Caps}, nil
+	return PeerInfo{PeerID: *w.PeerID, Nickname: *w.Nickname, PublicAddr: *w.PublicAddr, LocalAddr: *w.LocalAddr, LastSeen: *w.LastSeen, Instance: w.Instance, Caps: nilIfEmpty(w.Caps)}, nil
 }

@@ -134,7 +134,7 @@ func DecodeDatagram(b []byte) (Datagram, error) {
 		if err := checkIdentity("announce", *w.Nickname, w.Instance, w.Caps); err != nil {
 			return nil, err
 		}
-		return &Announce{Nickname: *w.Nickname, TCPPort: *w.TCPPort, Instance: w.Instance, Caps: w.Caps}, nil
+		return &Announce{Nickname: *w.Nickname, TCPPort: *w.TCPPort, Instance: w.Instance, Caps: nilIfEmpty(w.Caps)}, nil
 	case "goodbye":
 		var w struct {
 			Nickname *string `json:"nickname"`
@@ -223,3 +223,12 @@ func truncate(s string, n int) string {
 }
 
 func utf8RuneStart(b byte) bool { return b&0xC0 != 0x80 }
+
+// nilIfEmpty maps an empty list to nil, so that "caps":[] and an absent
+// field decode alike.
+func nilIfEmpty(s []string) []string {
+	if len(s) == 0 {
+		return nil
+	}
+	return s
+}

@@ -90,4 +90,6 @@
 // [ErrTooLarge], invalid UTF-8 with [ErrInvalidUTF8], and anything that is
 // not a well-formed message of a known type with an error that names the
 // problem (wrapping [ErrMalformed] or [ErrUnknownType]). They never panic.
+// Like encoding/json, they match field names case-insensitively, which is
+// more lenient than the original (serde) and harmless.
 package protocol

@@ -1,0 +1,312 @@
+package registry
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"pgregory.net/rapid"
+)
+
+var t0 = time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
+
+func lan(ip string, port uint16, nick, instance string) Observation {
+	return Observation{Source: SourceLAN, Addr: netip.AddrPortFrom(netip.MustParseAddr(ip), port), Nickname: nick, Instance: instance}
+}
+
+func TestDuplicateNicknamesAreSeparatePeers(t *testing.T) {
+	r := New(Config{Self: "me"})
+	mustObserve(t, r, t0, lan("10.0.0.2", 4000, "bob", "b1"), Joined)
+	mustObserve(t, r, t0, lan("10.0.0.3", 4000, "bob", "b2"), Joined)
+	if r.Len() != 2 {
+		t.Fatalf("got %d peers, want 2", r.Len())
+	}
+	_, err := r.Resolve("bob")
+	var amb *AmbiguousError
+	if !errors.As(err, &amb) {
+		t.Fatalf("Resolve(bob) = %v, want *AmbiguousError", err)
+	}
+	if got, want := err.Error(), "2 peers are called bob: bob@10.0.0.2:4000 bob@10.0.0.3:4000"; got != want {
+		t.Errorf("error = %q, want %q", got, want)
+	}
+	for _, sel := range []string{"bob@10.0.0.3:4000", "bob@10.0.0.3", "bob#b2"} {
+		p, err := r.Resolve(sel)
+		if err != nil || p.Instance != "b2" {
+			t.Errorf("Resolve(%q) = %v, %v; want instance b2", sel, p.Instance, err)
+		}
+	}
+	if _, err := r.Resolve("carol"); !errors.Is(err, ErrUnknownPeer) {
+		t.Errorf("Resolve(carol) = %v, want ErrUnknownPeer", err)
+	}
+}
+
+func TestOwnAnnounceRecognisedByInstance(t *testing.T) {
+	r := New(Config{Self: "me"})
+	if _, err := r.Observe(t0, lan("10.0.0.1", 4000, "bob", "me")); !errors.Is(err, ErrSelf) {
+		t.Fatalf("own announce: got %v, want ErrSelf", err)
+	}
+	// Another bob is a peer like any other.
+	mustObserve(t, r, t0, lan("10.0.0.1", 4001, "bob", "other"), Joined)
+}
+
+func TestRestartAtSameAddressReplacesEntry(t *testing.T) {
+	r := New(Config{})
+	mustObserve(t, r, t0, lan("10.0.0.2", 4000, "bob", "old"), Joined)
+	c := mustObserve(t, r, t0.Add(time.Second), lan("10.0.0.2", 4000, "bob", "new"), Restarted)
+	if c.Old.Instance != "old" || c.Peer.Instance != "new" || r.Len() != 1 {
+		t.Fatalf("restart: got %+v, %d peers", c, r.Len())
+	}
+}
+
+func TestExpiryAtTimeoutNotBefore(t *testing.T) {
+	r := New(Config{Timeout: 15 * time.Second})
+	mustObserve(t, r, t0, lan("10.0.0.2", 4000, "bob", ""), Joined)
+	if gone := r.Expire(t0.Add(15*time.Second - time.Nanosecond)); len(gone) != 0 {
+		t.Fatalf("expired before the timeout: %v", gone)
+	}
+	if next, ok := r.NextExpiry(); !ok || !next.Equal(t0.Add(15*time.Second)) {
+		t.Fatalf("NextExpiry = %v, %v", next, ok)
+	}
+	if gone := r.Expire(t0.Add(15 * time.Second)); len(gone) != 1 || gone[0].Kind != Expired {
+		t.Fatalf("at the timeout: got %v", gone)
+	}
+}
+
+func TestGoodbye(t *testing.T) {
+	r := New(Config{})
+	mustObserve(t, r, t0, lan("10.0.0.2", 4000, "bob", "b1"), Joined)
+	mustObserve(t, r, t0, lan("10.0.0.2", 4001, "bob", "b2"), Joined)
+	mustObserve(t, r, t0, lan("10.0.0.2", 4002, "old", ""), Joined)
+	if gone := r.Goodbye(netip.MustParseAddr("10.0.0.9"), "bob", "b1"); len(gone) != 0 {
+		t.Fatalf("goodbye from another IP removed %v", gone)
+	}
+	if gone := r.Goodbye(netip.MustParseAddr("10.0.0.2"), "bob", "b1"); len(gone) != 1 || gone[0].Peer.Instance != "b1" {
+		t.Fatalf("goodbye b1 removed %v", gone)
+	}
+	if gone := r.Goodbye(netip.MustParseAddr("10.0.0.2"), "old", ""); len(gone) != 1 || gone[0].Peer.Nickname != "old" {
+		t.Fatalf("original goodbye removed %v", gone)
+	}
+	if r.Len() != 1 {
+		t.Fatalf("left %d peers, want 1", r.Len())
+	}
+}
+
+func TestBoundRefusesNewPeersKeepsKnownOnes(t *testing.T) {
+	r := New(Config{MaxPeers: 2})
+	mustObserve(t, r, t0, lan("10.0.0.2", 1, "a", ""), Joined)
+	mustObserve(t, r, t0, lan("10.0.0.3", 1, "b", ""), Joined)
+	if _, err := r.Observe(t0, lan("10.0.0.4", 1, "c", "")); !errors.Is(err, ErrFull) {
+		t.Fatalf("third peer: got %v, want ErrFull", err)
+	}
+	mustObserve(t, r, t0.Add(time.Second), lan("10.0.0.2", 1, "a", ""), Refreshed)
+}
+
+func TestSyncMirrorsBootstrapList(t *testing.T) {
+	r := New(Config{})
+	boot := func(id, nick string) Observation {
+		return Observation{Source: SourceBootstrap, ID: id, Nickname: nick, Addr: netip.MustParseAddrPort("192.0.2.1:4000")}
+	}
+	mustObserve(t, r, t0, lan("10.0.0.2", 4000, "lanpeer", ""), Joined)
+	changes := r.Sync(t0, []Observation{boot("p1", "alice"), boot("p2", "bob")})
+	if len(changes) != 2 || r.Len() != 3 {
+		t.Fatalf("first sync: %v, %d peers", changes, r.Len())
+	}
+	changes = r.Sync(t0.Add(5*time.Second), []Observation{boot("p2", "bob")})
+	if len(changes) != 1 || changes[0].Kind != Left || changes[0].Peer.ID != "p1" {
+		t.Fatalf("second sync: %v", changes)
+	}
+	// Bootstrap peers never time out locally; LAN peers do.
+	gone := r.Expire(t0.Add(time.Hour))
+	if len(gone) != 1 || gone[0].Peer.Source != SourceLAN {
+		t.Fatalf("expire: %v", gone)
+	}
+}
+
+func mustObserve(t *testing.T, r *Registry, now time.Time, o Observation, want ChangeKind) Change {
+	t.Helper()
+	c, err := r.Observe(now, o)
+	if err != nil {
+		t.Fatalf("Observe(%+v): %v", o, err)
+	}
+	if c.Kind != want {
+		t.Fatalf("Observe(%+v) = %v, want %v", o, c.Kind, want)
+	}
+	return c
+}
+
+// modelPeer is the trivially correct model's view of one peer.
+type modelPeer struct {
+	nick, instance string
+	addr           netip.AddrPort
+	lastSeen       time.Time
+}
+
+// registryMachine checks Registry against a map keyed by address, with
+// every rule written out the slow, obvious way.
+type registryMachine struct {
+	r     *Registry
+	model map[netip.AddrPort]modelPeer
+	now   time.Time
+	self  string
+	max   int
+}
+
+const timeout = 15 * time.Second
+
+var (
+	machineIPs   = []string{"10.0.0.1", "10.0.0.2", "10.0.0.3"}
+	machinePorts = []uint16{4000, 4001}
+	machineNicks = []string{"alice", "bob"}
+	machineInst  = []string{"", "i1", "i2", "self"}
+)
+
+func (m *registryMachine) Observe(t *rapid.T) {
+	ip := rapid.SampledFrom(machineIPs).Draw(t, "ip")
+	port := rapid.SampledFrom(machinePorts).Draw(t, "port")
+	nick := rapid.SampledFrom(machineNicks).Draw(t, "nick")
+	inst := rapid.SampledFrom(machineInst).Draw(t, "instance")
+	o := lan(ip, port, nick, inst)
+	c, err := m.r.Observe(m.now, o)
+
+	old, known := m.model[o.Addr]
+	switch {
+	case inst == m.self:
+		if !errors.Is(err, ErrSelf) {
+			t.Fatalf("own instance: got %v, %v", c, err)
+		}
+		return
+	case !known && len(m.model) >= m.max:
+		if !errors.Is(err, ErrFull) {
+			t.Fatalf("at the bound: got %v, %v", c, err)
+		}
+		return
+	case err != nil:
+		t.Fatalf("unexpected error %v", err)
+	}
+	want := Refreshed
+	switch {
+	case !known:
+		want = Joined
+	case old.instance != inst:
+		want = Restarted
+	case old.nick != nick:
+		want = Updated
+	}
+	if c.Kind != want {
+		t.Fatalf("Observe: got %v, want %v", c.Kind, want)
+	}
+	m.model[o.Addr] = modelPeer{nick: nick, instance: inst, addr: o.Addr, lastSeen: m.now}
+}
+
+func (m *registryMachine) Goodbye(t *rapid.T) {
+	ip := netip.MustParseAddr(rapid.SampledFrom(machineIPs).Draw(t, "ip"))
+	nick := rapid.SampledFrom(machineNicks).Draw(t, "nick")
+	inst := rapid.SampledFrom(machineInst).Draw(t, "instance")
+	gone := m.r.Goodbye(ip, nick, inst)
+	want := 0
+	if inst != m.self {
+		for a, p := range m.model {
+			if a.Addr() == ip && p.instance == inst && (inst != "" || p.nick == nick) {
+				delete(m.model, a)
+				want++
+			}
+		}
+	}
+	if len(gone) != want {
+		t.Fatalf("Goodbye removed %d, model removed %d", len(gone), want)
+	}
+}
+
+func (m *registryMachine) Advance(t *rapid.T) {
+	m.now = m.now.Add(time.Duration(rapid.IntRange(0, 20).Draw(t, "seconds")) * time.Second)
+}
+
+func (m *registryMachine) Expire(t *rapid.T) {
+	gone := m.r.Expire(m.now)
+	want := 0
+	for a, p := range m.model {
+		if m.now.Sub(p.lastSeen) >= timeout {
+			delete(m.model, a)
+			want++
+		}
+	}
+	if len(gone) != want {
+		t.Fatalf("Expire removed %d, model removed %d", len(gone), want)
+	}
+}
+
+func (m *registryMachine) Resolve(t *rapid.T) {
+	nick := rapid.SampledFrom(machineNicks).Draw(t, "nick")
+	p, err := m.r.Resolve(nick)
+	var matches []netip.AddrPort
+	for a, mp := range m.model {
+		if mp.nick == nick {
+			matches = append(matches, a)
+		}
+	}
+	var amb *AmbiguousError
+	switch len(matches) {
+	case 0:
+		if !errors.Is(err, ErrUnknownPeer) {
+			t.Fatalf("Resolve(%s) = %v, %v; want ErrUnknownPeer", nick, p, err)
+		}
+	case 1:
+		if err != nil || p.Addr != matches[0] {
+			t.Fatalf("Resolve(%s) = %v, %v; want %v", nick, p.Addr, err, matches[0])
+		}
+	default:
+		if !errors.As(err, &amb) || len(amb.Candidates) != len(matches) {
+			t.Fatalf("Resolve(%s) = %v; want ambiguity among %d", nick, err, len(matches))
+		}
+	}
+}
+
+// Check compares the registry's list with the model after every step.
+func (m *registryMachine) Check(t *rapid.T) {
+	list := m.r.List()
+	if len(list) != len(m.model) {
+		t.Fatalf("registry has %d peers, model %d", len(list), len(m.model))
+	}
+	if !slices.IsSortedFunc(list, comparePeers) {
+		t.Fatalf("List is not in stable order")
+	}
+	for _, p := range list {
+		mp, ok := m.model[p.Addr]
+		if !ok || mp.nick != p.Nickname || mp.instance != p.Instance || !mp.lastSeen.Equal(p.LastSeen) {
+			t.Fatalf("peer %+v differs from model %+v (known %v)", p, mp, ok)
+		}
+	}
+	if len(list) > m.max {
+		t.Fatalf("%d peers exceed the bound %d", len(list), m.max)
+	}
+}
+
+func TestRegistryMatchesModel(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		max := rapid.IntRange(1, 6).Draw(t, "max")
+		m := &registryMachine{
+			r:     New(Config{Self: "self", Timeout: timeout, MaxPeers: max}),
+			model: make(map[netip.AddrPort]modelPeer),
+			now:   t0,
+			self:  "self",
+			max:   max,
+		}
+		t.Repeat(rapid.StateMachineActions(m))
+	})
+}
+
+func ExampleRegistry_Resolve() {
+	r := New(Config{Self: "mine"})
+	r.Observe(t0, lan("10.0.0.2", 4000, "bob", "8c1d"))
+	r.Observe(t0, lan("10.0.0.3", 4000, "bob", "77aa"))
+	_, err := r.Resolve("bob")
+	fmt.Println(err)
+	p, _ := r.Resolve("bob#77")
+	fmt.Println(p.Addr)
+	// Output:
+	// 2 peers are called bob: bob@10.0.0.2:4000 bob@10.0.0.3:4000
+	// 10.0.0.3:4000
+}
