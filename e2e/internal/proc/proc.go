@@ -1,0 +1,235 @@
+// Package proc runs the real parlance and bootstrap-server programs for
+// e2e tests: it builds them once per test binary, starts them with piped
+// standard streams, and waits on their output with deadlines, never on
+// sleeps. Callers must run inside a private network namespace
+// (netns.Require) before starting anything that opens sockets.
+package proc
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Packages of the programs.
+const (
+	ParlancePkg = "github.com/parlance-chat/parlance/client/cmd/parlance"
+	ServerPkg   = "github.com/parlance-chat/parlance/bootstrap-server/cmd/bootstrap-server"
+)
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildErr  error
+)
+
+// Binaries builds parlance and bootstrap-server once per test binary and
+// returns their paths.
+func Binaries(t testing.TB) (parlance, server string) {
+	t.Helper()
+	buildOnce.Do(func() {
+		buildDir, buildErr = os.MkdirTemp("", "parlance-e2e-bin-")
+		if buildErr != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", buildDir+string(filepath.Separator), ParlancePkg, ServerPkg)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Run(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out.String())
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return filepath.Join(buildDir, "parlance"), filepath.Join(buildDir, "bootstrap-server")
+}
+
+// Process is a running program with piped standard streams.
+type Process struct {
+	t    testing.TB
+	name string
+	cmd  *exec.Cmd
+	in   io.WriteCloser
+
+	mu     sync.Mutex
+	cond   *sync.Cond
+	out    []string // stdout lines so far
+	errOut bytes.Buffer
+	exited bool
+	err    error
+}
+
+// Start starts bin with args and extra environment, in its own temporary
+// HOME and XDG directories. The process is killed at the end of the test
+// if it is still running.
+func Start(t testing.TB, name, bin string, args []string, env ...string) *Process {
+	t.Helper()
+	home := t.TempDir()
+	cmd := exec.Command(bin, args...)
+	cmd.Dir = home
+	cmd.Env = append(os.Environ(),
+		"HOME="+home,
+		"XDG_CONFIG_HOME="+filepath.Join(home, ".config"),
+		"XDG_STATE_HOME="+filepath.Join(home, ".local", "state"),
+		"TERM=dumb",
+	)
+	cmd.Env = append(cmd.Env, env...)
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &Process{t: t, name: name, cmd: cmd, in: in}
+	p.cond = sync.NewCond(&p.mu)
+	cmd.Stderr = &lockedWriter{p: p}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.out = append(p.out, sc.Text())
+			p.cond.Broadcast()
+			p.mu.Unlock()
+		}
+		err := cmd.Wait()
+		p.mu.Lock()
+		p.exited, p.err = true, err
+		p.cond.Broadcast()
+		p.mu.Unlock()
+	}()
+	t.Cleanup(func() {
+		p.Kill()
+		if t.Failed() {
+			t.Logf("%s stdout:\n%s\n%s stderr:\n%s", name, strings.Join(p.Lines(), "\n"), name, p.Stderr())
+		}
+	})
+	return p
+}
+
+type lockedWriter struct{ p *Process }
+
+func (w *lockedWriter) Write(b []byte) (int, error) {
+	w.p.mu.Lock()
+	defer w.p.mu.Unlock()
+	return w.p.errOut.Write(b)
+}
+
+// Lines returns the stdout lines so far.
+func (p *Process) Lines() []string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]string(nil), p.out...)
+}
+
+// Stderr returns what the process wrote to stderr so far.
+func (p *Process) Stderr() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.errOut.String()
+}
+
+// Input writes one line to the process's stdin.
+func (p *Process) Input(line string) {
+	p.t.Helper()
+	if _, err := io.WriteString(p.in, line+"\n"); err != nil {
+		p.t.Fatalf("%s: write stdin: %v", p.name, err)
+	}
+}
+
+// CloseStdin closes the process's stdin (EOF).
+func (p *Process) CloseStdin() { p.in.Close() }
+
+// WaitLine waits until a stdout line at index from or later matches re and
+// returns its index and text. It fails the test after timeout or if the
+// process exits first.
+func (p *Process) WaitLine(from int, re *regexp.Regexp, timeout time.Duration) (int, string) {
+	p.t.Helper()
+	deadline := time.Now().Add(timeout)
+	stop := context.AfterFunc(contextWithDeadline(deadline), func() {
+		p.mu.Lock()
+		p.cond.Broadcast()
+		p.mu.Unlock()
+	})
+	defer stop()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := from; ; {
+		for ; i < len(p.out); i++ {
+			if re.MatchString(p.out[i]) {
+				return i, p.out[i]
+			}
+		}
+		if p.exited {
+			p.t.Fatalf("%s exited (%v) before printing a line matching %q", p.name, p.err, re)
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("%s: no line matching %q within %v", p.name, re, timeout)
+		}
+		p.cond.Wait()
+	}
+}
+
+// contextWithDeadline returns a context that is done at deadline; its
+// resources are released when it fires.
+func contextWithDeadline(deadline time.Time) context.Context {
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	context.AfterFunc(ctx, cancel)
+	return ctx
+}
+
+// Wait waits for the process to exit and returns its exit status, failing
+// the test after timeout.
+func (p *Process) Wait(timeout time.Duration) int {
+	p.t.Helper()
+	deadline := time.Now().Add(timeout)
+	stop := context.AfterFunc(contextWithDeadline(deadline), func() {
+		p.mu.Lock()
+		p.cond.Broadcast()
+		p.mu.Unlock()
+	})
+	defer stop()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for !p.exited {
+		if time.Now().After(deadline) {
+			p.t.Fatalf("%s did not exit within %v", p.name, timeout)
+		}
+		p.cond.Wait()
+	}
+	return p.cmd.ProcessState.ExitCode()
+}
+
+// Signal sends sig to the process.
+func (p *Process) Signal(sig syscall.Signal) {
+	if p.cmd.Process != nil {
+		p.cmd.Process.Signal(sig)
+	}
+}
+
+// Kill kills the process if it still runs.
+func (p *Process) Kill() {
+	p.mu.Lock()
+	exited := p.exited
+	p.mu.Unlock()
+	if !exited && p.cmd.Process != nil {
+		p.cmd.Process.Kill()
+	}
+}
