@@ -1,0 +1,143 @@
+// Package cli is the bootstrap-server command line: flags with
+// environment-variable fallbacks, logging, TLS, and running the server
+// until its context ends.
+package cli
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+
+	"github.com/parlance-chat/parlance/bootstrap-server/rendezvous"
+)
+
+// EnvPrefix starts the environment variable that backs each flag:
+// --max-peers falls back to PARLANCE_BOOTSTRAP_MAX_PEERS.
+const EnvPrefix = "PARLANCE_BOOTSTRAP_"
+
+// Run parses args (without the program name), starts the server and serves
+// until ctx is done; then it closes every connection with a close frame and
+// returns nil. getenv supplies the environment (os.Getenv in main).
+// Ready, if not nil, is called with the listening address.
+func Run(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer, ready func(net.Addr)) error {
+	fs := flag.NewFlagSet("bootstrap-server", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var (
+		host      = fs.String("host", "0.0.0.0", "address to listen on")
+		port      = fs.Uint("port", 8080, "TCP port to listen on")
+		cert      = fs.String("cert", "", "TLS certificate file (PEM); with --key, serve wss://")
+		key       = fs.String("key", "", "TLS private key file (PEM)")
+		logFormat = fs.String("log-format", "text", "log format: text or json (logs go to stderr)")
+		logLevel  = fs.String("log-level", "info", "log level: debug, info, warn or error")
+		maxPeers  = fs.Int("max-peers", rendezvous.DefaultMaxPeers, "maximum registered peers")
+		maxConns  = fs.Int("max-conns-per-ip", rendezvous.DefaultMaxConnsPerIP, "maximum simultaneous connections from one IP address (-1: no limit)")
+		msgRate   = fs.Float64("msg-rate", rendezvous.DefaultMsgRatePerIP, "messages per second allowed from one IP address (-1: no limit)")
+		msgBurst  = fs.Int("msg-burst", rendezvous.DefaultMsgBurstPerIP, "message burst allowed from one IP address")
+		maxFrame  = fs.Int("max-frame", rendezvous.DefaultMaxFrame, "maximum size in bytes of a frame from a client")
+		trustXFF  = fs.Bool("trust-forwarded-for", false, "take client addresses from X-Forwarded-For (only behind a proxy that sets it)")
+	)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: bootstrap-server [flags]\n\nA Parlance bootstrap (rendezvous) server. Every flag falls back to the\nenvironment variable %s<FLAG NAME>, e.g. %sPORT=8080.\n\n", EnvPrefix, EnvPrefix)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("bootstrap-server: unexpected argument %q", fs.Arg(0))
+	}
+	// Environment fallbacks for every flag not given on the command line.
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		if set[f.Name] || envErr != nil {
+			return
+		}
+		name := EnvPrefix + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(name); v != "" {
+			if err := f.Value.Set(v); err != nil {
+				envErr = fmt.Errorf("bootstrap-server: environment %s=%q: %v", name, v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return envErr
+	}
+	if *port > 65535 {
+		return fmt.Errorf("bootstrap-server: --port must be at most 65535, got %d", *port)
+	}
+
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return fmt.Errorf("bootstrap-server: --log-level must be debug, info, warn or error, got %q", *logLevel)
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	var log *slog.Logger
+	switch *logFormat {
+	case "text":
+		log = slog.New(slog.NewTextHandler(stderr, hopts))
+	case "json":
+		log = slog.New(slog.NewJSONHandler(stderr, hopts))
+	default:
+		return fmt.Errorf("bootstrap-server: --log-format must be text or json, got %q", *logFormat)
+	}
+
+	var tlsConfig *tls.Config
+	switch {
+	case *cert != "" && *key != "":
+		pair, err := tls.LoadX509KeyPair(*cert, *key)
+		if err != nil {
+			return fmt.Errorf("bootstrap-server: load TLS certificate: %w", err)
+		}
+		tlsConfig = &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}
+	case *cert != "" || *key != "":
+		return errors.New("bootstrap-server: --cert and --key must be given together")
+	}
+
+	srv, err := rendezvous.NewServer(rendezvous.Config{
+		Logger:            log,
+		MaxPeers:          *maxPeers,
+		MaxConnsPerIP:     *maxConns,
+		MsgRatePerIP:      *msgRate,
+		MsgBurstPerIP:     *msgBurst,
+		MaxFrame:          *maxFrame,
+		TrustForwardedFor: *trustXFF,
+	})
+	if err != nil {
+		return err
+	}
+	addr := net.JoinHostPort(*host, strconv.FormatUint(uint64(*port), 10))
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		srv.Close()
+		return fmt.Errorf("bootstrap-server: %w", err)
+	}
+	scheme := "ws"
+	if tlsConfig != nil {
+		ln = tls.NewListener(ln, tlsConfig)
+		scheme = "wss"
+	}
+	log.Info("listening", "addr", ln.Addr().String(), "url", scheme+"://"+ln.Addr().String())
+	if ready != nil {
+		ready(ln.Addr())
+	}
+	err = srv.Serve(ctx, ln)
+	if errors.Is(err, rendezvous.ErrServerClosed) {
+		log.Info("stopped")
+		return nil
+	}
+	srv.Close()
+	return err
+}

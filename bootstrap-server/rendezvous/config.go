@@ -1,0 +1,150 @@
+package rendezvous
+
+import (
+	"crypto/rand"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/parlance-chat/parlance/protocol"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Defaults for Config. The timing ones are the original server's.
+const (
+	DefaultExpiry          = 30 * time.Second
+	DefaultSweep           = 10 * time.Second
+	DefaultPingInterval    = 20 * time.Second
+	DefaultReadTimeout     = 60 * time.Second
+	DefaultWriteTimeout    = 10 * time.Second
+	DefaultMaxFrame        = protocol.MaxClientFrameSize
+	DefaultMaxPeers        = 50_000
+	DefaultMaxConnsPerIP   = 256
+	DefaultMsgRatePerIP    = 50
+	DefaultMsgBurstPerIP   = 100
+	DefaultMaxQueueBytes   = 2 * protocol.MaxServerFrameSize
+	DefaultListCacheMaxAge = time.Second
+	DefaultShutdownGrace   = 2 * time.Second
+)
+
+// Config configures a Server. Every field is optional; the zero value of a
+// field means its default. Nothing in the package reads a global: the
+// logger, the random source and the metrics registry are handed in here.
+type Config struct {
+	// Logger receives the server's logs; nil discards them.
+	Logger *slog.Logger
+	// Rand is the source of peer ids (random UUIDv4s); nil means
+	// crypto/rand. Tests pass a seeded reader (for example a
+	// math/rand/v2 ChaCha8) so that runs replay exactly.
+	Rand io.Reader
+	// Registerer receives the server's metrics. Nil means a private
+	// registry, never the global default one.
+	Registerer prometheus.Registerer
+	// Gatherer is what GET /metrics serves. Nil means the private
+	// registry, or Registerer when it is also a Gatherer (as a
+	// *prometheus.Registry is); otherwise /metrics answers 404.
+	Gatherer prometheus.Gatherer
+
+	// MaxFrame bounds one frame from a client; a longer one is answered
+	// with an "Invalid message format" error and the connection is
+	// closed. Default protocol.MaxClientFrameSize.
+	MaxFrame int
+	// MaxPeers bounds the registered peers over all namespaces; a register
+	// beyond it is answered with an error (see ErrTextServerFull).
+	MaxPeers int
+	// MaxConnsPerIP bounds the simultaneous connections from one IP
+	// address. Negative means no limit.
+	MaxConnsPerIP int
+	// MsgRatePerIP and MsgBurstPerIP bound the messages per second from
+	// one IP address (a token bucket shared by its connections). A
+	// negative rate means no limit.
+	MsgRatePerIP  float64
+	MsgBurstPerIP int
+	// MaxQueueBytes bounds what may wait to be written to one connection;
+	// a client that reads slower than that is dropped. Frames shared by
+	// many connections (peer lists) count fully for each.
+	MaxQueueBytes int
+
+	// Expiry removes a peer this long after its register or last
+	// heartbeat; Sweep is how often expiry is checked.
+	Expiry time.Duration
+	Sweep  time.Duration
+	// PingInterval: a connection silent this long gets a ping.
+	// ReadTimeout: a connection silent this long (no message, no pong) is
+	// closed. WriteTimeout bounds one write.
+	PingInterval time.Duration
+	ReadTimeout  time.Duration
+	WriteTimeout time.Duration
+	// ListCacheMaxAge bounds how stale the last_seen values of a cached
+	// peer_list may be. Membership changes invalidate the cache at once.
+	ListCacheMaxAge time.Duration
+	// ShutdownGrace bounds how long Close waits for close frames to go
+	// out before it cuts the remaining connections.
+	ShutdownGrace time.Duration
+
+	// TrustForwardedFor takes the client address from the last entry of
+	// X-Forwarded-For (set it only behind a reverse proxy that sets it).
+	TrustForwardedFor bool
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Rand == nil {
+		c.Rand = rand.Reader
+	}
+	setDur := func(d *time.Duration, def time.Duration) {
+		if *d == 0 {
+			*d = def
+		}
+	}
+	setDur(&c.Expiry, DefaultExpiry)
+	setDur(&c.Sweep, DefaultSweep)
+	setDur(&c.PingInterval, DefaultPingInterval)
+	setDur(&c.ReadTimeout, DefaultReadTimeout)
+	setDur(&c.WriteTimeout, DefaultWriteTimeout)
+	setDur(&c.ListCacheMaxAge, DefaultListCacheMaxAge)
+	setDur(&c.ShutdownGrace, DefaultShutdownGrace)
+	if c.MaxFrame == 0 {
+		c.MaxFrame = DefaultMaxFrame
+	}
+	if c.MaxPeers == 0 {
+		c.MaxPeers = DefaultMaxPeers
+	}
+	if c.MaxConnsPerIP == 0 {
+		c.MaxConnsPerIP = DefaultMaxConnsPerIP
+	}
+	if c.MsgRatePerIP == 0 {
+		c.MsgRatePerIP = DefaultMsgRatePerIP
+	}
+	if c.MsgBurstPerIP == 0 {
+		c.MsgBurstPerIP = DefaultMsgBurstPerIP
+	}
+	if c.MaxQueueBytes == 0 {
+		c.MaxQueueBytes = DefaultMaxQueueBytes
+	}
+	for name, d := range map[string]time.Duration{
+		"Expiry": c.Expiry, "Sweep": c.Sweep, "PingInterval": c.PingInterval,
+		"ReadTimeout": c.ReadTimeout, "WriteTimeout": c.WriteTimeout,
+		"ListCacheMaxAge": c.ListCacheMaxAge, "ShutdownGrace": c.ShutdownGrace,
+	} {
+		if d < 0 {
+			return c, fmt.Errorf("rendezvous: config: %s must not be negative, got %v", name, d)
+		}
+	}
+	switch {
+	case c.MaxFrame < 64:
+		return c, fmt.Errorf("rendezvous: config: MaxFrame must be at least 64 bytes, got %d", c.MaxFrame)
+	case c.MaxPeers < 0:
+		return c, fmt.Errorf("rendezvous: config: MaxPeers must not be negative, got %d", c.MaxPeers)
+	case c.MaxQueueBytes < 0:
+		return c, fmt.Errorf("rendezvous: config: MaxQueueBytes must not be negative, got %d", c.MaxQueueBytes)
+	case c.MsgRatePerIP > 0 && c.MsgBurstPerIP < 1:
+		return c, fmt.Errorf("rendezvous: config: MsgBurstPerIP must be at least 1, got %d", c.MsgBurstPerIP)
+	case c.PingInterval >= c.ReadTimeout:
+		return c, fmt.Errorf("rendezvous: config: PingInterval (%v) must be shorter than ReadTimeout (%v)", c.PingInterval, c.ReadTimeout)
+	}
+	return c, nil
+}

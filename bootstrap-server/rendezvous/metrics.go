@@ -1,0 +1,70 @@
+package rendezvous
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Error kinds counted by the errors metric.
+const (
+	errKindInvalid           = "invalid_message"
+	errKindTooLarge          = "frame_too_large"
+	errKindNotRegistered     = "not_registered"
+	errKindPeerNotRegistered = "peer_not_registered"
+	errKindRateLimited       = "rate_limited"
+	errKindTooManyConns      = "too_many_connections"
+	errKindServerFull        = "server_full"
+	errKindSlowReader        = "slow_reader"
+	errKindReadTimeout       = "read_timeout"
+	errKindWrite             = "write_failed"
+	errKindHandshake         = "handshake_failed"
+)
+
+type metrics struct {
+	connections   prometheus.Gauge
+	peers         *prometheus.GaugeVec
+	messages      *prometheus.CounterVec
+	errors        *prometheus.CounterVec
+	rateLimited   prometheus.Counter
+	pushed        prometheus.Counter
+	listRebuilds  prometheus.Counter
+	expired       prometheus.Counter
+	connsAccepted prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	const ns, sub = "parlance", "bootstrap"
+	m := &metrics{
+		connections: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "connections", Help: "Open WebSocket connections."}),
+		peers: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "registered_peers", Help: "Registered peers per namespace (\"\" is the default one)."}, []string{"namespace"}),
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "messages_received_total", Help: "Messages received from clients, by type."}, []string{"type"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "errors_total", Help: "Errors by kind."}, []string{"kind"}),
+		rateLimited: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "rate_limited_total", Help: "Requests refused by a per-IP limit (message rate or connection count)."}),
+		pushed: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "pushed_updates_total", Help: "peer_joined and peer_left messages queued to subscribers."}),
+		listRebuilds: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "peer_list_encodings_total", Help: "Times a namespace's cached peer_list was rebuilt."}),
+		expired: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "expired_peers_total", Help: "Peers removed because they stopped sending heartbeats."}),
+		connsAccepted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "connections_accepted_total", Help: "WebSocket connections accepted."}),
+	}
+	for _, c := range []prometheus.Collector{m.connections, m.peers, m.messages, m.errors, m.rateLimited, m.pushed, m.listRebuilds, m.expired, m.connsAccepted} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	for _, t := range []string{"register", "list_peers", "heartbeat", "unregister", "invalid"} {
+		m.messages.WithLabelValues(t)
+	}
+	for _, k := range []string{errKindInvalid, errKindTooLarge, errKindNotRegistered, errKindPeerNotRegistered,
+		errKindRateLimited, errKindTooManyConns, errKindServerFull, errKindSlowReader, errKindReadTimeout, errKindWrite, errKindHandshake} {
+		m.errors.WithLabelValues(k)
+	}
+	m.peers.WithLabelValues("")
+	return m, nil
+}

@@ -1,0 +1,585 @@
+package rendezvous
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/parlance-chat/parlance/protocol"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/time/rate"
+)
+
+// Error texts this server sends beyond the original's three
+// (protocol.ErrTextNotRegistered, protocol.ErrTextPeerNotRegistered and
+// protocol.ErrTextInvalidPrefix). Each is a plain error message, which an
+// original client treats like any other error.
+const (
+	// ErrTextRateLimited precedes closing a connection whose address sent
+	// more messages than its rate allows.
+	ErrTextRateLimited = "Rate limit exceeded"
+	// ErrTextTooManyConns precedes closing a connection beyond the
+	// per-address connection limit.
+	ErrTextTooManyConns = "Too many connections from your address"
+	// ErrTextServerFull answers a register beyond MaxPeers; the
+	// connection stays open.
+	ErrTextServerFull = "Server full"
+	// ErrTextFrameTooLarge follows protocol.ErrTextInvalidPrefix when a
+	// frame exceeds MaxFrame; the connection is closed after it.
+	ErrTextFrameTooLarge = "frame exceeds the limit of %d bytes"
+)
+
+// ErrServerClosed is returned by Serve after Close or Shutdown.
+var ErrServerClosed = errors.New("rendezvous: server closed")
+
+// Server is a bootstrap (rendezvous) server. Create it with NewServer,
+// mount Handler on an http.Server or call Serve, and stop it with Close or
+// Shutdown.
+type Server struct {
+	cfg      Config
+	log      *slog.Logger
+	metrics  *metrics
+	gatherer prometheus.Gatherer
+	upgrader websocket.Upgrader
+	handler  http.Handler
+	frameErr []byte    // the frame-too-large error, encoded once
+	bufs     sync.Pool // *[]byte read buffers of MaxFrame+1 bytes
+
+	ctx    context.Context // cancelled by Shutdown
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // every goroutine the server starts
+
+	mu         sync.Mutex
+	closing    bool
+	conns      map[*conn]struct{}
+	ips        map[string]*ipState
+	namespaces map[string]*namespace
+	npeers     int
+	https      []*http.Server // servers started by Serve
+}
+
+// ipState is what the per-address limits track. Guarded by Server.mu.
+type ipState struct {
+	conns int
+	lim   *rate.Limiter
+}
+
+// NewServer returns a server configured by cfg. It starts one goroutine
+// (the expiry sweep); Close stops it.
+func NewServer(cfg Config) (*Server, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	reg, gat := cfg.Registerer, cfg.Gatherer
+	if reg == nil {
+		r := prometheus.NewRegistry()
+		reg, gat = r, r
+	} else if gat == nil {
+		gat, _ = reg.(prometheus.Gatherer)
+	}
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("rendezvous: register metrics: %w", err)
+	}
+	s := &Server{
+		cfg:        cfg,
+		log:        cfg.Logger,
+		metrics:    m,
+		gatherer:   gat,
+		conns:      make(map[*conn]struct{}),
+		ips:        make(map[string]*ipState),
+		namespaces: make(map[string]*namespace),
+		frameErr:   encodeServer(&protocol.Error{Message: protocol.ErrTextInvalidPrefix + fmt.Sprintf(ErrTextFrameTooLarge, cfg.MaxFrame)}),
+	}
+	s.upgrader = websocket.Upgrader{
+		HandshakeTimeout: 10 * time.Second,
+		// A small read buffer and pooled write buffers keep an idle
+		// connection cheap: nothing but the reader's stack and this
+		// buffer stays allocated between messages.
+		ReadBufferSize:  512,
+		WriteBufferPool: &sync.Pool{},
+		// Clients are programs, not browsers; there is no cookie or
+		// session an origin check would protect.
+		CheckOrigin: func(*http.Request) bool { return true },
+		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
+			s.metrics.errors.WithLabelValues(errKindHandshake).Inc()
+			http.Error(w, "WebSocket handshake failed: "+reason.Error(), status)
+		},
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", s.serveHealth)
+	if gat != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(gat, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelError)}))
+	}
+	mux.HandleFunc("/", s.serveWebSocket)
+	s.handler = mux
+	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.wg.Go(s.sweepLoop)
+	return s, nil
+}
+
+// Handler returns the server's HTTP handler: GET /healthz, GET /metrics
+// (Prometheus), and a WebSocket upgrade on every other path. A request
+// that is not a WebSocket upgrade gets a plain-text 426 answer.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Serve accepts connections on ln until ctx is done or the server is
+// closed, then closes the server (close frames to every client) and
+// returns ErrServerClosed. For TLS, pass a tls.NewListener.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	hs := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       60 * time.Second,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
+		BaseContext:       func(net.Listener) context.Context { return s.ctx },
+	}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrServerClosed
+	}
+	s.https = append(s.https, hs)
+	s.mu.Unlock()
+
+	stop := context.AfterFunc(ctx, func() { s.Close() })
+	defer stop()
+	err := hs.Serve(ln)
+	if errors.Is(err, http.ErrServerClosed) {
+		return ErrServerClosed
+	}
+	return fmt.Errorf("rendezvous: serve %s: %w", ln.Addr(), err)
+}
+
+// Close is Shutdown with a context bounded by Config.ShutdownGrace.
+func (s *Server) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
+	defer cancel()
+	return s.Shutdown(ctx)
+}
+
+// Shutdown stops accepting connections, sends every client a close frame
+// (1001, going away), waits until they are written or ctx is done, cuts
+// what remains and waits for every goroutine the server started. It is
+// safe to call more than once.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	first := !s.closing
+	s.closing = true
+	https := s.https
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	if first {
+		s.log.Info("shutting down", "connections", len(conns))
+	}
+	var errs []error
+	for _, hs := range https {
+		// Close, not Shutdown: hijacked conns are ours to close, and
+		// idle HTTP keep-alives may simply be cut.
+		if err := hs.Close(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	s.cancel()
+	closeMsg := websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down")
+	for _, c := range conns {
+		c.closeWith(outMsg{kind: msgClose, data: closeMsg})
+	}
+	done := make(chan struct{})
+	go func() { // owned here: ends when wg.Wait returns, which the select below waits for.
+		s.wg.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.mu.Lock()
+		rest := make([]*conn, 0, len(s.conns))
+		for c := range s.conns {
+			rest = append(rest, c)
+		}
+		s.mu.Unlock()
+		for _, c := range rest {
+			c.abort()
+		}
+		<-done
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Server) serveHealth(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	s.mu.Lock()
+	closing := s.closing
+	s.mu.Unlock()
+	if closing {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		fmt.Fprintln(w, "shutting down")
+		return
+	}
+	fmt.Fprintln(w, "ok")
+}
+
+const plainAnswer = "This is a Parlance bootstrap server. Connect with a WebSocket client (ws:// or wss://); GET /healthz and /metrics are plain HTTP.\n"
+
+func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
+	if !websocket.IsWebSocketUpgrade(r) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("Upgrade", "websocket")
+		w.Header().Set("Connection", "Upgrade")
+		w.WriteHeader(http.StatusUpgradeRequired)
+		fmt.Fprint(w, plainAnswer)
+		return
+	}
+	ip, port := s.remote(r)
+
+	// Count the connection against its address before upgrading, so a
+	// burst of handshakes cannot overshoot the limit.
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
+		return
+	}
+	st := s.ips[ip]
+	if st == nil {
+		st = &ipState{}
+		if s.cfg.MsgRatePerIP > 0 {
+			st.lim = rate.NewLimiter(rate.Limit(s.cfg.MsgRatePerIP), s.cfg.MsgBurstPerIP)
+		}
+		s.ips[ip] = st
+	}
+	st.conns++
+	overLimit := s.cfg.MaxConnsPerIP > 0 && st.conns > s.cfg.MaxConnsPerIP
+	s.mu.Unlock()
+
+	ws, err := s.upgrader.Upgrade(w, r, nil)
+	if err != nil {
+		// The upgrader has answered the request.
+		s.log.Debug("handshake failed", "remote", r.RemoteAddr, "err", err)
+		s.releaseIP(ip)
+		return
+	}
+	c := &conn{s: s, ws: ws, ip: ip, port: port, ipst: st}
+	c.touch()
+
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		ws.NetConn().Close()
+		s.releaseIP(ip)
+		return
+	}
+	s.conns[c] = struct{}{}
+	// Added under s.mu while not closing, so Shutdown's Wait sees it.
+	s.wg.Add(1)
+	s.mu.Unlock()
+	s.metrics.connections.Inc()
+	s.metrics.connsAccepted.Inc()
+
+	if overLimit {
+		s.metrics.errors.WithLabelValues(errKindTooManyConns).Inc()
+		s.metrics.rateLimited.Inc()
+		s.log.Info("connection refused: too many from one address", "ip", ip, "limit", s.cfg.MaxConnsPerIP)
+		c.closeWith(
+			outMsg{kind: msgText, data: encodeServer(&protocol.Error{Message: fmt.Sprintf("%s (limit %d)", ErrTextTooManyConns, s.cfg.MaxConnsPerIP)})},
+			outMsg{kind: msgClose, data: websocket.FormatCloseMessage(websocket.CloseTryAgainLater, "too many connections")},
+		)
+	}
+	// The reader runs in its own goroutine so that this handler returns
+	// and net/http drops its per-request buffers: an idle connection then
+	// costs one small stack and a 512-byte read buffer.
+	go func() {
+		defer s.wg.Done()
+		c.readLoop()
+	}()
+}
+
+// remote returns the client's IP (the per-address limit key and the host
+// of public_addr) and source port.
+func (s *Server) remote(r *http.Request) (ip, port string) {
+	addr := r.RemoteAddr
+	if s.cfg.TrustForwardedFor {
+		if xff := r.Header.Values("X-Forwarded-For"); len(xff) > 0 {
+			parts := strings.Split(xff[len(xff)-1], ",")
+			if a, err := netip.ParseAddr(strings.TrimSpace(parts[len(parts)-1])); err == nil {
+				return a.Unmap().String(), "0"
+			}
+		}
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr, "0"
+	}
+	if a, err := netip.ParseAddr(host); err == nil {
+		host = a.Unmap().WithZone("").String()
+	}
+	return host, port
+}
+
+func (s *Server) releaseIP(ip string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.ips[ip]; st != nil {
+		st.conns--
+		if st.conns <= 0 {
+			delete(s.ips, ip)
+		}
+	}
+}
+
+// sweepLoop expires silent peers and pings quiet connections.
+func (s *Server) sweepLoop() {
+	t := time.NewTicker(s.cfg.Sweep)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case now := <-t.C:
+			s.sweep(now)
+		}
+	}
+}
+
+func (s *Server) sweep(now time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	names := make([]string, 0, len(s.namespaces))
+	for name := range s.namespaces {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		ns := s.namespaces[name]
+		var dead []*peer
+		for _, p := range ns.peers {
+			if now.Sub(p.lastSeen) > s.cfg.Expiry {
+				dead = append(dead, p)
+			}
+		}
+		for _, p := range dead {
+			s.log.Info("peer expired", "peer", p.info.PeerID, "nickname", p.info.Nickname, "namespace", name)
+			s.metrics.expired.Inc()
+			s.removePeerLocked(p)
+		}
+	}
+	ping := outMsg{kind: msgPing}
+	for c := range s.conns {
+		if now.Sub(c.lastRead()) >= s.cfg.PingInterval {
+			c.send(ping)
+		}
+	}
+}
+
+// handle processes one decoded message from c. Called from c's reader.
+func (s *Server) handle(c *conn, m protocol.ClientMessage) {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch m := m.(type) {
+	case *protocol.Register:
+		s.metrics.messages.WithLabelValues("register").Inc()
+		s.registerLocked(c, m, now)
+	case *protocol.ListPeers:
+		s.metrics.messages.WithLabelValues("list_peers").Inc()
+		ns := s.namespaces[""]
+		if c.peer != nil {
+			ns = c.peer.ns
+		}
+		if ns == nil {
+			c.send(outMsg{kind: msgText, data: emptyList})
+			return
+		}
+		c.send(outMsg{kind: msgText, data: s.listLocked(ns, now)})
+	case *protocol.Heartbeat:
+		s.metrics.messages.WithLabelValues("heartbeat").Inc()
+		switch {
+		case c.peer == nil && !c.expired:
+			s.sendErrorLocked(c, errKindNotRegistered, protocol.ErrTextNotRegistered)
+		case c.peer == nil:
+			s.sendErrorLocked(c, errKindPeerNotRegistered, protocol.ErrTextPeerNotRegistered)
+		default:
+			p := c.peer
+			p.lastSeen = now
+			if sec := now.Unix(); sec != p.info.LastSeen {
+				p.info.LastSeen = sec
+				p.entry = encodeEntry(&p.info)
+				p.ns.cacheStale = true
+			}
+		}
+	case *protocol.Unregister:
+		s.metrics.messages.WithLabelValues("unregister").Inc()
+		switch {
+		case c.peer != nil:
+			s.log.Info("peer unregistered", "peer", c.peer.info.PeerID, "nickname", c.peer.info.Nickname)
+			s.removePeerLocked(c.peer)
+			c.expired = false
+		case c.expired:
+			// The original answers an unregister after expiry like a
+			// heartbeat after expiry.
+			s.sendErrorLocked(c, errKindPeerNotRegistered, protocol.ErrTextPeerNotRegistered)
+			c.expired = false
+		default:
+			s.sendErrorLocked(c, errKindNotRegistered, protocol.ErrTextNotRegistered)
+		}
+	}
+}
+
+var emptyList = encodeServer(&protocol.PeerList{})
+
+func (s *Server) listLocked(ns *namespace, now time.Time) []byte {
+	valid := ns.cacheValid && (!ns.cacheStale || now.Sub(ns.cacheAt) < s.cfg.ListCacheMaxAge)
+	if !valid {
+		s.metrics.listRebuilds.Inc()
+	}
+	return ns.list(now, s.cfg.ListCacheMaxAge)
+}
+
+func (s *Server) sendErrorLocked(c *conn, kind, text string) {
+	s.metrics.errors.WithLabelValues(kind).Inc()
+	c.send(outMsg{kind: msgText, data: encodeServer(&protocol.Error{Message: text})})
+}
+
+func (s *Server) registerLocked(c *conn, m *protocol.Register, now time.Time) {
+	if c.peer != nil {
+		// A second register replaces the first: no orphan entry.
+		s.removePeerLocked(c.peer)
+	}
+	c.expired = false
+	if s.npeers >= s.cfg.MaxPeers {
+		s.log.Warn("register refused: server full", "max_peers", s.cfg.MaxPeers)
+		s.sendErrorLocked(c, errKindServerFull, fmt.Sprintf("%s (%d peers)", ErrTextServerFull, s.cfg.MaxPeers))
+		return
+	}
+	id, err := newPeerID(s.cfg.Rand)
+	if err != nil {
+		s.log.Error("register failed", "err", err)
+		s.sendErrorLocked(c, "internal", "Internal error")
+		return
+	}
+	publicAddr := net.JoinHostPort(c.ip, c.port)
+	if _, portStr, err := net.SplitHostPort(m.LocalAddr); err == nil {
+		if _, err := strconv.ParseUint(portStr, 10, 16); err == nil {
+			publicAddr = net.JoinHostPort(c.ip, portStr)
+		}
+	}
+	push := protocol.HasCap(m.Caps, protocol.CapPush)
+	p := &peer{
+		info: protocol.PeerInfo{
+			PeerID:     id,
+			Nickname:   m.Nickname,
+			PublicAddr: publicAddr,
+			LocalAddr:  m.LocalAddr,
+			LastSeen:   now.Unix(),
+			Instance:   m.Instance,
+			Caps:       m.Caps,
+		},
+		lastSeen: now,
+		conn:     c,
+		push:     push,
+	}
+	p.entry = encodeEntry(&p.info)
+	ns := s.namespaces[m.Namespace]
+	if ns == nil {
+		ns = &namespace{name: m.Namespace, subs: make(map[*conn]struct{})}
+		s.namespaces[m.Namespace] = ns
+	}
+	ns.add(p)
+	c.peer = p
+	s.npeers++
+	s.metrics.peers.WithLabelValues(ns.name).Set(float64(len(ns.peers)))
+
+	reg := &protocol.Registered{PeerID: id, PublicAddr: publicAddr}
+	if push {
+		reg.Caps = []string{protocol.CapPush}
+	}
+	c.send(outMsg{kind: msgText, data: encodeServer(reg)})
+	if len(ns.subs) > 0 {
+		joined := outMsg{kind: msgText, data: encodeServer(&protocol.PeerJoined{Peer: p.info})}
+		s.broadcastLocked(ns, joined, c)
+	}
+	if push {
+		// Snapshot first, then every change after it, all queued under
+		// s.mu so that nothing falls between them.
+		c.send(outMsg{kind: msgText, data: s.listLocked(ns, now)})
+		ns.subs[c] = struct{}{}
+	}
+	s.log.Debug("peer registered", "peer", id, "nickname", m.Nickname, "public_addr", publicAddr, "namespace", ns.name, "push", push)
+}
+
+// removePeerLocked removes p from the registry and tells subscribers.
+func (s *Server) removePeerLocked(p *peer) {
+	ns := p.ns
+	ns.remove(p)
+	delete(ns.subs, p.conn)
+	s.npeers--
+	if p.conn.peer == p {
+		p.conn.peer = nil
+		p.conn.expired = true
+	}
+	if len(ns.subs) > 0 {
+		left := outMsg{kind: msgText, data: encodeServer(&protocol.PeerLeft{PeerID: p.info.PeerID})}
+		s.broadcastLocked(ns, left, nil)
+	}
+	if len(ns.peers) == 0 {
+		delete(s.namespaces, ns.name)
+		if ns.name != "" {
+			s.metrics.peers.DeleteLabelValues(ns.name)
+		} else {
+			s.metrics.peers.WithLabelValues("").Set(0)
+		}
+		return
+	}
+	s.metrics.peers.WithLabelValues(ns.name).Set(float64(len(ns.peers)))
+}
+
+func (s *Server) broadcastLocked(ns *namespace, m outMsg, except *conn) {
+	n := 0
+	for sub := range ns.subs {
+		if sub != except {
+			sub.send(m)
+			n++
+		}
+	}
+	s.metrics.pushed.Add(float64(n))
+}
+
+// dropConn forgets c once its reader has ended.
+func (s *Server) dropConn(c *conn) {
+	s.mu.Lock()
+	if c.peer != nil {
+		s.log.Debug("peer disconnected", "peer", c.peer.info.PeerID, "nickname", c.peer.info.Nickname)
+		s.removePeerLocked(c.peer)
+	}
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.releaseIP(c.ip)
+	s.metrics.connections.Dec()
+}
+
+// allow applies the per-address message rate.
+func (s *Server) allow(c *conn) bool {
+	if c.ipst.lim == nil {
+		return true
+	}
+	// rate.Limiter has its own lock; Server.mu is not needed.
+	return c.ipst.lim.Allow()
+}

@@ -1,0 +1,319 @@
+package rendezvous
+
+import (
+	"strings"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/parlance-chat/parlance/protocol"
+)
+
+func TestOriginalProtocol(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, ln := testServer(t, Config{})
+		alice := dial(t, ln, "192.0.2.10")
+		bob := dial(t, ln, "198.51.100.7")
+
+		ra := alice.register("alice", 40045)
+		if ra.PublicAddr != "192.0.2.10:40045" {
+			t.Errorf("public_addr %q, want the observed IP with local_addr's port", ra.PublicAddr)
+		}
+		if len(ra.Caps) != 0 {
+			t.Errorf("an original client got caps %v in registered", ra.Caps)
+		}
+		rb := bob.register("bob", 41000)
+
+		peers := alice.list()
+		if got := ids(peers); len(got) != 2 || got[ra.PeerID] != "alice" || got[rb.PeerID] != "bob" {
+			t.Fatalf("peer_list %v, want alice and bob (the requester included)", peers)
+		}
+		for _, p := range peers {
+			if p.PeerID == rb.PeerID && (p.PublicAddr != "198.51.100.7:41000" || p.LocalAddr != "0.0.0.0:41000" || p.LastSeen != time.Now().Unix()) {
+				t.Errorf("bob's entry %+v", p)
+			}
+		}
+
+		// heartbeat and unregister succeed silently; the connection
+		// stays usable after unregister (the original deadlocked).
+		alice.send(&protocol.Heartbeat{})
+		alice.send(&protocol.Unregister{})
+		if got := ids(alice.list()); len(got) != 1 || got[rb.PeerID] != "bob" {
+			t.Fatalf("after unregister the list is %v, want only bob", got)
+		}
+		alice.send(&protocol.Heartbeat{})
+		alice.wantError(protocol.ErrTextNotRegistered)
+		ra2 := alice.register("alice", 40045)
+		if ra2.PeerID == ra.PeerID {
+			t.Errorf("re-register reused peer id %s", ra.PeerID)
+		}
+
+		// Closing the WebSocket removes the registration.
+		bob.ws.Close()
+		synctest.Wait()
+		if got := ids(alice.list()); len(got) != 1 || got[ra2.PeerID] != "alice" {
+			t.Fatalf("after bob closed the list is %v, want only alice", got)
+		}
+	})
+}
+
+func TestUnparsableLocalAddrUsesObservedAddress(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, ln := testServer(t, Config{})
+		c := dial(t, ln, "192.0.2.10")
+		c.send(&protocol.Register{Nickname: "x", LocalAddr: "nonsense"})
+		r := c.recv().(*protocol.Registered)
+		if !strings.HasPrefix(r.PublicAddr, "192.0.2.10:") || r.PublicAddr == "192.0.2.10:0" {
+			t.Errorf("public_addr %q, want the whole observed ip:port", r.PublicAddr)
+		}
+	})
+}
+
+func TestSecondRegisterReplacesTheFirst(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, ln := testServer(t, Config{})
+		c := dial(t, ln, "192.0.2.10")
+		c.register("first", 1000)
+		r := c.register("second", 2000)
+		peers := c.list()
+		if len(peers) != 1 || peers[0].PeerID != r.PeerID || peers[0].Nickname != "second" {
+			t.Fatalf("list %+v, want only the second registration", peers)
+		}
+	})
+}
+
+// TestErrorTexts produces every error of PROTOCOL.md section 3 by its cause.
+func TestErrorTexts(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, ln := testServer(t, Config{})
+		c := dial(t, ln, "192.0.2.10")
+		// t.Run is not allowed inside a bubble: steps log their name.
+		step := func(name string, f func()) {
+			t.Logf("step: %s", name)
+			f()
+		}
+		step("heartbeat before register", func() {
+			c.send(&protocol.Heartbeat{})
+			c.wantError(protocol.ErrTextNotRegistered)
+		})
+		step("unregister before register", func() {
+			c.send(&protocol.Unregister{})
+			c.wantError(protocol.ErrTextNotRegistered)
+		})
+		for _, tc := range []struct{ name, frame, detail string }{
+			{"invalid JSON", `{"type":`, "invalid JSON"},
+			{"unknown type", `{"type":"dance"}`, "unknown message type"},
+			{"missing field", `{"type":"register","nickname":"x"}`, "missing field `local_addr`"},
+			{"bad nickname", `{"type":"register","nickname":"","local_addr":"0.0.0.0:1"}`, "nickname"},
+		} {
+			step(tc.name, func() {
+				c.sendRaw(tc.frame)
+				m := c.recv().(*protocol.Error)
+				if !strings.HasPrefix(m.Message, protocol.ErrTextInvalidPrefix) || !strings.Contains(m.Message, tc.detail) {
+					t.Errorf("error %q, want %q followed by a detail naming %q", m.Message, protocol.ErrTextInvalidPrefix, tc.detail)
+				}
+			})
+		}
+		step("heartbeat after expiry", func() {
+			c.register("late", 1000)
+			time.Sleep(DefaultExpiry + DefaultSweep + time.Second)
+			if peers := c.list(); len(peers) != 0 {
+				t.Fatalf("peer still listed 41 s after its last heartbeat: %+v", peers)
+			}
+			c.send(&protocol.Heartbeat{})
+			c.wantError(protocol.ErrTextPeerNotRegistered)
+		})
+	})
+}
+
+func TestHeartbeatKeepsPeerAlive(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, ln := testServer(t, Config{})
+		c := dial(t, ln, "192.0.2.10")
+		r := c.register("steady", 1000)
+		for range 10 {
+			time.Sleep(10 * time.Second)
+			c.send(&protocol.Heartbeat{})
+		}
+		peers := c.list()
+		if len(peers) != 1 || peers[0].PeerID != r.PeerID || peers[0].LastSeen != time.Now().Unix() {
+			t.Fatalf("list %+v, want the peer with last_seen now", peers)
+		}
+	})
+}
+
+func TestPushAndNamespaces(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, ln := testServer(t, Config{})
+		orig := dial(t, ln, "192.0.2.1")
+		orig.register("original", 1000)
+
+		sub := dial(t, ln, "192.0.2.2")
+		r := sub.register("sub", 2000, protocol.CapPush)
+		if !protocol.HasCap(r.Caps, protocol.CapPush) {
+			t.Fatalf("registered caps %v, want push", r.Caps)
+		}
+		snap := sub.recv().(*protocol.PeerList)
+		if got := ids(snap.Peers); len(got) != 2 {
+			t.Fatalf("snapshot %v, want original and sub", got)
+		}
+
+		other := dial(t, ln, "192.0.2.3")
+		other.send(&protocol.Register{Nickname: "elsewhere", LocalAddr: "0.0.0.0:3000", Namespace: "team"})
+		other.recv()
+		if got := ids(other.list()); len(got) != 1 {
+			t.Fatalf("namespace team sees %v, want only itself", got)
+		}
+
+		late := dial(t, ln, "192.0.2.4")
+		rl := late.register("late", 4000)
+		j := sub.recv().(*protocol.PeerJoined)
+		if j.Peer.PeerID != rl.PeerID || j.Peer.PublicAddr != "192.0.2.4:4000" {
+			t.Fatalf("peer_joined %+v, want late", j.Peer)
+		}
+		late.ws.Close()
+		l := sub.recv().(*protocol.PeerLeft)
+		if l.PeerID != rl.PeerID {
+			t.Fatalf("peer_left %q, want %q", l.PeerID, rl.PeerID)
+		}
+		// The original client never got a push message, and the other
+		// namespace heard nothing.
+		orig.expectNothing(time.Second)
+		other.expectNothing(time.Second)
+	})
+}
+
+func TestFrameSizeLimit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, ln := testServer(t, Config{MaxFrame: 1024})
+		c := dial(t, ln, "192.0.2.10")
+		c.sendRaw(`{"type":"list_peers","pad":"` + strings.Repeat("x", 1100) + `"}`)
+		c.wantError(protocol.ErrTextInvalidPrefix + "frame exceeds the limit of 1024 bytes")
+		err := c.recvClose()
+		if !websocket.IsCloseError(err, websocket.CloseMessageTooBig) {
+			t.Fatalf("after the error: %v, want close 1009", err)
+		}
+	})
+}
+
+func TestRateLimit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s, ln := testServer(t, Config{MsgRatePerIP: 1, MsgBurstPerIP: 5})
+		c := dial(t, ln, "192.0.2.10")
+		for range 5 {
+			c.list()
+		}
+		c.send(&protocol.ListPeers{})
+		c.wantError(ErrTextRateLimited)
+		if err := c.recvClose(); !websocket.IsCloseError(err, websocket.ClosePolicyViolation) {
+			t.Fatalf("after the error: %v, want close 1008", err)
+		}
+		if got := counter(t, s, "parlance_bootstrap_rate_limited_total"); got != 1 {
+			t.Errorf("rate_limited_total %v, want 1", got)
+		}
+		// Another address is not affected.
+		dial(t, ln, "192.0.2.11").list()
+	})
+}
+
+func TestConnectionLimit(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, ln := testServer(t, Config{MaxConnsPerIP: 2})
+		a := dial(t, ln, "192.0.2.10")
+		dial(t, ln, "192.0.2.10")
+		c := dial(t, ln, "192.0.2.10")
+		c.wantError(ErrTextTooManyConns + " (limit 2)")
+		if err := c.recvClose(); !websocket.IsCloseError(err, websocket.CloseTryAgainLater) {
+			t.Fatalf("after the error: %v, want close 1013", err)
+		}
+		// Room comes back when a connection closes.
+		a.ws.Close()
+		synctest.Wait()
+		dial(t, ln, "192.0.2.10").list()
+	})
+}
+
+func TestPeerCap(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, ln := testServer(t, Config{MaxPeers: 1})
+		dial(t, ln, "192.0.2.1").register("one", 1)
+		c := dial(t, ln, "192.0.2.2")
+		c.send(&protocol.Register{Nickname: "two", LocalAddr: "0.0.0.0:2"})
+		c.wantError(ErrTextServerFull + " (1 peers)")
+		if got := len(c.list()); got != 1 {
+			t.Fatalf("list has %d peers, want 1; the connection must stay usable", got)
+		}
+	})
+}
+
+func TestSilentConnectionIsDropped(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s, ln := testServer(t, Config{})
+		d := websocket.Dialer{NetDialContext: ln.dialFrom("192.0.2.10")}
+		ws, _, err := d.Dial("ws://10.0.0.1:8080/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.Close()
+		// This client never reads, so it never answers pings.
+		time.Sleep(DefaultReadTimeout + time.Second)
+		synctest.Wait()
+		s.mu.Lock()
+		n := len(s.conns)
+		s.mu.Unlock()
+		if n != 0 {
+			t.Fatalf("%d connections left after the read timeout, want 0", n)
+		}
+	})
+}
+
+func TestPingsKeepReadingClientAlive(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s, ln := testServer(t, Config{})
+		c := dial(t, ln, "192.0.2.10")
+		c.expectNothing(3 * DefaultReadTimeout) // reading answers pings
+		s.mu.Lock()
+		n := len(s.conns)
+		s.mu.Unlock()
+		if n != 1 {
+			t.Fatalf("%d connections, want the pinged one kept", n)
+		}
+	})
+}
+
+func TestShutdownSendsCloseFrames(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s, ln := testServer(t, Config{})
+		c := dial(t, ln, "192.0.2.10")
+		c.register("x", 1)
+		start := time.Now()
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(start); d > time.Second {
+			t.Errorf("Close took %v", d)
+		}
+		if err := c.recvClose(); !websocket.IsCloseError(err, websocket.CloseGoingAway) {
+			t.Fatalf("read after shutdown: %v, want close 1001", err)
+		}
+	})
+}
+
+func TestDeterministicPeerIDs(t *testing.T) {
+	run := func() string {
+		var id string
+		synctest.Test(t, func(t *testing.T) {
+			_, ln := testServer(t, Config{})
+			id = dial(t, ln, "192.0.2.1").register("a", 1).PeerID
+		})
+		return id
+	}
+	a, b := run(), run()
+	if a != b {
+		t.Fatalf("peer ids %s and %s from the same seed", a, b)
+	}
+	if len(a) != 36 || a[14] != '4' || !strings.ContainsRune("89ab", rune(a[19])) {
+		t.Fatalf("peer id %s is not a UUIDv4", a)
+	}
+}
