@@ -1,0 +1,406 @@
+// Package rendezvous is the client side of internet mode: it keeps a
+// registration with a bootstrap server alive and reports the peers the
+// server knows.
+//
+// Run connects to Config.URL (ws:// or wss://), registers with local_addr
+// "0.0.0.0:<TCPPort>" like the original client, and then:
+//
+//   - against a server that pushes (ours: its registered answer lists the
+//     "push" capability), receives a peer_list snapshot and then one
+//     peer_joined / peer_left per change;
+//   - against a server that does not (the original), sends list_peers at
+//     once and every PollInterval (5 s); each answer is a Snapshot.
+//
+// It heartbeats every HeartbeatInterval (10 s), registers again when the
+// server says it expired us, and reconnects with jittered exponential
+// backoff (MinBackoff 1 s doubling up to MaxBackoff 30 s) after any
+// failure, including a server restart. Everything it learns reaches the
+// caller through OnUpdate, in order, from Run's goroutine. Peers the
+// server no longer lists disappear from the next Snapshot, which replaces
+// the caller's whole set of bootstrap peers. Internet mode never touches
+// multicast: the only socket is the one Config.Dial returns.
+package rendezvous
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"github.com/parlance-chat/parlance/protocol"
+)
+
+// Config configures Run.
+type Config struct {
+	URL       string   // ws:// or wss://
+	Nickname  string   // checked with protocol.ValidateNickname
+	TCPPort   uint16   // registered as local_addr "0.0.0.0:<port>"
+	Instance  string   // our instance id (extension field)
+	Caps      []string // our capabilities to advertise (e.g. "ack"); rendezvous adds protocol.CapPush itself
+	Namespace string   // optional; "" is the default namespace original clients share
+	// Dial opens the TCP connection to the server: a netsim host's
+	// DialContext or a net.Dialer's. Required.
+	Dial      func(ctx context.Context, network, addr string) (net.Conn, error)
+	TLSConfig *tls.Config  // optional, for wss
+	Rand      *rand.Rand   // backoff jitter; required
+	Logger    *slog.Logger // nil = discard
+	// OnUpdate receives every update, in order, from Run's goroutine. It
+	// must not block.
+	OnUpdate func(Update)
+
+	PollInterval      time.Duration // default 5 s (only against servers that do not push)
+	HeartbeatInterval time.Duration // default 10 s
+	MinBackoff        time.Duration // default 1 s
+	MaxBackoff        time.Duration // default 30 s
+}
+
+// UpdateKind says what an Update reports.
+type UpdateKind int
+
+// Kinds of Update.
+const (
+	Registered   UpdateKind = iota + 1 // we are registered: SelfID, PublicAddr, Pushed
+	Snapshot                           // Peers is the server's whole list without us
+	Joined                             // Peers[0] registered
+	Left                               // PeerID left or expired
+	Disconnected                       // the connection failed (Err); reconnecting in RetryIn
+)
+
+func (k UpdateKind) String() string {
+	switch k {
+	case Registered:
+		return "registered"
+	case Snapshot:
+		return "snapshot"
+	case Joined:
+		return "joined"
+	case Left:
+		return "left"
+	case Disconnected:
+		return "disconnected"
+	}
+	return "UpdateKind(" + strconv.Itoa(int(k)) + ")"
+}
+
+// Update is one event of a registration.
+type Update struct {
+	Kind       UpdateKind
+	SelfID     string              // Registered: our peer_id
+	PublicAddr string              // Registered
+	Pushed     bool                // Registered: the server will push changes
+	Peers      []protocol.PeerInfo // Snapshot: the full list without ourselves (replace all bootstrap peers with it); Joined: one peer
+	PeerID     string              // Left
+	Err        error               // Disconnected: why; RetryIn tells when
+	RetryIn    time.Duration
+}
+
+// Defaults for Config.
+const (
+	DefaultPollInterval      = 5 * time.Second
+	DefaultHeartbeatInterval = 10 * time.Second
+	DefaultMinBackoff        = time.Second
+	DefaultMaxBackoff        = 30 * time.Second
+)
+
+// Bounds on the connection itself.
+const (
+	handshakeTimeout = 10 * time.Second
+	writeTimeout     = 10 * time.Second
+	closeTimeout     = time.Second // for unregister + close frame at the end
+)
+
+// errServerRefused reports an error message from the server that ends the
+// session (anything but the expiry errors, which re-register).
+var errServerRefused = errors.New("rendezvous: server refused")
+
+// Run connects, registers, keeps the registration alive and reconnects
+// with jittered exponential backoff until ctx is done; then it sends
+// unregister and a close frame (bounded by a short timeout) and returns
+// nil. It returns an error only for an invalid Config.
+func Run(ctx context.Context, cfg Config) error {
+	if err := cfg.check(); err != nil {
+		return err
+	}
+	backoff := cfg.MinBackoff
+	for {
+		registered, err := session(ctx, &cfg)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if registered {
+			backoff = cfg.MinBackoff
+		}
+		// Equal jitter: wait between half and all of the backoff, so
+		// clients cut off together do not return together.
+		wait := backoff/2 + time.Duration(cfg.Rand.Int64N(int64(backoff/2)+1))
+		cfg.Logger.Info("bootstrap server connection lost", "url", cfg.URL, "err", err, "retry_in", wait)
+		cfg.OnUpdate(Update{Kind: Disconnected, Err: err, RetryIn: wait})
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+		backoff = min(2*backoff, cfg.MaxBackoff)
+	}
+}
+
+func (cfg *Config) check() error {
+	switch {
+	case cfg.Dial == nil:
+		return errors.New("rendezvous: Config.Dial is required")
+	case cfg.Rand == nil:
+		return errors.New("rendezvous: Config.Rand is required")
+	}
+	u, err := url.Parse(cfg.URL)
+	if err != nil {
+		return fmt.Errorf("rendezvous: bootstrap server URL %q: %w", cfg.URL, err)
+	}
+	if u.Scheme != "ws" && u.Scheme != "wss" || u.Host == "" {
+		return fmt.Errorf("rendezvous: bootstrap server URL %q must start with ws:// or wss:// and name a host", cfg.URL)
+	}
+	if err := protocol.ValidateNickname(cfg.Nickname); err != nil {
+		return fmt.Errorf("rendezvous: %w", err)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.OnUpdate == nil {
+		cfg.OnUpdate = func(Update) {}
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.PollInterval, DefaultPollInterval)
+	def(&cfg.HeartbeatInterval, DefaultHeartbeatInterval)
+	def(&cfg.MinBackoff, DefaultMinBackoff)
+	def(&cfg.MaxBackoff, DefaultMaxBackoff)
+	cfg.MaxBackoff = max(cfg.MaxBackoff, cfg.MinBackoff)
+	caps := slices.Clone(cfg.Caps)
+	if !protocol.HasCap(caps, protocol.CapPush) {
+		caps = append(caps, protocol.CapPush)
+	}
+	cfg.Caps = caps
+	return nil
+}
+
+// inbound is what the reader goroutine hands to the session loop.
+type inbound struct {
+	msg protocol.ServerMessage
+	err error
+}
+
+// session runs one connection. registered reports whether the server
+// accepted our register (so the backoff starts over).
+func session(ctx context.Context, cfg *Config) (registered bool, err error) {
+	d := websocket.Dialer{
+		NetDialContext:   cfg.Dial,
+		TLSClientConfig:  cfg.TLSConfig,
+		HandshakeTimeout: handshakeTimeout,
+		ReadBufferSize:   4096,
+		WriteBufferSize:  1024,
+	}
+	ws, resp, err := d.DialContext(ctx, cfg.URL, nil)
+	if err != nil {
+		if resp != nil {
+			return false, fmt.Errorf("connect to %s: %w (HTTP %s)", cfg.URL, err, resp.Status)
+		}
+		return false, fmt.Errorf("connect to %s: %w", cfg.URL, err)
+	}
+	ws.SetReadLimit(protocol.MaxServerFrameSize)
+	// A server that answers neither messages nor pings for this long is
+	// gone; we ping it with every heartbeat.
+	readTimeout := 3 * cfg.HeartbeatInterval
+	ws.SetPongHandler(func(string) error { return ws.SetReadDeadline(time.Now().Add(readTimeout)) })
+
+	in := make(chan inbound)
+	stop := make(chan struct{})
+	readerDone := make(chan struct{})
+	go func() { // owned by session: ends when ws is closed below, which session waits for.
+		defer close(readerDone)
+		for {
+			ws.SetReadDeadline(time.Now().Add(readTimeout))
+			_, b, err := ws.ReadMessage()
+			var m protocol.ServerMessage
+			if err == nil {
+				m, err = protocol.DecodeServerMessage(b)
+				if err != nil {
+					cfg.Logger.Warn("ignoring a bad message from the bootstrap server", "err", err)
+					continue
+				}
+			}
+			select {
+			case in <- inbound{m, err}:
+			case <-stop:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	defer func() {
+		close(stop)
+		ws.Close()
+		<-readerDone
+	}()
+
+	s := &sess{cfg: cfg, ws: ws}
+	if err := s.register(); err != nil {
+		return false, err
+	}
+	timer := time.NewTimer(cfg.HeartbeatInterval)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			s.goodbye()
+			return s.registered, ctx.Err()
+		case ev := <-in:
+			if ev.err != nil {
+				return s.registered, fmt.Errorf("read from %s: %w", cfg.URL, ev.err)
+			}
+			if err := s.handle(ev.msg); err != nil {
+				return s.registered, err
+			}
+		case now := <-timer.C:
+			if err := s.tick(now); err != nil {
+				return s.registered, err
+			}
+		}
+		// One timer for both duties, so that a heartbeat and a poll due
+		// at the same instant happen in a fixed order.
+		timer.Reset(s.nextDue(time.Now()))
+	}
+}
+
+// sess is one connection's state, owned by session's goroutine.
+type sess struct {
+	cfg        *Config
+	ws         *websocket.Conn
+	registered bool
+	pushed     bool
+	selfID     string
+	nextBeat   time.Time
+	nextPoll   time.Time // zero: not polling
+}
+
+func (s *sess) write(m protocol.ClientMessage) error {
+	b, err := protocol.EncodeClientMessage(m)
+	if err != nil {
+		return err
+	}
+	s.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if err := s.ws.WriteMessage(websocket.TextMessage, b); err != nil {
+		return fmt.Errorf("write to %s: %w", s.cfg.URL, err)
+	}
+	return nil
+}
+
+func (s *sess) register() error {
+	return s.write(&protocol.Register{
+		Nickname:  s.cfg.Nickname,
+		LocalAddr: "0.0.0.0:" + strconv.Itoa(int(s.cfg.TCPPort)),
+		Instance:  s.cfg.Instance,
+		Caps:      s.cfg.Caps,
+		Namespace: s.cfg.Namespace,
+	})
+}
+
+func (s *sess) handle(m protocol.ServerMessage) error {
+	switch m := m.(type) {
+	case *protocol.Registered:
+		now := time.Now()
+		s.registered, s.selfID = true, m.PeerID
+		s.pushed = protocol.HasCap(m.Caps, protocol.CapPush)
+		s.nextBeat = now.Add(s.cfg.HeartbeatInterval)
+		s.cfg.Logger.Info("registered with bootstrap server", "url", s.cfg.URL, "peer_id", m.PeerID, "public_addr", m.PublicAddr, "pushed", s.pushed)
+		s.cfg.OnUpdate(Update{Kind: Registered, SelfID: m.PeerID, PublicAddr: m.PublicAddr, Pushed: s.pushed})
+		if !s.pushed {
+			// The original server: list at once, then poll.
+			s.nextPoll = now.Add(s.cfg.PollInterval)
+			return s.write(&protocol.ListPeers{})
+		}
+		s.nextPoll = time.Time{}
+	case *protocol.PeerList:
+		peers := make([]protocol.PeerInfo, 0, len(m.Peers))
+		for _, p := range m.Peers {
+			if p.PeerID != s.selfID {
+				peers = append(peers, p)
+			}
+		}
+		s.cfg.OnUpdate(Update{Kind: Snapshot, Peers: peers})
+	case *protocol.PeerJoined:
+		if m.Peer.PeerID != s.selfID {
+			s.cfg.OnUpdate(Update{Kind: Joined, Peers: []protocol.PeerInfo{m.Peer}})
+		}
+	case *protocol.PeerLeft:
+		if m.PeerID != s.selfID {
+			s.cfg.OnUpdate(Update{Kind: Left, PeerID: m.PeerID})
+		}
+	case *protocol.Error:
+		switch m.Message {
+		case protocol.ErrTextNotRegistered, protocol.ErrTextPeerNotRegistered:
+			// The server forgot us (expiry after a pause, for
+			// example): register again on this connection.
+			s.cfg.Logger.Info("bootstrap server lost our registration; registering again", "reason", m.Message)
+			s.registered = false
+			return s.register()
+		}
+		return fmt.Errorf("%w: %q", errServerRefused, m.Message)
+	}
+	return nil
+}
+
+func (s *sess) tick(now time.Time) error {
+	if s.registered && !now.Before(s.nextBeat) {
+		s.nextBeat = now.Add(s.cfg.HeartbeatInterval)
+		if err := s.write(&protocol.Heartbeat{}); err != nil {
+			return err
+		}
+		// A ping, answered by any WebSocket server, proves the server
+		// alive even when it has nothing to push.
+		if err := s.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeTimeout)); err != nil {
+			return fmt.Errorf("ping %s: %w", s.cfg.URL, err)
+		}
+	}
+	if !s.nextPoll.IsZero() && !now.Before(s.nextPoll) {
+		s.nextPoll = now.Add(s.cfg.PollInterval)
+		return s.write(&protocol.ListPeers{})
+	}
+	return nil
+}
+
+func (s *sess) nextDue(now time.Time) time.Duration {
+	next := now.Add(s.cfg.HeartbeatInterval)
+	if s.registered {
+		next = s.nextBeat
+	}
+	if !s.nextPoll.IsZero() && s.nextPoll.Before(next) {
+		next = s.nextPoll
+	}
+	return max(next.Sub(now), 0)
+}
+
+// goodbye unregisters and closes cleanly, bounded by closeTimeout.
+func (s *sess) goodbye() {
+	deadline := time.Now().Add(closeTimeout)
+	if s.registered {
+		if b, err := protocol.EncodeClientMessage(&protocol.Unregister{}); err == nil {
+			s.ws.SetWriteDeadline(deadline)
+			s.ws.WriteMessage(websocket.TextMessage, b)
+		}
+	}
+	s.ws.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(websocket.CloseNormalClosure, "bye"), deadline)
+}

@@ -1,0 +1,291 @@
+package rendezvous_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	server "github.com/parlance-chat/parlance/bootstrap-server/rendezvous"
+	"github.com/parlance-chat/parlance/client/internal/rendezvous"
+	"github.com/parlance-chat/parlance/protocol"
+)
+
+// world is an in-memory network with one bootstrap server address; the
+// server behind it can be stopped and started again.
+type world struct {
+	t     *testing.T
+	mu    sync.Mutex
+	ln    *memListener // nil while the server is down
+	srv   *server.Server
+	done  chan error
+	ports int
+}
+
+type memListener struct {
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+}
+
+func (l *memListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	}
+}
+func (l *memListener) Close() error   { l.once.Do(func() { close(l.done) }); return nil }
+func (l *memListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 8080} }
+
+type addrConn struct {
+	net.Conn
+	remote net.Addr
+}
+
+func (c *addrConn) RemoteAddr() net.Addr { return c.remote }
+
+// startServer starts our server (seeded) behind the address.
+func (w *world) startServer(seed byte) {
+	w.t.Helper()
+	srv, err := server.NewServer(server.Config{Rand: rand.NewChaCha8([32]byte{seed})})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	ln := &memListener{conns: make(chan net.Conn), done: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(context.Background(), ln) }()
+	w.mu.Lock()
+	w.ln, w.srv, w.done = ln, srv, done
+	w.mu.Unlock()
+}
+
+// startHandler serves h (an original-like server) behind the address.
+func (w *world) startHandler(h http.Handler) {
+	ln := &memListener{conns: make(chan net.Conn), done: make(chan struct{})}
+	hs := &http.Server{Handler: h}
+	done := make(chan error, 1)
+	go func() { done <- hs.Serve(ln) }()
+	w.t.Cleanup(func() { hs.Close(); <-done })
+	w.mu.Lock()
+	w.ln = ln
+	w.mu.Unlock()
+}
+
+func (w *world) stopServer() {
+	w.mu.Lock()
+	srv, done := w.srv, w.done
+	w.ln, w.srv = nil, nil
+	w.mu.Unlock()
+	srv.Close()
+	<-done
+}
+
+func (w *world) dialFrom(ip string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		w.mu.Lock()
+		ln := w.ln
+		w.ports++
+		port := 40000 + w.ports
+		w.mu.Unlock()
+		if ln == nil {
+			return nil, errors.New("connection refused")
+		}
+		a, b := bufPipe()
+		select {
+		case ln.conns <- &addrConn{Conn: a, remote: &net.TCPAddr{IP: net.ParseIP(ip), Port: port}}:
+			return b, nil
+		case <-ln.done:
+			return nil, errors.New("connection refused")
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// node is one rendezvous client and the peers it reports.
+type node struct {
+	mu      sync.Mutex
+	self    string
+	pushed  bool
+	peers   map[string]protocol.PeerInfo
+	updates []rendezvous.Update
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+func (w *world) run(name, ip string, port uint16, seed uint64) *node {
+	n := &node{peers: map[string]protocol.PeerInfo{}, done: make(chan error, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	cfg := rendezvous.Config{
+		URL:      "ws://10.0.0.1:8080/",
+		Nickname: name,
+		TCPPort:  port,
+		Dial:     w.dialFrom(ip),
+		Rand:     rand.New(rand.NewPCG(seed, 0)),
+		OnUpdate: n.apply,
+	}
+	go func() { n.done <- rendezvous.Run(ctx, cfg) }()
+	w.t.Cleanup(n.stop)
+	return n
+}
+
+func (n *node) stop() {
+	if n.cancel != nil {
+		n.cancel()
+		<-n.done
+		n.cancel = nil
+	}
+}
+
+// apply is what a chat node does with updates.
+func (n *node) apply(u rendezvous.Update) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.updates = append(n.updates, u)
+	switch u.Kind {
+	case rendezvous.Registered:
+		n.self, n.pushed = u.SelfID, u.Pushed
+	case rendezvous.Snapshot:
+		n.peers = map[string]protocol.PeerInfo{}
+		for _, p := range u.Peers {
+			n.peers[p.PeerID] = p
+		}
+	case rendezvous.Joined:
+		n.peers[u.Peers[0].PeerID] = u.Peers[0]
+	case rendezvous.Left:
+		delete(n.peers, u.PeerID)
+	}
+}
+
+func (n *node) nicks() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var s []string
+	for _, p := range n.peers {
+		s = append(s, p.Nickname+"@"+p.PublicAddr)
+	}
+	return fmt.Sprint(s)
+}
+
+func (n *node) selfID() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.self
+}
+
+func TestTwoClientsFindEachOtherThroughOurServer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := &world{t: t}
+		w.startServer(1)
+		defer w.stopServer()
+		alice := w.run("alice", "192.0.2.1", 4001, 1)
+		bob := w.run("bob", "192.0.2.2", 4002, 2)
+		time.Sleep(time.Second)
+		if got, want := alice.nicks(), "[bob@192.0.2.2:4002]"; got != want {
+			t.Fatalf("alice sees %s, want %s", got, want)
+		}
+		if got, want := bob.nicks(), "[alice@192.0.2.1:4001]"; got != want {
+			t.Fatalf("bob sees %s, want %s", got, want)
+		}
+		alice.mu.Lock()
+		pushed := alice.pushed
+		alice.mu.Unlock()
+		if !pushed {
+			t.Errorf("our server did not offer push")
+		}
+		// Heartbeats keep them registered well past the 30 s expiry.
+		time.Sleep(2 * time.Minute)
+		if got := alice.nicks(); got != "[bob@192.0.2.2:4002]" {
+			t.Fatalf("after 2 minutes alice sees %s", got)
+		}
+		// Quitting unregisters: bob is gone from alice's list at once.
+		bob.stop()
+		time.Sleep(100 * time.Millisecond)
+		if got := alice.nicks(); got != "[]" {
+			t.Fatalf("after bob quit alice sees %s, want nobody", got)
+		}
+	})
+}
+
+func TestServerRestartIsSurvived(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := &world{t: t}
+		w.startServer(1)
+		alice := w.run("alice", "192.0.2.1", 4001, 1)
+		bob := w.run("bob", "192.0.2.2", 4002, 2)
+		time.Sleep(time.Second)
+		oldID := alice.selfID()
+
+		w.stopServer()
+		time.Sleep(5 * time.Second) // down for a while: several backoff rounds
+		w.startServer(2)
+		defer w.stopServer()
+		// Backoff after 5 s of failures is at most 8 s (jittered 4-8 s).
+		time.Sleep(8*time.Second + 100*time.Millisecond)
+		if got := alice.nicks(); got != "[bob@192.0.2.2:4002]" {
+			t.Fatalf("after the restart alice sees %s", got)
+		}
+		if alice.selfID() == oldID {
+			t.Errorf("alice kept her old peer id; want a new registration")
+		}
+		_ = bob
+		alice.mu.Lock()
+		var sawDisconnect bool
+		for _, u := range alice.updates {
+			if u.Kind == rendezvous.Disconnected && u.RetryIn >= 500*time.Millisecond && u.RetryIn <= 30*time.Second {
+				sawDisconnect = true
+			}
+		}
+		alice.mu.Unlock()
+		if !sawDisconnect {
+			t.Errorf("no Disconnected update with a backoff in [0.5 s, 30 s]")
+		}
+	})
+}
+
+// originalServer behaves like the original: no caps, lists on request
+// only, everyone in one list.
+type originalServer struct {
+	mu    sync.Mutex
+	peers []protocol.PeerInfo
+	lists int
+}
+
+func TestPollsAnOriginalServer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := &world{t: t}
+		orig := &originalServer{}
+		w.startHandler(orig)
+		alice := w.run("alice", "192.0.2.1", 4001, 1)
+		time.Sleep(time.Second)
+		alice.mu.Lock()
+		pushed := alice.pushed
+		alice.mu.Unlock()
+		if pushed {
+			t.Fatal("an original server does not push")
+		}
+		orig.add(protocol.PeerInfo{PeerID: "p2", Nickname: "carol", PublicAddr: "192.0.2.3:5000", LocalAddr: "0.0.0.0:5000"})
+		time.Sleep(5 * time.Second) // the next poll
+		if got := alice.nicks(); got != "[carol@192.0.2.3:5000]" {
+			t.Fatalf("alice sees %s, want carol after one poll", got)
+		}
+		orig.remove("p2") // expired on the server: gone at the next poll
+		time.Sleep(5 * time.Second)
+		if got := alice.nicks(); got != "[]" {
+			t.Fatalf("alice sees %s after carol expired", got)
+		}
+		alice.stop()
+		if n := orig.requests(); n < 3 {
+			t.Fatalf("%d list_peers requests, want at least 3", n)
+		}
+	})
+}
