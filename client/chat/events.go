@@ -1,0 +1,144 @@
+package chat
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/parlance-chat/parlance/protocol/registry"
+)
+
+// EventKind says what happened.
+type EventKind uint8
+
+const (
+	// EventMessage: a direct message arrived (Event.Message).
+	EventMessage EventKind = iota + 1
+	// EventPeerJoined: a new peer (Event.Peer).
+	EventPeerJoined
+	// EventPeerLeft: a peer said goodbye or the bootstrap server dropped it.
+	EventPeerLeft
+	// EventPeerExpired: a LAN peer fell silent for Timeout.
+	EventPeerExpired
+	// EventPeerRestarted: the peer at a known address is a new instance
+	// (Event.Peer; Event.Old is the one it replaced).
+	EventPeerRestarted
+	// EventPeerUpdated: a known peer changed nickname or capabilities.
+	EventPeerUpdated
+	// EventStatus: a note about the node itself (Event.Text), for example
+	// the bootstrap connection in internet mode; Err is set on trouble.
+	EventStatus
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case EventMessage:
+		return "message"
+	case EventPeerJoined:
+		return "peer-joined"
+	case EventPeerLeft:
+		return "peer-left"
+	case EventPeerExpired:
+		return "peer-expired"
+	case EventPeerRestarted:
+		return "peer-restarted"
+	case EventPeerUpdated:
+		return "peer-updated"
+	case EventStatus:
+		return "status"
+	}
+	return "event(?)"
+}
+
+// Event is something the UI or a test may want to know.
+type Event struct {
+	Kind EventKind
+	// Time is when the node noticed it (the node's clock).
+	Time    time.Time
+	Peer    registry.Peer
+	Old     registry.Peer
+	Message Message
+	Text    string
+	Err     error
+}
+
+// Message is a received direct message. Its fields are raw network input:
+// sanitise them before showing them on a terminal.
+type Message struct {
+	From string
+	Text string
+	// Sent is the sender's timestamp (its clock, second resolution).
+	Sent time.Time
+	// Received is when this node read it.
+	Received time.Time
+	// Remote is the address the connection came from.
+	Remote netip.AddrPort
+	// ID is the sender's message id; empty from original peers.
+	ID string
+}
+
+// maxQueuedEvents bounds the events waiting for a slow reader. Past it the
+// oldest are dropped and the drop is logged.
+const maxQueuedEvents = 8192
+
+// eventQueue decouples the node from its reader: emit never blocks, a
+// dispatcher goroutine feeds the channel.
+type eventQueue struct {
+	mu      sync.Mutex
+	q       []Event
+	dropped int
+	signal  chan struct{} // 1-buffered: "the queue is not empty"
+	out     chan Event
+}
+
+func newEventQueue() *eventQueue {
+	return &eventQueue{signal: make(chan struct{}, 1), out: make(chan Event)}
+}
+
+// emit queues ev; it reports how many events were dropped so far when the
+// queue overflowed.
+func (e *eventQueue) emit(ev Event) (dropped int) {
+	e.mu.Lock()
+	if len(e.q) >= maxQueuedEvents {
+		e.q = e.q[1:]
+		e.dropped++
+		dropped = e.dropped
+	}
+	e.q = append(e.q, ev)
+	e.mu.Unlock()
+	select {
+	case e.signal <- struct{}{}:
+	default:
+	}
+	return dropped
+}
+
+// run delivers events in order until ctx is done, then closes out.
+func (e *eventQueue) run(ctx context.Context) {
+	defer close(e.out)
+	for {
+		e.mu.Lock()
+		var ev Event
+		ok := len(e.q) > 0
+		if ok {
+			ev = e.q[0]
+			e.q[0] = Event{}
+			e.q = e.q[1:]
+		}
+		e.mu.Unlock()
+		if !ok {
+			select {
+			case <-e.signal:
+				continue
+			case <-ctx.Done():
+				return
+			}
+		}
+		select {
+		case e.out <- ev:
+		case <-ctx.Done():
+			return
+		}
+	}
+}

@@ -1,0 +1,472 @@
+package chat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/parlance-chat/parlance/protocol"
+	"github.com/parlance-chat/parlance/protocol/registry"
+)
+
+// Node is a running Parlance node. Its methods are safe for concurrent use.
+type Node struct {
+	cfg      Config
+	log      *slog.Logger
+	instance string
+	port     uint16
+
+	ln net.Listener
+	pc net.PacketConn // nil in internet mode
+
+	ctx    context.Context // canceled by Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // every goroutine of the node
+	events *eventQueue
+
+	calls     chan func(*loopState) // run on the event loop
+	datagrams chan datagram
+	loopDone  chan struct{}
+
+	mu     sync.Mutex // guards the fields below; never held across I/O
+	closed bool
+	conns  map[net.Conn]struct{} // every open TCP conn, to close on shutdown
+	pool   map[string]*peerConn  // kept-open conns to ack-capable peers
+	seen   *recentIDs
+	sends  sync.WaitGroup
+}
+
+type datagram struct {
+	src netip.Addr
+	msg protocol.Datagram
+}
+
+// Start starts a node: it listens for direct messages on an ephemeral TCP
+// port and, in local mode, joins the discovery group and announces itself.
+// The node runs until Close (or until ctx is done, after which Close still
+// has to be called to wait for it).
+func Start(ctx context.Context, cfg Config) (*Node, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{
+		cfg:       cfg,
+		log:       cfg.Logger,
+		instance:  fmt.Sprintf("%016x", cfg.Rand.Uint64()),
+		events:    newEventQueue(),
+		calls:     make(chan func(*loopState)),
+		datagrams: make(chan datagram, 64),
+		loopDone:  make(chan struct{}),
+		conns:     make(map[net.Conn]struct{}),
+		pool:      make(map[string]*peerConn),
+		seen:      newRecentIDs(1024),
+	}
+	n.log = n.log.With("node", cfg.Nickname, "instance", n.instance)
+
+	ln, err := cfg.Network.Listen(ctx, "tcp", "0.0.0.0:0")
+	if err != nil {
+		return nil, fmt.Errorf("chat: listen for messages: %w", err)
+	}
+	tcpAddr, ok := ln.Addr().(*net.TCPAddr)
+	if !ok || tcpAddr.Port <= 0 || tcpAddr.Port > 65535 {
+		ln.Close()
+		return nil, fmt.Errorf("chat: listener address %v is not a TCP address", ln.Addr())
+	}
+	n.ln, n.port = ln, uint16(tcpAddr.Port)
+
+	if cfg.Mode == ModeLocal {
+		pc, err := cfg.Network.ListenMulticastUDP(ctx, "udp4", cfg.Interface, GroupAddr())
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("chat: join discovery group %v: %w", GroupAddr(), err)
+		}
+		n.pc = pc
+	}
+
+	n.ctx, n.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	ls := newLoopState(n, time.Now())
+	n.spawn(func() { n.events.run(n.ctx) })
+	n.spawn(func() { n.acceptLoop() })
+	if n.pc != nil {
+		n.spawn(func() { n.readDatagrams() })
+	}
+	if cfg.Mode == ModeInternet {
+		if err := n.startInternet(ls); err != nil {
+			n.cancel()
+			n.shutdownSockets()
+			n.wg.Wait()
+			return nil, err
+		}
+	}
+	n.spawn(func() { n.loop(ls) })
+	// A canceled parent stops the node as Close does.
+	n.spawn(func() {
+		select {
+		case <-ctx.Done():
+			n.cancel()
+		case <-n.ctx.Done():
+		}
+	})
+	n.log.Info("node started", "tcp_port", n.port, "mode", string(cfg.Mode))
+	return n, nil
+}
+
+func (n *Node) spawn(f func()) {
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f()
+	}()
+}
+
+// Instance returns this run's instance id (16 hex digits).
+func (n *Node) Instance() string { return n.instance }
+
+// Nickname returns the node's nickname.
+func (n *Node) Nickname() string { return n.cfg.Nickname }
+
+// Port returns the TCP port the node accepts messages on.
+func (n *Node) Port() uint16 { return n.port }
+
+// Events returns the node's events, in order. The channel is closed when
+// the node stops. Events are queued (up to 8,192) while nobody reads.
+func (n *Node) Events() <-chan Event { return n.events.out }
+
+// Peers returns the known peers, ordered by nickname then address. It
+// returns nil once the node is closed.
+func (n *Node) Peers() []registry.Peer {
+	var list []registry.Peer
+	_ = n.call(context.Background(), func(ls *loopState) { list = ls.reg.List() })
+	return list
+}
+
+// Close says goodbye to the peers, closes every socket and waits for every
+// goroutine of the node. It is safe to call more than once.
+func (n *Node) Close() error {
+	n.mu.Lock()
+	n.closed = true
+	n.mu.Unlock()
+	n.cancel()
+	n.wg.Wait()
+	n.sends.Wait()
+	n.stopIdleTimers()
+	return nil
+}
+
+// call runs f on the event loop and waits for it.
+func (n *Node) call(ctx context.Context, f func(*loopState)) error {
+	done := make(chan struct{})
+	select {
+	case n.calls <- func(ls *loopState) { f(ls); close(done) }:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-n.loopDone:
+		return ErrClosed
+	}
+	<-done
+	return nil
+}
+
+func (n *Node) emit(ev Event) {
+	if dropped := n.events.emit(ev); dropped > 0 && dropped&(dropped-1) == 0 {
+		n.log.Warn("events dropped: nobody reads Events()", "dropped", dropped)
+	}
+}
+
+// trackConn registers c to be closed at shutdown; false if the node is
+// already closed (c is then closed).
+func (n *Node) trackConn(c net.Conn) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		c.Close()
+		return false
+	}
+	n.conns[c] = struct{}{}
+	return true
+}
+
+func (n *Node) untrackConn(c net.Conn) {
+	n.mu.Lock()
+	delete(n.conns, c)
+	n.mu.Unlock()
+	c.Close()
+}
+
+// shutdownSockets closes the listener, the discovery socket and every
+// connection, which unblocks every goroutine waiting in I/O.
+func (n *Node) shutdownSockets() {
+	n.mu.Lock()
+	n.closed = true
+	conns := make([]net.Conn, 0, len(n.conns))
+	for c := range n.conns {
+		conns = append(conns, c)
+	}
+	n.mu.Unlock()
+	n.ln.Close()
+	if n.pc != nil {
+		n.pc.Close()
+	}
+	for _, c := range conns {
+		c.Close()
+	}
+}
+
+// readDatagrams decodes discovery datagrams and hands them to the loop.
+func (n *Node) readDatagrams() {
+	buf := make([]byte, protocol.MaxDatagramSize+1)
+	for {
+		k, addr, err := n.pc.ReadFrom(buf)
+		if err != nil {
+			if n.ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return
+			}
+			n.log.Warn("discovery read failed", "err", err)
+			continue
+		}
+		src, ok := udpSource(addr)
+		if !ok {
+			n.log.Debug("datagram from a non-UDP address ignored", "addr", addr)
+			continue
+		}
+		msg, err := protocol.DecodeDatagram(buf[:k])
+		if err != nil {
+			n.log.Debug("datagram ignored", "from", src, "err", err)
+			continue
+		}
+		select {
+		case n.datagrams <- datagram{src: src, msg: msg}:
+		case <-n.ctx.Done():
+			return
+		}
+	}
+}
+
+func udpSource(a net.Addr) (netip.Addr, bool) {
+	if u, ok := a.(*net.UDPAddr); ok {
+		ap := u.AddrPort()
+		return ap.Addr().Unmap(), ap.Addr().IsValid()
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return netip.Addr{}, false
+	}
+	return ap.Addr().Unmap(), true
+}
+
+// loopState is owned by the event loop goroutine.
+type loopState struct {
+	n    *Node
+	rnd  *rand.Rand
+	reg  *registry.Registry
+	boot time.Time
+
+	burst      []time.Duration // remaining start-up burst offsets
+	nextSteady time.Time       // next steady-state announce
+	answerAt   time.Time       // pending answer to a query; zero if none
+	expiryAt   time.Time       // next registry expiry; zero if none
+
+	internet chan func(*loopState) // rendezvous updates, internet mode
+}
+
+func newLoopState(n *Node, now time.Time) *loopState {
+	return &loopState{
+		n:    n,
+		rnd:  n.cfg.Rand,
+		reg:  registry.New(registry.Config{Self: n.instance, Timeout: n.cfg.Timeout}),
+		boot: now,
+	}
+}
+
+func (ls *loopState) jitter(d time.Duration) time.Duration {
+	f := 1 - AnnounceJitter + 2*AnnounceJitter*ls.rnd.Float64()
+	return time.Duration(float64(d) * f)
+}
+
+func (ls *loopState) answerDelay() time.Duration {
+	return QueryAnswerMin + time.Duration(ls.rnd.Int64N(int64(QueryAnswerMax-QueryAnswerMin)+1))
+}
+
+func (n *Node) loop(ls *loopState) {
+	defer close(n.loopDone)
+	defer n.shutdownSockets()
+	local := n.pc != nil
+	if local {
+		ls.burst = StartupBurst()
+		ls.nextSteady = ls.boot.Add(ls.burst[len(ls.burst)-1]).Add(ls.jitter(n.cfg.AnnounceInterval))
+		defer n.sendGoodbye()
+	}
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		now := time.Now()
+		if local {
+			ls.fire(now)
+		}
+		if next, ok := ls.next(); ok {
+			timer.Reset(next.Sub(now))
+		} else {
+			timer.Stop()
+		}
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-timer.C:
+		case d := <-n.datagrams:
+			ls.handleDatagram(time.Now(), d)
+		case f := <-n.calls:
+			f(ls)
+		case f := <-ls.internet:
+			f(ls)
+		}
+	}
+}
+
+// fire does every discovery action due at now.
+func (ls *loopState) fire(now time.Time) {
+	n := ls.n
+	if len(ls.burst) > 0 && !now.Before(ls.boot.Add(ls.burst[0])) {
+		// Skip burst slots already passed (a stalled loop sends once).
+		for len(ls.burst) > 0 && !now.Before(ls.boot.Add(ls.burst[0])) {
+			ls.burst = ls.burst[1:]
+		}
+		n.sendAnnounce("startup")
+		n.sendDatagram(&protocol.Query{Instance: n.instance})
+		ls.answerAt = time.Time{} // this announce answers pending queries
+	}
+	if !now.Before(ls.nextSteady) {
+		n.sendAnnounce("interval")
+		ls.nextSteady = now.Add(ls.jitter(n.cfg.AnnounceInterval))
+	}
+	if !ls.answerAt.IsZero() && !now.Before(ls.answerAt) {
+		n.sendAnnounce("answer")
+		ls.answerAt = time.Time{}
+	}
+	if !ls.expiryAt.IsZero() && !now.Before(ls.expiryAt) {
+		for _, c := range ls.reg.Expire(now) {
+			n.log.Info("peer expired", "peer", c.Peer.Nickname, "addr", c.Peer.Addr)
+			n.emit(Event{Kind: EventPeerExpired, Time: now, Peer: c.Peer})
+		}
+	}
+	ls.expiryAt = time.Time{}
+	if t, ok := ls.reg.NextExpiry(); ok {
+		ls.expiryAt = t
+	}
+}
+
+// next returns the earliest pending timer.
+func (ls *loopState) next() (time.Time, bool) {
+	var ts []time.Time
+	if ls.n.pc != nil {
+		ts = append(ts, ls.nextSteady)
+		if len(ls.burst) > 0 {
+			ts = append(ts, ls.boot.Add(ls.burst[0]))
+		}
+	}
+	for _, t := range []time.Time{ls.answerAt, ls.expiryAt} {
+		if !t.IsZero() {
+			ts = append(ts, t)
+		}
+	}
+	if len(ts) == 0 {
+		return time.Time{}, false
+	}
+	return slices.MinFunc(ts, time.Time.Compare), true
+}
+
+// scheduleAnswer arranges an announce after a random 20-120 ms, unless one
+// is pending already.
+func (ls *loopState) scheduleAnswer(now time.Time) {
+	if ls.answerAt.IsZero() {
+		ls.answerAt = now.Add(ls.answerDelay())
+	}
+}
+
+func (ls *loopState) handleDatagram(now time.Time, d datagram) {
+	n := ls.n
+	switch m := d.msg.(type) {
+	case *protocol.Announce:
+		c, err := ls.reg.Observe(now, registry.Observation{
+			Source: registry.SourceLAN, Addr: netip.AddrPortFrom(d.src, m.TCPPort),
+			Nickname: m.Nickname, Instance: m.Instance, Caps: m.Caps,
+		})
+		switch {
+		case errors.Is(err, registry.ErrSelf):
+			return
+		case err != nil:
+			n.log.Warn("announce ignored", "from", d.src, "err", err)
+			return
+		}
+		ls.report(now, c)
+		if (c.Kind == registry.Joined || c.Kind == registry.Restarted) && !protocol.HasCap(m.Caps, protocol.CapQuery) {
+			// An original peer cannot ask; tell it about us now rather
+			// than at our next interval.
+			ls.scheduleAnswer(now)
+		}
+	case *protocol.Goodbye:
+		for _, c := range ls.reg.Goodbye(d.src, m.Nickname, m.Instance) {
+			ls.report(now, c)
+		}
+	case *protocol.Query:
+		if m.Instance == n.instance {
+			return
+		}
+		ls.scheduleAnswer(now)
+	}
+	if t, ok := ls.reg.NextExpiry(); ok {
+		ls.expiryAt = t
+	} else {
+		ls.expiryAt = time.Time{}
+	}
+}
+
+// report turns a registry change into a log line and an event.
+func (ls *loopState) report(now time.Time, c registry.Change) {
+	n := ls.n
+	p := c.Peer
+	switch c.Kind {
+	case registry.Joined:
+		n.log.Info("peer joined", "peer", p.Nickname, "addr", p.Addr, "source", p.Source.String())
+		n.emit(Event{Kind: EventPeerJoined, Time: now, Peer: p})
+	case registry.Restarted:
+		n.log.Info("peer restarted", "peer", p.Nickname, "addr", p.Addr)
+		n.emit(Event{Kind: EventPeerRestarted, Time: now, Peer: p, Old: c.Old})
+	case registry.Updated:
+		n.log.Info("peer updated", "peer", p.Nickname, "addr", p.Addr)
+		n.emit(Event{Kind: EventPeerUpdated, Time: now, Peer: p})
+	case registry.Left:
+		n.log.Info("peer left", "peer", p.Nickname, "addr", p.Addr)
+		n.emit(Event{Kind: EventPeerLeft, Time: now, Peer: p})
+	case registry.Expired:
+		n.log.Info("peer expired", "peer", p.Nickname, "addr", p.Addr)
+		n.emit(Event{Kind: EventPeerExpired, Time: now, Peer: p})
+	}
+}
+
+func (n *Node) sendAnnounce(why string) {
+	n.log.Debug("announce", "why", why)
+	n.sendDatagram(&protocol.Announce{Nickname: n.cfg.Nickname, TCPPort: n.port, Instance: n.instance, Caps: Caps()})
+}
+
+func (n *Node) sendGoodbye() {
+	n.sendDatagram(&protocol.Goodbye{Nickname: n.cfg.Nickname, Instance: n.instance})
+}
+
+func (n *Node) sendDatagram(d protocol.Datagram) {
+	b, err := protocol.EncodeDatagram(d)
+	if err != nil {
+		n.log.Error("encode datagram", "err", err)
+		return
+	}
+	if _, err := n.pc.WriteTo(b, GroupAddr()); err != nil {
+		n.log.Warn("discovery send failed", "err", err)
+	}
+}
