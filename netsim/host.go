@@ -1,0 +1,301 @@
+package netsim
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"syscall"
+)
+
+const firstEphemeral = 32768
+
+type iface struct {
+	seg   *Segment
+	ip    netip.Addr
+	name  string
+	index int
+}
+
+// Host is a simulated machine: one interface per segment, its own ports,
+// and a context that lives as long as the host does (until Crash).
+//
+// Its DialContext, Listen, ListenPacket and ListenMulticastUDP have the
+// standard library's shapes, so production code can take a *Host through a
+// small interface of its own.
+type Host struct {
+	n      *Network
+	name   string
+	idx    int32
+	ifaces []iface
+
+	// Guarded by n.mu.
+	up        bool
+	linkDown  bool
+	ctx       context.Context
+	cancel    context.CancelFunc
+	seq       uint64
+	nextPort  uint16
+	nextID    uint64
+	listeners map[uint16]*listener
+	tcpPorts  map[uint16]int
+	udp       map[uint16][]*packetConn
+	conns     map[uint64]*conn
+
+	wg sync.WaitGroup
+}
+
+// Name returns the host's name.
+func (h *Host) Name() string { return h.name }
+
+// Network returns the network the host belongs to.
+func (h *Host) Network() *Network { return h.n }
+
+// IP returns the address of the host's first interface.
+func (h *Host) IP() netip.Addr { return h.ifaces[0].ip }
+
+// Addrs returns the address of each interface, in interface order.
+func (h *Host) Addrs() []netip.Addr {
+	var out []netip.Addr
+	for _, ifc := range h.ifaces {
+		out = append(out, ifc.ip)
+	}
+	return out
+}
+
+// AddrPort returns the host's first address with the given port, for
+// building addresses to dial: h.AddrPort(80).String() is "10.1.0.1:80".
+func (h *Host) AddrPort(port uint16) netip.AddrPort { return netip.AddrPortFrom(h.IP(), port) }
+
+// Interfaces returns the host's interfaces (eth0, eth1, ...), in segment
+// order, as the standard library describes them.
+func (h *Host) Interfaces() []net.Interface {
+	var out []net.Interface
+	for _, ifc := range h.ifaces {
+		out = append(out, ifc.netInterface())
+	}
+	return out
+}
+
+func (ifc iface) netInterface() net.Interface {
+	return net.Interface{Index: ifc.index, MTU: 1500, Name: ifc.name, Flags: net.FlagUp | net.FlagBroadcast | net.FlagMulticast | net.FlagRunning}
+}
+
+// Interface returns the named interface, or nil.
+func (h *Host) Interface(name string) *net.Interface {
+	for _, ifc := range h.ifaces {
+		if ifc.name == name {
+			ni := ifc.netInterface()
+			return &ni
+		}
+	}
+	return nil
+}
+
+// Segments returns the segments the host is on, in interface order.
+func (h *Host) Segments() []*Segment {
+	var out []*Segment
+	for _, ifc := range h.ifaces {
+		out = append(out, ifc.seg)
+	}
+	return out
+}
+
+// Context returns the host's context: cancelled when the host crashes (or
+// the network closes). Start the host's programs with it, or with Go.
+func (h *Host) Context() context.Context {
+	h.n.mu.Lock()
+	defer h.n.mu.Unlock()
+	return h.ctx
+}
+
+// Up reports whether the host is running (not crashed).
+func (h *Host) Up() bool {
+	h.n.mu.Lock()
+	defer h.n.mu.Unlock()
+	return h.up
+}
+
+// Go runs f(h.Context()) in a goroutine that Crash and Network.Close wait
+// for: f must return soon after its context is cancelled. A goroutine
+// started by Go must not call Crash on its own host.
+func (h *Host) Go(f func(ctx context.Context)) {
+	ctx := h.Context()
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		f(ctx)
+	}()
+}
+
+// Crash stops the host as a power cut would: its context is cancelled, its
+// sockets are closed, its peers' streams are reset (the RST travels like
+// any packet), datagrams and segments on their way to it vanish. Crash then
+// waits for the goroutines started with Go to return.
+func (h *Host) Crash() {
+	n := h.n
+	n.mu.Lock()
+	if !h.up || n.closed {
+		n.mu.Unlock()
+		return
+	}
+	n.crashLocked(h, "crash")
+	n.mu.Unlock()
+	n.wake()
+	h.wg.Wait()
+}
+
+// Restart brings a crashed host back with a fresh context, the same
+// addresses and no sockets. Start its programs again.
+func (h *Host) Restart() {
+	n := h.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if h.up || n.closed {
+		return
+	}
+	h.up = true
+	h.ctx, h.cancel = context.WithCancel(context.Background())
+	h.nextPort = firstEphemeral
+	n.counts[fRestart]++
+	n.tr.line(n.nowLocked(), "restart", "host", h.name)
+}
+
+func (n *Network) crashLocked(h *Host, why string) {
+	h.up = false
+	h.cancel()
+	if why == "crash" {
+		n.counts[fCrash]++
+	}
+	n.tr.line(n.nowLocked(), why, "host", h.name)
+	for _, port := range sortedKeys(h.listeners) {
+		h.listeners[port].closeLocked()
+	}
+	for _, port := range sortedKeys(h.udp) {
+		for _, p := range slices.Clone(h.udp[port]) {
+			p.closeLocked()
+		}
+	}
+	for _, c := range h.sortedConnsLocked() {
+		if c.abortLocked() && why == "crash" {
+			n.counts[fReset]++
+		}
+	}
+	h.listeners, h.tcpPorts, h.udp, h.conns = nil, nil, nil, nil
+}
+
+func (h *Host) sortedConnsLocked() []*conn {
+	out := make([]*conn, 0, len(h.conns))
+	for _, id := range sortedKeys(h.conns) {
+		out = append(out, h.conns[id])
+	}
+	return out
+}
+
+func sortedKeys[K uint16 | uint64, V any](m map[K]V) []K {
+	keys := make([]K, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+// hasIPLocked reports whether ip is one of the host's addresses.
+func (h *Host) hasIP(ip netip.Addr) bool {
+	for _, ifc := range h.ifaces {
+		if ifc.ip == ip {
+			return true
+		}
+	}
+	return false
+}
+
+// srcIPFor picks the source address for a packet to dst: the interface on
+// dst's segment, else the first interface.
+func (h *Host) srcIPFor(dst netip.Addr) netip.Addr {
+	if dst.IsLoopback() {
+		return dst
+	}
+	for _, ifc := range h.ifaces {
+		if ifc.seg.prefix.Contains(dst) {
+			return ifc.ip
+		}
+	}
+	return h.ifaces[0].ip
+}
+
+// allocPortLocked returns a free ephemeral port for the given protocol.
+func (h *Host) allocPortLocked(udp bool) (uint16, error) {
+	for range 65536 - firstEphemeral {
+		p := h.nextPort
+		h.nextPort++
+		if h.nextPort == 0 {
+			h.nextPort = firstEphemeral
+		}
+		if udp {
+			if len(h.udp[p]) == 0 {
+				return p, nil
+			}
+		} else if h.listeners[p] == nil && h.tcpPorts[p] == 0 {
+			return p, nil
+		}
+	}
+	return 0, syscall.EADDRNOTAVAIL
+}
+
+// resolve turns "host:port" into an address: host is an IPv4 literal, a
+// host name of the network, or "localhost"; empty means unspecified.
+func (n *Network) resolve(addr string) (netip.AddrPort, error) {
+	hostPart, portPart, err := net.SplitHostPort(addr)
+	if err != nil {
+		return netip.AddrPort{}, err
+	}
+	port, err := strconv.ParseUint(portPart, 10, 16)
+	if err != nil {
+		return netip.AddrPort{}, fmt.Errorf("invalid port %q", portPart)
+	}
+	var ip netip.Addr
+	switch hostPart {
+	case "":
+		ip = netip.IPv4Unspecified()
+	case "localhost":
+		ip = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+	default:
+		ip, err = netip.ParseAddr(hostPart)
+		if err != nil {
+			n.mu.Lock()
+			h := n.byName[hostPart]
+			n.mu.Unlock()
+			if h == nil {
+				return netip.AddrPort{}, &net.DNSError{Err: "no such host", Name: hostPart, IsNotFound: true}
+			}
+			ip = h.IP()
+		}
+		ip = ip.Unmap()
+		if !ip.Is4() {
+			return netip.AddrPort{}, fmt.Errorf("netsim: only IPv4 is simulated: %s", ip)
+		}
+	}
+	return netip.AddrPortFrom(ip, uint16(port)), nil
+}
+
+func checkNetwork(network string, want ...string) error {
+	if slices.Contains(want, network) {
+		return nil
+	}
+	return net.UnknownNetworkError(network)
+}
+
+func opError(op, network string, src, dst net.Addr, err error) error {
+	return &net.OpError{Op: op, Net: network, Source: src, Addr: dst, Err: err}
+}
+
+func syscallErr(call string, errno syscall.Errno) error { return os.NewSyscallError(call, errno) }
+
+func tcpAddr(ap netip.AddrPort) *net.TCPAddr { return net.TCPAddrFromAddrPort(ap) }
+func udpAddr(ap netip.AddrPort) *net.UDPAddr { return net.UDPAddrFromAddrPort(ap) }

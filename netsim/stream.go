@@ -1,0 +1,661 @@
+package netsim
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+)
+
+const maxSegment = 64 << 10
+
+type chunkKind uint8
+
+const (
+	ckSyn chunkKind = iota + 1
+	ckSynAck
+	ckData
+	ckFin
+	ckRst
+)
+
+var chunkNames = [...]string{ckSyn: "syn", ckSynAck: "synack", ckData: "data", ckFin: "fin", ckRst: "rst"}
+
+// chunk is a stream segment: a SYN, SYN-ACK, data, FIN or RST.
+type chunk struct {
+	dir    *streamDir
+	kind   chunkKind
+	data   []byte
+	seq    uint64 // the sending host's sequence
+	dirSeq uint64 // position in the direction
+	sentAt int64
+	hooked bool
+}
+
+// streamDir is one direction of a stream. It delivers its segments in
+// order, whatever latency changes, stalls and releases do to their times.
+type streamDir struct {
+	from, to         *conn
+	fromHost, toHost *Host
+	nextSeq          uint64
+	expect           uint64
+	lastAt           int64
+	stalled          []*chunk
+	inStalled        bool
+	ooo              []*chunk // arrived early, sorted by dirSeq
+}
+
+// conn is one end of a simulated TCP stream. It implements net.Conn and
+// CloseWrite.
+type conn struct {
+	n      *Network
+	h      *Host
+	id     uint64
+	local  netip.AddrPort
+	remote netip.AddrPort
+	laddr  *net.TCPAddr
+	raddr  *net.TCPAddr
+	peer   *conn
+	out    *streamDir
+	client bool
+
+	dead bool // guarded by n.mu: the host crashed under it
+
+	mu          sync.Mutex
+	rx          []byte
+	rxoff       int
+	eof         bool
+	reset       bool
+	refused     bool
+	closed      bool
+	wclosed     bool
+	rstSent     bool
+	established bool
+	credit      int
+
+	estab    chan struct{} // closed once established, refused or reset
+	readable chan struct{}
+	writable chan struct{}
+	closedCh chan struct{}
+	wlock    chan struct{} // serializes Write calls; a channel so waiting is durable
+	rd, wd   deadline
+}
+
+func (n *Network) newConn(h *Host, local, remote netip.AddrPort) *conn {
+	return &conn{n: n, h: h, local: local, remote: remote, laddr: tcpAddr(local), raddr: tcpAddr(remote),
+		credit: n.opts.Window, estab: make(chan struct{}), readable: make(chan struct{}, 1),
+		writable: make(chan struct{}, 1), closedCh: make(chan struct{}), wlock: make(chan struct{}, 1),
+		rd: makeDeadline(), wd: makeDeadline()}
+}
+
+// DialContext opens a stream ("tcp" or "tcp4") to addr, "ip:port" or
+// "hostname:port" with a host name of the network. It takes one round trip
+// of simulated time; a closed port gives an error satisfying
+// errors.Is(err, syscall.ECONNREFUSED). A dial across a partition waits
+// (as SYN retransmission would) until the partition heals or ctx ends.
+func (h *Host) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	if err := checkNetwork(network, "tcp", "tcp4"); err != nil {
+		return nil, opError("dial", network, nil, nil, err)
+	}
+	dst, err := h.n.resolve(addr)
+	if err != nil {
+		return nil, opError("dial", network, nil, nil, err)
+	}
+	n := h.n
+	n.mu.Lock()
+	if !h.up || n.closed {
+		n.mu.Unlock()
+		return nil, opError("dial", network, nil, tcpAddr(dst), net.ErrClosed)
+	}
+	to := n.byIP[dst.Addr()]
+	if dst.Addr().IsLoopback() || dst.Addr().IsUnspecified() {
+		to = h
+		if dst.Addr().IsUnspecified() {
+			dst = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), dst.Port())
+		}
+	}
+	if to == nil {
+		n.mu.Unlock()
+		return nil, opError("dial", network, nil, tcpAddr(dst), syscallErr("connect", syscall.EHOSTUNREACH))
+	}
+	port, err := h.allocPortLocked(false)
+	if err != nil {
+		n.mu.Unlock()
+		return nil, opError("dial", network, nil, tcpAddr(dst), syscallErr("connect", syscall.EADDRNOTAVAIL))
+	}
+	if h.tcpPorts == nil {
+		h.tcpPorts = make(map[uint16]int)
+	}
+	h.tcpPorts[port]++
+	local := netip.AddrPortFrom(h.srcIPFor(dst.Addr()), port)
+	c := n.newConn(h, local, dst)
+	s := n.newConn(to, dst, local)
+	c.client = true
+	c.peer = s
+	s.peer = c
+	c.out = &streamDir{from: c, to: s, fromHost: h, toHost: to}
+	s.out = &streamDir{from: s, to: c, fromHost: to, toHost: h}
+	h.nextID++
+	c.id = h.nextID
+	if h.conns == nil {
+		h.conns = make(map[uint64]*conn)
+	}
+	h.conns[c.id] = c
+	n.sendChunkLocked(c, ckSyn, nil)
+	n.mu.Unlock()
+
+	select {
+	case <-c.estab:
+	case <-ctx.Done():
+		c.Close()
+		return nil, opError("dial", network, c.laddr, c.raddr, ctx.Err())
+	}
+	c.mu.Lock()
+	refused, reset := c.refused, c.reset
+	c.mu.Unlock()
+	switch {
+	case refused:
+		c.Close()
+		return nil, opError("dial", network, c.laddr, c.raddr, syscallErr("connect", syscall.ECONNREFUSED))
+	case reset:
+		c.Close()
+		return nil, opError("dial", network, c.laddr, c.raddr, syscallErr("connect", syscall.ECONNRESET))
+	}
+	return c, nil
+}
+
+func (n *Network) sendChunkLocked(c *conn, kind chunkKind, data []byte) {
+	d := c.out
+	c.h.seq++
+	now := n.nowLocked()
+	ch := &chunk{dir: d, kind: kind, data: data, seq: c.h.seq, dirSeq: d.nextSeq, sentAt: now}
+	d.nextSeq++
+	n.outbox = append(n.outbox, sendItem{sentAt: now, src: c.h.idx, seq: ch.seq, ch: ch})
+	n.wake()
+}
+
+func (n *Network) scheduleChunkLocked(ch *chunk) {
+	d := ch.dir
+	l := n.linkLocked(d.fromHost, d.toHost)
+	if d.fromHost == d.toHost {
+		l = Link{}
+	}
+	if l.Latency > 0 {
+		n.counts[fLatency]++
+	}
+	at := max(n.quantize(ch.sentAt+int64(l.Latency)), d.lastAt)
+	d.lastAt = at
+	n.events.push(event{at: at, src: d.fromHost.idx, seq: ch.seq, ch: ch})
+}
+
+func (n *Network) deliverChunkLocked(now int64, ev *event) {
+	c := ev.ch
+	d := c.dir
+	if n.hook != nil && !c.hooked {
+		c.hooked = true
+		v := n.hook(Packet{Time: time.Duration(now), Proto: "tcp", Kind: chunkNames[c.kind], From: d.fromHost, To: d.toHost,
+			Src: d.from.local, Dst: d.from.remote, Payload: c.data})
+		if v.Then != nil {
+			n.thens = append(n.thens, v.Then)
+		}
+		if v.Drop {
+			n.counts[fRule]++
+			n.traceChunk(now, "tcp-rule-reset", c)
+			if d.from.resetNow() {
+				n.counts[fReset]++
+			}
+			if d.to.resetNow() {
+				n.counts[fReset]++
+			}
+			return
+		}
+	}
+	if !d.toHost.up || d.to.dead {
+		n.counts[fHostDown]++
+		n.traceChunk(now, "tcp-host-down", c)
+		return
+	}
+	if len(d.stalled) > 0 || !n.pathOpenLocked(d.fromHost, d.toHost) {
+		d.stalled = append(d.stalled, c)
+		n.counts[fStall]++
+		if !d.inStalled {
+			d.inStalled = true
+			n.faults.stalled = append(n.faults.stalled, d)
+		}
+		n.traceChunk(now, "tcp-stall", c)
+		return
+	}
+	if c.dirSeq != d.expect {
+		i, _ := slices.BinarySearchFunc(d.ooo, c.dirSeq, func(x *chunk, s uint64) int { return cmpInt(x.dirSeq, s) })
+		d.ooo = slices.Insert(d.ooo, i, c)
+		return
+	}
+	n.applyChunkLocked(now, c)
+	d.expect++
+	for len(d.ooo) > 0 && d.ooo[0].dirSeq == d.expect {
+		next := d.ooo[0]
+		d.ooo = slices.Delete(d.ooo, 0, 1)
+		n.applyChunkLocked(now, next)
+		d.expect++
+	}
+}
+
+func (n *Network) traceChunk(now int64, name string, c *chunk) {
+	t := &n.tr
+	t.begin(now, name)
+	t.str("kind", chunkNames[c.kind])
+	t.str("src", c.dir.from.local.String())
+	t.str("dst", c.dir.from.remote.String())
+	t.num("seq", int64(c.dirSeq))
+	if len(c.data) > 0 {
+		t.num("len", int64(len(c.data)))
+		t.num("sum", int64(fnv64(c.data)>>1))
+	}
+	t.end()
+}
+
+func (n *Network) applyChunkLocked(now int64, c *chunk) {
+	d := c.dir
+	to := d.to
+	n.stats.Segments++
+	n.traceChunk(now, "tcp", c)
+	switch c.kind {
+	case ckSyn:
+		h := d.toHost
+		ln := h.listeners[to.local.Port()]
+		if ln != nil && !ln.bind.IsUnspecified() && ln.bind != to.local.Addr() {
+			ln = nil
+		}
+		if ln == nil {
+			to.dead = true
+			n.sendChunkLocked(to, ckRst, nil)
+			return
+		}
+		h.nextID++
+		to.id = h.nextID
+		if h.conns == nil {
+			h.conns = make(map[uint64]*conn)
+		}
+		h.conns[to.id] = to
+		to.mu.Lock()
+		to.established = true
+		close(to.estab)
+		to.mu.Unlock()
+		ln.mu.Lock()
+		ln.q = append(ln.q, to)
+		ln.mu.Unlock()
+		signal(ln.ready)
+		n.sendChunkLocked(to, ckSynAck, nil)
+	case ckSynAck:
+		to.mu.Lock()
+		if to.closed || to.reset {
+			to.mu.Unlock()
+			n.sendChunkLocked(to, ckRst, nil)
+			return
+		}
+		to.established = true
+		close(to.estab)
+		to.mu.Unlock()
+	case ckData:
+		to.mu.Lock()
+		if to.reset {
+			to.mu.Unlock()
+			return
+		}
+		if to.closed {
+			send := !to.rstSent
+			to.rstSent = true
+			to.mu.Unlock()
+			if send {
+				n.sendChunkLocked(to, ckRst, nil)
+			}
+			return
+		}
+		to.rx = append(to.rx, c.data...)
+		to.mu.Unlock()
+		n.stats.StreamBytes += int64(len(c.data))
+		signal(to.readable)
+	case ckFin:
+		to.mu.Lock()
+		to.eof = true
+		to.mu.Unlock()
+		signal(to.readable)
+	case ckRst:
+		to.resetNow()
+	}
+}
+
+// resetNow makes the conn reset: pending and later calls fail with
+// ECONNRESET (or a dial with ECONNREFUSED). It reports whether the conn was
+// live.
+func (c *conn) resetNow() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.reset || c.closed {
+		return false
+	}
+	c.reset = true
+	c.rx, c.rxoff = nil, 0
+	if !c.established {
+		c.refused = true
+		close(c.estab)
+	}
+	signal(c.readable)
+	signal(c.writable)
+	return true
+}
+
+// abortLocked closes the conn because its host crashed, and sends an RST
+// to the peer. It reports whether the peer is being reset.
+func (c *conn) abortLocked() bool {
+	c.dead = true
+	c.mu.Lock()
+	wasLive := !c.closed && !c.reset
+	if !c.closed {
+		c.closed = true
+		close(c.closedCh)
+	}
+	if !c.established && !c.reset {
+		c.reset = true
+		close(c.estab)
+	}
+	c.mu.Unlock()
+	if wasLive {
+		c.n.sendChunkLocked(c, ckRst, nil)
+	}
+	return wasLive
+}
+
+func (c *conn) LocalAddr() net.Addr  { return c.laddr }
+func (c *conn) RemoteAddr() net.Addr { return c.raddr }
+
+func (c *conn) SetDeadline(t time.Time) error {
+	c.rd.set(t)
+	c.wd.set(t)
+	return nil
+}
+func (c *conn) SetReadDeadline(t time.Time) error  { c.rd.set(t); return nil }
+func (c *conn) SetWriteDeadline(t time.Time) error { c.wd.set(t); return nil }
+
+func (c *conn) opErr(op string, err error) error {
+	return &net.OpError{Op: op, Net: "tcp", Source: c.laddr, Addr: c.raddr, Err: err}
+}
+
+// Read reads what has arrived; it returns io.EOF after the peer's FIN.
+func (c *conn) Read(b []byte) (int, error) {
+	for {
+		c.mu.Lock()
+		switch {
+		case c.closed:
+			c.mu.Unlock()
+			return 0, c.opErr("read", net.ErrClosed)
+		case c.reset:
+			c.mu.Unlock()
+			return 0, c.opErr("read", syscallErr("read", syscall.ECONNRESET))
+		case c.rd.expired():
+			c.mu.Unlock()
+			return 0, c.opErr("read", os.ErrDeadlineExceeded)
+		case len(b) == 0:
+			c.mu.Unlock()
+			return 0, nil
+		case c.rxoff < len(c.rx):
+			k := copy(b, c.rx[c.rxoff:])
+			c.rxoff += k
+			more := c.rxoff < len(c.rx)
+			if !more {
+				c.rx, c.rxoff = c.rx[:0], 0
+			}
+			c.mu.Unlock()
+			if more {
+				signal(c.readable)
+			}
+			c.peer.giveCredit(k)
+			return k, nil
+		case c.eof:
+			c.mu.Unlock()
+			return 0, io.EOF
+		}
+		c.mu.Unlock()
+		select {
+		case <-c.readable:
+		case <-c.rd.wait():
+		case <-c.closedCh:
+		}
+	}
+}
+
+func (c *conn) giveCredit(k int) {
+	c.mu.Lock()
+	c.credit += k
+	c.mu.Unlock()
+	signal(c.writable)
+}
+
+// Write sends b, blocking while the peer's receive window is full.
+func (c *conn) Write(b []byte) (int, error) {
+	select {
+	case c.wlock <- struct{}{}:
+	case <-c.closedCh:
+		return 0, c.opErr("write", net.ErrClosed)
+	case <-c.wd.wait():
+		return 0, c.opErr("write", os.ErrDeadlineExceeded)
+	}
+	defer func() { <-c.wlock }()
+	n := c.n
+	written := 0
+	for {
+		n.mu.Lock()
+		c.mu.Lock()
+		var err error
+		switch {
+		case c.closed:
+			err = net.ErrClosed
+		case c.reset:
+			err = syscallErr("write", syscall.ECONNRESET)
+		case c.wclosed:
+			err = syscallErr("write", syscall.EPIPE)
+		case c.wd.expired():
+			err = os.ErrDeadlineExceeded
+		}
+		if err != nil || written == len(b) {
+			c.mu.Unlock()
+			n.mu.Unlock()
+			if err != nil {
+				return written, c.opErr("write", err)
+			}
+			return written, nil
+		}
+		if c.credit > 0 {
+			k := min(c.credit, len(b)-written, maxSegment)
+			c.credit -= k
+			data := slices.Clone(b[written : written+k])
+			written += k
+			c.mu.Unlock()
+			n.sendChunkLocked(c, ckData, data)
+			n.mu.Unlock()
+			continue
+		}
+		c.mu.Unlock()
+		n.mu.Unlock()
+		select {
+		case <-c.writable:
+		case <-c.wd.wait():
+		case <-c.closedCh:
+		}
+	}
+}
+
+// CloseWrite half-closes the stream: the peer reads io.EOF after the data
+// already written, and this end can still read.
+func (c *conn) CloseWrite() error {
+	n := c.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return c.opErr("close", net.ErrClosed)
+	}
+	send := !c.wclosed && !c.reset
+	c.wclosed = true
+	c.mu.Unlock()
+	if send {
+		n.sendChunkLocked(c, ckFin, nil)
+	}
+	return nil
+}
+
+// Close closes the stream: a FIN follows the data written, and data the
+// peer sends afterwards is answered with an RST.
+func (c *conn) Close() error {
+	n := c.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return c.opErr("close", net.ErrClosed)
+	}
+	c.closed = true
+	close(c.closedCh)
+	send := !c.wclosed && !c.reset && !c.dead && c.established
+	c.wclosed = true
+	c.mu.Unlock()
+	if send {
+		n.sendChunkLocked(c, ckFin, nil)
+	}
+	if !c.dead {
+		h := c.h
+		if h.conns[c.id] == c {
+			delete(h.conns, c.id)
+		}
+		if c.client && h.tcpPorts != nil {
+			if h.tcpPorts[c.local.Port()]--; h.tcpPorts[c.local.Port()] <= 0 {
+				delete(h.tcpPorts, c.local.Port())
+			}
+		}
+	}
+	return nil
+}
+
+// listener is a simulated TCP listener. It implements net.Listener.
+type listener struct {
+	n        *Network
+	h        *Host
+	port     uint16
+	bind     netip.Addr
+	addr     *net.TCPAddr
+	mu       sync.Mutex
+	q        []*conn
+	closed   bool
+	ready    chan struct{}
+	closedCh chan struct{}
+}
+
+// Listen opens a stream listener ("tcp" or "tcp4") on addr: ":0" or
+// "0.0.0.0:0" for an ephemeral port on every address. Addr returns a
+// *net.TCPAddr with the host's address.
+func (h *Host) Listen(ctx context.Context, network, addr string) (net.Listener, error) {
+	if err := checkNetwork(network, "tcp", "tcp4"); err != nil {
+		return nil, opError("listen", network, nil, nil, err)
+	}
+	ap, err := h.n.resolve(addr)
+	if err != nil {
+		return nil, opError("listen", network, nil, nil, err)
+	}
+	n := h.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !h.up || n.closed {
+		return nil, opError("listen", network, nil, tcpAddr(ap), net.ErrClosed)
+	}
+	ip := ap.Addr()
+	if !ip.IsUnspecified() && !ip.IsLoopback() && !h.hasIP(ip) {
+		return nil, opError("listen", network, nil, tcpAddr(ap), syscallErr("bind", syscall.EADDRNOTAVAIL))
+	}
+	port := ap.Port()
+	if port == 0 {
+		if port, err = h.allocPortLocked(false); err != nil {
+			return nil, opError("listen", network, nil, tcpAddr(ap), syscallErr("bind", syscall.EADDRNOTAVAIL))
+		}
+	} else if h.listeners[port] != nil {
+		return nil, opError("listen", network, nil, tcpAddr(ap), syscallErr("bind", syscall.EADDRINUSE))
+	}
+	shown := ip
+	if ip.IsUnspecified() {
+		shown = h.IP()
+	}
+	ln := &listener{n: n, h: h, port: port, bind: ip, addr: tcpAddr(netip.AddrPortFrom(shown, port)),
+		ready: make(chan struct{}, 1), closedCh: make(chan struct{})}
+	if h.listeners == nil {
+		h.listeners = make(map[uint16]*listener)
+	}
+	h.listeners[port] = ln
+	n.tr.line(n.nowLocked(), "listen", "host", h.name, "addr", ln.addr.String())
+	return ln, nil
+}
+
+func (l *listener) Addr() net.Addr { return l.addr }
+
+func (l *listener) Accept() (net.Conn, error) {
+	for {
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			return nil, opError("accept", "tcp", nil, l.addr, net.ErrClosed)
+		}
+		if len(l.q) > 0 {
+			c := l.q[0]
+			l.q = slices.Delete(l.q, 0, 1)
+			if len(l.q) > 0 {
+				signal(l.ready)
+			}
+			l.mu.Unlock()
+			return c, nil
+		}
+		l.mu.Unlock()
+		select {
+		case <-l.ready:
+		case <-l.closedCh:
+		}
+	}
+}
+
+// Close stops listening; connections not yet accepted are reset.
+func (l *listener) Close() error {
+	l.n.mu.Lock()
+	defer l.n.mu.Unlock()
+	if !l.closeLocked() {
+		return opError("close", "tcp", nil, l.addr, net.ErrClosed)
+	}
+	return nil
+}
+
+func (l *listener) closeLocked() bool {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return false
+	}
+	l.closed = true
+	close(l.closedCh)
+	pending := l.q
+	l.q = nil
+	l.mu.Unlock()
+	for _, c := range pending {
+		c.abortLocked()
+		delete(l.h.conns, c.id)
+	}
+	if l.h.listeners[l.port] == l {
+		delete(l.h.listeners, l.port)
+	}
+	return true
+}
+
+func (l *listener) String() string { return fmt.Sprintf("netsim listener %s", l.addr) }

@@ -1,0 +1,456 @@
+package netsim
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// datagram is one UDP datagram on one segment (multicast) or to one host
+// (unicast). Its payload is shared by every receiver and never modified.
+type datagram struct {
+	from    *Host
+	seq     uint64
+	sub     uint32
+	sentAt  int64
+	u       float64 // jitter draw in [0, 1)
+	src     netip.AddrPort
+	srcAddr *net.UDPAddr // shared by receivers: what ReadFrom returns
+	dst     netip.AddrPort
+	seg     *Segment // multicast: the segment it is sent on
+	payload []byte
+}
+
+// packetConn is a UDP socket. It implements net.PacketConn.
+type packetConn struct {
+	n     *Network
+	h     *Host
+	id    uint64
+	port  uint16
+	bind  netip.Addr // unspecified or one of the host's addresses
+	local *net.UDPAddr
+	seg   *Segment       // multicast interface's segment; nil: all of the host's
+	group netip.AddrPort // joined group, if valid
+
+	mu       sync.Mutex
+	q        []*datagram
+	qhead    int
+	qbytes   int
+	closed   bool
+	readable chan struct{}
+	closedCh chan struct{}
+	rd, wd   deadline
+}
+
+// ListenPacket opens a UDP socket ("udp" or "udp4") on addr, for example
+// ":0" for an ephemeral port. LocalAddr and ReadFrom return *net.UDPAddr.
+func (h *Host) ListenPacket(ctx context.Context, network, addr string) (net.PacketConn, error) {
+	if err := checkNetwork(network, "udp", "udp4"); err != nil {
+		return nil, opError("listen", network, nil, nil, err)
+	}
+	ap, err := h.n.resolve(addr)
+	if err != nil {
+		return nil, opError("listen", network, nil, nil, err)
+	}
+	return h.listenUDP(network, ap, netip.AddrPort{}, nil)
+}
+
+// ListenMulticastUDP opens a UDP socket bound to the group's port on every
+// address (with SO_REUSEPORT semantics: every such socket of the host gets
+// every datagram sent to the group) and joins the group on ifi's segment
+// (nil: the host's first interface). Datagrams it sends to the group go to
+// every member on that segment, its own host and itself included
+// (multicast loopback on).
+func (h *Host) ListenMulticastUDP(ctx context.Context, network string, ifi *net.Interface, gaddr *net.UDPAddr) (net.PacketConn, error) {
+	if err := checkNetwork(network, "udp", "udp4"); err != nil {
+		return nil, opError("listen", network, nil, nil, err)
+	}
+	if gaddr == nil {
+		return nil, opError("listen", network, nil, nil, errors.New("missing group address"))
+	}
+	g, ok := netip.AddrFromSlice(gaddr.IP)
+	g = g.Unmap()
+	if !ok || !g.Is4() || !g.IsMulticast() {
+		return nil, opError("listen", network, nil, gaddr, errors.New("not an IPv4 multicast address"))
+	}
+	seg := h.ifaces[0].seg
+	if ifi != nil {
+		seg = nil
+		for _, ifc := range h.ifaces {
+			if ifc.name == ifi.Name {
+				seg = ifc.seg
+			}
+		}
+		if seg == nil {
+			return nil, opError("listen", network, nil, gaddr, errors.New("no such interface: "+ifi.Name))
+		}
+	}
+	bind := netip.AddrPortFrom(netip.IPv4Unspecified(), uint16(gaddr.Port))
+	return h.listenUDP(network, bind, netip.AddrPortFrom(g, uint16(gaddr.Port)), seg)
+}
+
+func (h *Host) listenUDP(network string, ap netip.AddrPort, group netip.AddrPort, seg *Segment) (net.PacketConn, error) {
+	n := h.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !h.up || n.closed {
+		return nil, opError("listen", network, nil, udpAddr(ap), net.ErrClosed)
+	}
+	ip := ap.Addr()
+	if !ip.IsUnspecified() && !ip.IsLoopback() && !h.hasIP(ip) {
+		return nil, opError("listen", network, nil, udpAddr(ap), syscallErr("bind", syscall.EADDRNOTAVAIL))
+	}
+	port := ap.Port()
+	if port == 0 {
+		var err error
+		if port, err = h.allocPortLocked(true); err != nil {
+			return nil, opError("listen", network, nil, udpAddr(ap), syscallErr("bind", err.(syscall.Errno)))
+		}
+	} else if others := h.udp[port]; len(others) > 0 && (!group.IsValid() || !others[0].group.IsValid()) {
+		return nil, opError("listen", network, nil, udpAddr(ap), syscallErr("bind", syscall.EADDRINUSE))
+	}
+	shown := ip
+	if ip.IsUnspecified() {
+		shown = h.IP()
+	}
+	h.nextID++
+	p := &packetConn{n: n, h: h, id: h.nextID, port: port, bind: ip, local: udpAddr(netip.AddrPortFrom(shown, port)),
+		seg: seg, group: group, readable: make(chan struct{}, 1), closedCh: make(chan struct{}),
+		rd: makeDeadline(), wd: makeDeadline()}
+	if h.udp == nil {
+		h.udp = make(map[uint16][]*packetConn)
+	}
+	h.udp[port] = append(h.udp[port], p)
+	if group.IsValid() {
+		members := append(seg.groups[group], p)
+		slices.SortFunc(members, func(a, b *packetConn) int {
+			if a.h != b.h {
+				return cmpInt(a.h.idx, b.h.idx)
+			}
+			return cmpInt(a.id, b.id)
+		})
+		seg.groups[group] = members
+	}
+	return p, nil
+}
+
+func (p *packetConn) LocalAddr() net.Addr { return p.local }
+
+func (p *packetConn) SetDeadline(t time.Time) error {
+	p.rd.set(t)
+	p.wd.set(t)
+	return nil
+}
+func (p *packetConn) SetReadDeadline(t time.Time) error  { p.rd.set(t); return nil }
+func (p *packetConn) SetWriteDeadline(t time.Time) error { p.wd.set(t); return nil }
+
+// Close closes the socket and leaves its group.
+func (p *packetConn) Close() error {
+	p.n.mu.Lock()
+	defer p.n.mu.Unlock()
+	if !p.closeLocked() {
+		return opError("close", "udp", p.local, nil, net.ErrClosed)
+	}
+	return nil
+}
+
+func (p *packetConn) closeLocked() bool {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return false
+	}
+	p.closed = true
+	clear(p.q)
+	p.q, p.qhead, p.qbytes = nil, 0, 0
+	close(p.closedCh)
+	p.mu.Unlock()
+	h := p.h
+	if socks := h.udp[p.port]; socks != nil {
+		h.udp[p.port] = slices.DeleteFunc(socks, func(q *packetConn) bool { return q == p })
+		if len(h.udp[p.port]) == 0 {
+			delete(h.udp, p.port)
+		}
+	}
+	if p.group.IsValid() {
+		members := slices.DeleteFunc(p.seg.groups[p.group], func(q *packetConn) bool { return q == p })
+		if len(members) == 0 {
+			delete(p.seg.groups, p.group)
+		} else {
+			p.seg.groups[p.group] = members
+		}
+	}
+	return true
+}
+
+// ReadFrom reads the next datagram. The returned address is shared with
+// other receivers of the same datagram: do not modify it.
+func (p *packetConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	for {
+		p.mu.Lock()
+		if p.closed {
+			p.mu.Unlock()
+			return 0, nil, opError("read", "udp", p.local, nil, net.ErrClosed)
+		}
+		if p.rd.expired() {
+			p.mu.Unlock()
+			return 0, nil, opError("read", "udp", p.local, nil, os.ErrDeadlineExceeded)
+		}
+		if p.qhead < len(p.q) {
+			dg := p.q[p.qhead]
+			p.q[p.qhead] = nil
+			p.qhead++
+			p.qbytes -= len(dg.payload)
+			if p.qhead == len(p.q) {
+				p.q, p.qhead = p.q[:0], 0
+			} else {
+				signal(p.readable) // more for another reader
+			}
+			p.mu.Unlock()
+			return copy(b, dg.payload), dg.srcAddr, nil
+		}
+		p.mu.Unlock()
+		select {
+		case <-p.readable:
+		case <-p.rd.wait():
+		case <-p.closedCh:
+		}
+	}
+}
+
+// WriteTo sends a datagram to addr, a unicast or a multicast group address
+// (*net.UDPAddr or anything whose String is "ip:port"). It never blocks.
+func (p *packetConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	var dst netip.AddrPort
+	if ua, ok := addr.(*net.UDPAddr); ok && ua != nil {
+		dst = ua.AddrPort()
+	} else if addr != nil {
+		var err error
+		if dst, err = p.n.resolve(addr.String()); err != nil {
+			return 0, opError("write", "udp", p.local, addr, err)
+		}
+	} else {
+		return 0, opError("write", "udp", p.local, nil, errors.New("missing address"))
+	}
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	if p.wd.expired() {
+		return 0, opError("write", "udp", p.local, addr, os.ErrDeadlineExceeded)
+	}
+	n := p.n
+	payload := slices.Clone(b)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	p.mu.Lock()
+	closed := p.closed
+	p.mu.Unlock()
+	if closed {
+		return 0, opError("write", "udp", p.local, addr, net.ErrClosed)
+	}
+	now := n.nowLocked()
+	send := func(src netip.AddrPort, seg *Segment) {
+		p.h.seq++
+		dg := &datagram{from: p.h, seq: p.h.seq, sentAt: now, src: src, srcAddr: udpAddr(src), dst: dst, seg: seg, payload: payload}
+		n.outbox = append(n.outbox, sendItem{sentAt: now, src: p.h.idx, seq: dg.seq, dg: dg})
+		n.stats.Datagrams++
+	}
+	if dst.Addr().IsMulticast() {
+		for _, ifc := range p.h.ifaces {
+			if p.seg == nil || p.seg == ifc.seg {
+				send(netip.AddrPortFrom(ifc.ip, p.port), ifc.seg)
+			}
+		}
+	} else {
+		src := p.bind
+		if src.IsUnspecified() {
+			src = p.h.srcIPFor(dst.Addr())
+		}
+		send(netip.AddrPortFrom(src, p.port), nil)
+	}
+	n.wake()
+	return len(b), nil
+}
+
+// scheduleDatagramLocked gives a datagram its random draw and its first
+// delivery time.
+func (n *Network) scheduleDatagramLocked(dg *datagram) {
+	dg.u = n.rng.Float64()
+	var to *Host
+	if dg.seg == nil {
+		to = n.unicastHostLocked(dg)
+	}
+	l := n.linkLocked(dg.from, to)
+	d := int64(l.Latency)
+	if l.Latency > 0 {
+		n.counts[fLatency]++
+	}
+	if j := int64(dg.u * float64(l.Jitter)); j > 0 {
+		d += j
+		n.counts[fJitter]++
+	}
+	n.events.push(event{at: n.quantize(dg.sentAt + d), src: dg.from.idx, seq: dg.seq, dg: dg})
+}
+
+func (n *Network) unicastHostLocked(dg *datagram) *Host {
+	ip := dg.dst.Addr()
+	if ip.IsLoopback() {
+		return dg.from
+	}
+	return n.byIP[ip]
+}
+
+// dgOutcome tallies what happened to one datagram event, for the trace.
+type dgOutcome struct {
+	rx, lost, dup, part, held, down, gone, ovf, later int64
+}
+
+func (n *Network) deliverDatagramLocked(now int64, ev *event) {
+	dg := ev.dg
+	if n.hook != nil && ev.rcv == nil && !ev.dup {
+		p := Packet{Time: time.Duration(now), Proto: "udp", Kind: "datagram", From: dg.from, Src: dg.src, Dst: dg.dst, Payload: dg.payload}
+		if dg.seg == nil {
+			p.To = n.unicastHostLocked(dg)
+		}
+		v := n.hook(p)
+		if v.Then != nil {
+			n.thens = append(n.thens, v.Then)
+		}
+		if v.Drop {
+			n.counts[fRule]++
+			n.traceDatagram(now, "udp-rule-drop", dg, &dgOutcome{})
+			return
+		}
+	}
+	var o dgOutcome
+	if ev.rcv != nil {
+		n.deliverToLocked(now, ev, ev.rcv, &o)
+	} else if dg.seg != nil {
+		// The latency on the default link may have grown since the send.
+		l := n.faults.link
+		if want := n.quantize(dg.sentAt + int64(l.Latency) + int64(dg.u*float64(l.Jitter))); want > now {
+			ev.at = want
+			n.events.push(*ev)
+			return
+		}
+		for _, m := range dg.seg.groups[dg.dst] {
+			n.deliverToLocked(now, ev, m, &o)
+		}
+	} else {
+		to := n.unicastHostLocked(dg)
+		var rcv *packetConn
+		if to != nil {
+			for _, s := range to.udp[dg.dst.Port()] {
+				if s.bind.IsUnspecified() || s.bind == dg.dst.Addr() {
+					rcv = s
+					break
+				}
+			}
+		}
+		if rcv == nil {
+			n.traceDatagram(now, "udp-unreachable", dg, &o)
+			return
+		}
+		n.deliverToLocked(now, ev, rcv, &o)
+	}
+	name := "udp"
+	if ev.rcv != nil {
+		name = "udp-one"
+	}
+	n.traceDatagram(now, name, dg, &o)
+}
+
+func (n *Network) traceDatagram(now int64, name string, dg *datagram, o *dgOutcome) {
+	t := &n.tr
+	t.begin(now, name)
+	t.str("src", dg.src.String())
+	t.str("dst", dg.dst.String())
+	t.num("seq", int64(dg.seq))
+	t.num("len", int64(len(dg.payload)))
+	t.num("sum", int64(fnv64(dg.payload)>>1))
+	t.num("rx", o.rx)
+	t.numNZ("lost", o.lost)
+	t.numNZ("dup", o.dup)
+	t.numNZ("partition", o.part)
+	t.numNZ("held", o.held)
+	t.numNZ("link_down", o.down)
+	t.numNZ("host_down", o.gone)
+	t.numNZ("overflow", o.ovf)
+	t.numNZ("later", o.later)
+	t.end()
+}
+
+// deliverToLocked applies the faults between the sender and one receiving
+// socket and, if the datagram survives, queues it there.
+func (n *Network) deliverToLocked(now int64, ev *event, m *packetConn, o *dgOutcome) {
+	dg := ev.dg
+	to := m.h
+	if !to.up {
+		n.counts[fHostDown]++
+		o.gone++
+		return
+	}
+	if dg.from != to && (dg.from.linkDown || to.linkDown) {
+		n.counts[fLinkDown]++
+		o.down++
+		return
+	}
+	if len(n.faults.rules) > 0 {
+		if r := n.blockedLocked(dg.from, to); r != nil {
+			if r.kind == ruleHold {
+				n.faults.held = append(n.faults.held, heldDatagram{dg: dg, rcv: m})
+				n.counts[fHold]++
+				o.held++
+			} else {
+				n.counts[fPartition]++
+				o.part++
+			}
+			return
+		}
+	}
+	l := n.faults.link
+	if len(n.faults.overrides) > 0 {
+		l = n.linkLocked(dg.from, to)
+		if ev.rcv == nil && !ev.dup {
+			if want := n.quantize(dg.sentAt + int64(l.Latency) + int64(dg.u*float64(l.Jitter))); want > now {
+				dg.sub++
+				n.events.push(event{at: want, src: dg.from.idx, seq: dg.seq, sub: dg.sub, dg: dg, rcv: m})
+				o.later++
+				return
+			}
+		}
+	}
+	if l.Loss > 0 && n.rng.Float64() < l.Loss {
+		n.counts[fLoss]++
+		o.lost++
+		return
+	}
+	if !ev.dup && l.Duplicate > 0 && n.rng.Float64() < l.Duplicate {
+		n.counts[fDuplicate]++
+		o.dup++
+		dg.sub++
+		j := int64(n.rng.Float64() * float64(l.Jitter))
+		n.events.push(event{at: n.quantize(now + int64(n.opts.Quantum) + j), src: dg.from.idx, seq: dg.seq, sub: dg.sub, dg: dg, rcv: m, dup: true})
+	}
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return
+	}
+	if m.qbytes+len(dg.payload) > n.opts.UDPBuffer {
+		m.mu.Unlock()
+		n.counts[fOverflow]++
+		o.ovf++
+		return
+	}
+	m.q = append(m.q, dg)
+	m.qbytes += len(dg.payload)
+	m.mu.Unlock()
+	signal(m.readable)
+	n.stats.Deliveries++
+	o.rx++
+}
