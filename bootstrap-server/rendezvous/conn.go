@@ -38,6 +38,7 @@ type conn struct {
 	ipst *ipState
 
 	lastReadNano atomic.Int64
+	done         chan struct{} // a worker finished this conn's frame
 
 	// Guarded by Server.mu.
 	peer    *peer // current registration, nil when none
@@ -72,7 +73,7 @@ func (c *conn) enqueue(closeAfter bool, ms ...outMsg) {
 		c.queued += len(m.data)
 	}
 	if c.s.cfg.MaxQueueBytes > 0 && c.queued > c.s.cfg.MaxQueueBytes {
-		c.s.metrics.errors.WithLabelValues(errKindSlowReader).Inc()
+		c.s.metrics.err(errKindSlowReader)
 		c.s.log.Info("dropping slow reader", "ip", c.ip, "queued_bytes", c.queued)
 		c.queue, c.queued, c.closing = nil, 0, true
 		c.closeNet()
@@ -121,7 +122,7 @@ func (c *conn) writeLoop() {
 		}
 		if err != nil {
 			if !errors.Is(err, net.ErrClosed) {
-				c.s.metrics.errors.WithLabelValues(errKindWrite).Inc()
+				c.s.metrics.err(errKindWrite)
 				c.s.log.Debug("write failed", "ip", c.ip, "err", err)
 			}
 			c.mu.Lock()
@@ -161,7 +162,7 @@ func (c *conn) readLoop() {
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() {
-				s.metrics.errors.WithLabelValues(errKindReadTimeout).Inc()
+				s.metrics.err(errKindReadTimeout)
 				s.log.Debug("read timeout", "ip", c.ip)
 			}
 			return
@@ -175,7 +176,7 @@ func (c *conn) readLoop() {
 		}
 		if !s.allow(c) {
 			s.putBuf(bp)
-			s.metrics.errors.WithLabelValues(errKindRateLimited).Inc()
+			s.metrics.err(errKindRateLimited)
 			s.metrics.rateLimited.Inc()
 			s.log.Info("closing connection: message rate exceeded", "ip", c.ip)
 			c.closeWith(
@@ -186,8 +187,8 @@ func (c *conn) readLoop() {
 		}
 		if tooBig {
 			s.putBuf(bp)
-			s.metrics.errors.WithLabelValues(errKindTooLarge).Inc()
-			s.metrics.messages.WithLabelValues("invalid").Inc()
+			s.metrics.err(errKindTooLarge)
+			s.metrics.msg("invalid")
 			s.log.Info("closing connection: frame too large", "ip", c.ip, "limit", s.cfg.MaxFrame)
 			c.closeWith(
 				outMsg{kind: msgText, data: s.frameErr},
@@ -195,16 +196,51 @@ func (c *conn) readLoop() {
 			)
 			return
 		}
-		m, err := protocol.DecodeClientMessage((*bp)[:n])
-		s.putBuf(bp)
-		if err != nil {
-			s.metrics.messages.WithLabelValues("invalid").Inc()
-			s.metrics.errors.WithLabelValues(errKindInvalid).Inc()
-			c.send(outMsg{kind: msgText, data: encodeServer(&protocol.Error{Message: protocol.ErrTextInvalidPrefix + err.Error()})})
-			continue
+		// Decoding and handling run on one of the server's workers,
+		// while this goroutine waits: its stack stays as shallow as a
+		// blocked read needs, which is most of what an idle connection
+		// costs.
+		select {
+		case s.jobs <- job{c: c, buf: bp, n: n}:
+		case <-s.ctx.Done():
+			s.putBuf(bp)
+			return
 		}
-		s.handle(c, m)
+		<-c.done
 	}
+}
+
+// job is one received frame for a worker.
+type job struct {
+	c   *conn
+	buf *[]byte
+	n   int
+}
+
+// workLoop decodes and handles frames for every connection. A job, once
+// taken, is always finished and acknowledged on its conn's done channel.
+func (s *Server) workLoop() {
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case j := <-s.jobs:
+			s.process(j.c, (*j.buf)[:j.n])
+			s.putBuf(j.buf)
+			j.c.done <- struct{}{}
+		}
+	}
+}
+
+func (s *Server) process(c *conn, frame []byte) {
+	m, err := protocol.DecodeClientMessage(frame)
+	if err != nil {
+		s.metrics.msg("invalid")
+		s.metrics.err(errKindInvalid)
+		c.send(outMsg{kind: msgText, data: encodeServer(&protocol.Error{Message: protocol.ErrTextInvalidPrefix + err.Error()})})
+		return
+	}
+	s.handle(c, m)
 }
 
 // readFrame reads one message into buf (len MaxFrame+1). tooBig reports a

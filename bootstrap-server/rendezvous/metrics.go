@@ -17,6 +17,7 @@ const (
 	errKindReadTimeout       = "read_timeout"
 	errKindWrite             = "write_failed"
 	errKindHandshake         = "handshake_failed"
+	errKindInternal          = "internal"
 )
 
 type metrics struct {
@@ -29,6 +30,27 @@ type metrics struct {
 	listRebuilds  prometheus.Counter
 	expired       prometheus.Counter
 	connsAccepted prometheus.Counter
+
+	// Resolved children of messages and errors, read-only after
+	// newMetrics: a map lookup instead of hashing labels per message.
+	msgs map[string]prometheus.Counter
+	errs map[string]prometheus.Counter
+}
+
+func (m *metrics) msg(typ string) {
+	c, ok := m.msgs[typ]
+	if !ok {
+		c = m.messages.WithLabelValues(typ)
+	}
+	c.Inc()
+}
+
+func (m *metrics) err(kind string) {
+	c, ok := m.errs[kind]
+	if !ok {
+		c = m.errors.WithLabelValues(kind)
+	}
+	c.Inc()
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -58,12 +80,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			return nil, err
 		}
 	}
+	m.msgs, m.errs = map[string]prometheus.Counter{}, map[string]prometheus.Counter{}
 	for _, t := range []string{"register", "list_peers", "heartbeat", "unregister", "invalid"} {
-		m.messages.WithLabelValues(t)
+		m.msgs[t] = m.messages.WithLabelValues(t)
 	}
 	for _, k := range []string{errKindInvalid, errKindTooLarge, errKindNotRegistered, errKindPeerNotRegistered,
-		errKindRateLimited, errKindTooManyConns, errKindServerFull, errKindSlowReader, errKindReadTimeout, errKindWrite, errKindHandshake} {
-		m.errors.WithLabelValues(k)
+		errKindRateLimited, errKindTooManyConns, errKindServerFull, errKindSlowReader, errKindReadTimeout, errKindWrite, errKindHandshake, errKindInternal} {
+		m.errs[k] = m.errors.WithLabelValues(k)
 	}
 	m.peers.WithLabelValues("")
 	return m, nil

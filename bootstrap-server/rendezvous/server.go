@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -59,6 +60,7 @@ type Server struct {
 	ctx    context.Context // cancelled by Shutdown
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine the server starts
+	jobs   chan job       // frames for the workers
 
 	mu         sync.Mutex
 	closing    bool
@@ -75,8 +77,8 @@ type ipState struct {
 	lim   *rate.Limiter
 }
 
-// NewServer returns a server configured by cfg. It starts one goroutine
-// (the expiry sweep); Close stops it.
+// NewServer returns a server configured by cfg. It starts a few goroutines
+// (the expiry sweep and the message workers); Close stops them.
 func NewServer(cfg Config) (*Server, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -108,13 +110,13 @@ func NewServer(cfg Config) (*Server, error) {
 		// A small read buffer and pooled write buffers keep an idle
 		// connection cheap: nothing but the reader's stack and this
 		// buffer stays allocated between messages.
-		ReadBufferSize:  512,
+		ReadBufferSize:  256,
 		WriteBufferPool: &sync.Pool{},
 		// Clients are programs, not browsers; there is no cookie or
 		// session an origin check would protect.
 		CheckOrigin: func(*http.Request) bool { return true },
 		Error: func(w http.ResponseWriter, r *http.Request, status int, reason error) {
-			s.metrics.errors.WithLabelValues(errKindHandshake).Inc()
+			s.metrics.err(errKindHandshake)
 			http.Error(w, "WebSocket handshake failed: "+reason.Error(), status)
 		},
 	}
@@ -126,7 +128,13 @@ func NewServer(cfg Config) (*Server, error) {
 	mux.HandleFunc("/", s.serveWebSocket)
 	s.handler = mux
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	s.jobs = make(chan job)
 	s.wg.Go(s.sweepLoop)
+	// Handling is serialised by s.mu; a few workers let decoding
+	// overlap with it.
+	for range max(2, runtime.GOMAXPROCS(0)) {
+		s.wg.Go(s.workLoop)
+	}
 	return s, nil
 }
 
@@ -277,7 +285,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		s.releaseIP(ip)
 		return
 	}
-	c := &conn{s: s, ws: ws, ip: ip, port: port, ipst: st}
+	c := &conn{s: s, ws: ws, ip: ip, port: port, ipst: st, done: make(chan struct{}, 1)}
 	c.touch()
 
 	s.mu.Lock()
@@ -295,7 +303,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	s.metrics.connsAccepted.Inc()
 
 	if overLimit {
-		s.metrics.errors.WithLabelValues(errKindTooManyConns).Inc()
+		s.metrics.err(errKindTooManyConns)
 		s.metrics.rateLimited.Inc()
 		s.log.Info("connection refused: too many from one address", "ip", ip, "limit", s.cfg.MaxConnsPerIP)
 		c.closeWith(
@@ -305,7 +313,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	}
 	// The reader runs in its own goroutine so that this handler returns
 	// and net/http drops its per-request buffers: an idle connection then
-	// costs one small stack and a 512-byte read buffer.
+	// costs one small stack and a 256-byte read buffer.
 	go func() {
 		defer s.wg.Done()
 		c.readLoop()
@@ -396,10 +404,10 @@ func (s *Server) handle(c *conn, m protocol.ClientMessage) {
 	defer s.mu.Unlock()
 	switch m := m.(type) {
 	case *protocol.Register:
-		s.metrics.messages.WithLabelValues("register").Inc()
+		s.metrics.msg("register")
 		s.registerLocked(c, m, now)
 	case *protocol.ListPeers:
-		s.metrics.messages.WithLabelValues("list_peers").Inc()
+		s.metrics.msg("list_peers")
 		ns := s.namespaces[""]
 		if c.peer != nil {
 			ns = c.peer.ns
@@ -410,7 +418,7 @@ func (s *Server) handle(c *conn, m protocol.ClientMessage) {
 		}
 		c.send(outMsg{kind: msgText, data: s.listLocked(ns, now)})
 	case *protocol.Heartbeat:
-		s.metrics.messages.WithLabelValues("heartbeat").Inc()
+		s.metrics.msg("heartbeat")
 		switch {
 		case c.peer == nil && !c.expired:
 			s.sendErrorLocked(c, errKindNotRegistered, protocol.ErrTextNotRegistered)
@@ -426,7 +434,7 @@ func (s *Server) handle(c *conn, m protocol.ClientMessage) {
 			}
 		}
 	case *protocol.Unregister:
-		s.metrics.messages.WithLabelValues("unregister").Inc()
+		s.metrics.msg("unregister")
 		switch {
 		case c.peer != nil:
 			s.log.Info("peer unregistered", "peer", c.peer.info.PeerID, "nickname", c.peer.info.Nickname)
@@ -454,7 +462,7 @@ func (s *Server) listLocked(ns *namespace, now time.Time) []byte {
 }
 
 func (s *Server) sendErrorLocked(c *conn, kind, text string) {
-	s.metrics.errors.WithLabelValues(kind).Inc()
+	s.metrics.err(kind)
 	c.send(outMsg{kind: msgText, data: encodeServer(&protocol.Error{Message: text})})
 }
 
@@ -472,7 +480,7 @@ func (s *Server) registerLocked(c *conn, m *protocol.Register, now time.Time) {
 	id, err := newPeerID(s.cfg.Rand)
 	if err != nil {
 		s.log.Error("register failed", "err", err)
-		s.sendErrorLocked(c, "internal", "Internal error")
+		s.sendErrorLocked(c, errKindInternal, "Internal error")
 		return
 	}
 	publicAddr := net.JoinHostPort(c.ip, c.port)
