@@ -14,6 +14,7 @@ require (
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
+	github.com/parlance-chat/parlance/netsim v0.0.0
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
 	golang.org/x/sys v0.50.0 // indirect
@@ -21,3 +22,5 @@ require (
 )
 
 replace github.com/parlance-chat/parlance/protocol => ../protocol
+
+replace github.com/parlance-chat/parlance/netsim => ../netsim
