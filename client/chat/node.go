@@ -274,7 +274,7 @@ type loopState struct {
 	answerAt   time.Time       // pending answer to a query; zero if none
 	expiryAt   time.Time       // next registry expiry; zero if none
 
-	internet chan func(*loopState) // rendezvous updates, internet mode
+	updates *updateQueue // rendezvous updates; nil in local mode
 }
 
 func newLoopState(n *Node, now time.Time) *loopState {
@@ -324,10 +324,20 @@ func (n *Node) loop(ls *loopState) {
 			ls.handleDatagram(time.Now(), d)
 		case f := <-n.calls:
 			f(ls)
-		case f := <-ls.internet:
-			f(ls)
+		case <-ls.updateSignal():
+			for _, up := range ls.updates.drain() {
+				ls.applyUpdate(time.Now(), up)
+			}
 		}
 	}
+}
+
+// updateSignal is nil (never ready) in local mode.
+func (ls *loopState) updateSignal() <-chan struct{} {
+	if ls.updates == nil {
+		return nil
+	}
+	return ls.updates.signal
 }
 
 // fire does every discovery action due at now.

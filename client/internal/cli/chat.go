@@ -1,0 +1,262 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/parlance-chat/parlance/client/chat"
+	"github.com/parlance-chat/parlance/client/internal/display"
+	"github.com/parlance-chat/parlance/protocol/registry"
+)
+
+// runChat starts the node and runs the chat until /quit, end of input, an
+// interrupt or ctx's end.
+func runChat(ctx context.Context, s Settings, env Env, logger *slog.Logger) int {
+	ifi, err := lookupInterface(s.Config.Network.Interface)
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "parlance: %v\n", err)
+		return exitUsage
+	}
+	if s.ConfigFile != "" {
+		logger.Info("configuration read", "file", s.ConfigFile)
+	}
+	secs := func(n int64) time.Duration { return time.Duration(n) * time.Second }
+	node, err := chat.Start(ctx, chat.Config{
+		Network:           env.Network,
+		Nickname:          s.Nickname,
+		Mode:              chat.Mode(s.Config.Network.Mode),
+		Interface:         ifi,
+		AnnounceInterval:  secs(s.Config.Peer.AnnounceIntervalSecs),
+		Timeout:           secs(s.Config.Peer.TimeoutSecs),
+		BootstrapServer:   s.Config.Network.BootstrapServer,
+		HeartbeatInterval: secs(s.Config.Discovery.HeartbeatIntervalSecs),
+		PeerTimeout:       secs(s.Config.Discovery.PeerTimeoutSecs),
+		Logger:            logger,
+	})
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "parlance: cannot start: %v\n", err)
+		return exitFailure
+	}
+	ui := &chatUI{
+		node: node, env: env, scr: newScreen(env.Stdout, env.Terminal && env.Prompter == nil),
+		now: env.Now, loc: env.Location,
+	}
+	if ui.now == nil {
+		ui.now = time.Now
+	}
+	if ui.loc == nil {
+		ui.loc = time.Local
+	}
+	return ui.run(ctx, s)
+}
+
+type chatUI struct {
+	node *chat.Node
+	env  Env
+	scr  *screen
+	now  func() time.Time
+	loc  *time.Location
+}
+
+type input struct {
+	line string
+	err  error
+}
+
+func (ui *chatUI) run(ctx context.Context, s Settings) int {
+	prompter := ui.env.Prompter
+	if prompter == nil {
+		if ui.env.Terminal {
+			prompter = newLinerPrompter(historyPath(ui.env.Getenv), func(line string) []string {
+				return complete(line, peerNames(ui.node.Peers()))
+			})
+		} else {
+			prompter = newLinePrompter(ui.env.Stdin)
+		}
+	}
+	mode := s.Config.Network.Mode
+	ui.scr.Print(fmt.Sprintf("parlance %s: you are %s (%s mode, messages on port %d). Type /help for commands.",
+		Version, display.Sanitize(s.Nickname), mode, ui.node.Port()))
+
+	// Events are printed as they come, above the prompt.
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for ev := range ui.node.Events() {
+			if line, ok := ui.eventLine(ev); ok {
+				ui.scr.Println(line)
+			}
+		}
+	})
+
+	// The reader prompts only when asked, so command output never lands
+	// after a fresh prompt. It cannot be interrupted in a read (stdin has
+	// no deadline): on an interrupt the process ends while it waits.
+	ask := make(chan struct{})
+	lines := make(chan input)
+	go func() {
+		for range ask {
+			line, err := prompter.Prompt("> ")
+			lines <- input{line, err}
+			if err != nil && !isLineTooLong(err) {
+				return
+			}
+		}
+	}()
+
+	status := exitOK
+	quit := false
+	for !quit {
+		select {
+		case ask <- struct{}{}:
+		case <-ctx.Done():
+			quit = true
+			continue
+		}
+		var in input
+		select {
+		case in = <-lines:
+		case <-ctx.Done():
+			quit = true
+			continue
+		}
+		switch {
+		case in.err == nil:
+			quit = ui.handle(ctx, in.line)
+		case errors.Is(in.err, io.EOF), errors.Is(in.err, errInterrupted):
+			quit = true
+		case isLineTooLong(in.err):
+			ui.scr.Print("Input ignored: " + in.err.Error())
+		default:
+			fmt.Fprintf(ui.env.Stderr, "parlance: reading input: %v\n", in.err)
+			quit, status = true, exitFailure
+		}
+	}
+	close(ask)
+	ui.node.Close() // says goodbye, closes Events
+	wg.Wait()
+	if err := prompter.Close(); err != nil {
+		fmt.Fprintf(ui.env.Stderr, "parlance: %v\n", err)
+	}
+	return status
+}
+
+func isLineTooLong(err error) bool {
+	return err != nil && strings.HasPrefix(err.Error(), "input line longer")
+}
+
+// handle runs one input line; it reports whether to quit.
+func (ui *chatUI) handle(ctx context.Context, line string) bool {
+	cmd := ParseCommand(line)
+	switch cmd.Kind {
+	case CmdEmpty:
+	case CmdQuit:
+		return true
+	case CmdHelp:
+		ui.scr.Print(HelpText)
+	case CmdPeers:
+		ui.scr.Print(formatPeers(ui.node.Peers(), ui.now()))
+	case CmdSend:
+		res, err := ui.node.Send(ctx, cmd.Name, cmd.Text)
+		ui.scr.Print(sendOutcome(cmd.Name, res, err))
+	default:
+		ui.scr.Print(cmd.Msg)
+	}
+	return false
+}
+
+func (ui *chatUI) eventLine(ev chat.Event) (string, bool) {
+	p := ev.Peer
+	switch ev.Kind {
+	case chat.EventMessage:
+		return display.MessageLine(ev.Message.Received, ui.loc, ev.Message.From, ev.Message.Text), true
+	case chat.EventPeerJoined:
+		return fmt.Sprintf("* %s joined (%s)", display.Sanitize(p.Nickname), p.Addr), true
+	case chat.EventPeerLeft:
+		return fmt.Sprintf("* %s left (%s)", display.Sanitize(p.Nickname), p.Addr), true
+	case chat.EventPeerExpired:
+		return fmt.Sprintf("* %s timed out (%s)", display.Sanitize(p.Nickname), p.Addr), true
+	case chat.EventPeerRestarted:
+		return fmt.Sprintf("* %s restarted (%s)", display.Sanitize(p.Nickname), p.Addr), true
+	case chat.EventStatus:
+		return "* " + display.Sanitize(ev.Text), true
+	}
+	return "", false
+}
+
+// peerNames lists what /send accepts for each peer: the nickname, or the
+// nickname@address selector when several peers share it.
+func peerNames(peers []registry.Peer) []string {
+	count := map[string]int{}
+	for _, p := range peers {
+		count[p.Nickname]++
+	}
+	var names []string
+	for _, p := range peers {
+		if count[p.Nickname] > 1 {
+			names = append(names, registry.Selector(p))
+		} else {
+			names = append(names, p.Nickname)
+		}
+	}
+	return names
+}
+
+// formatPeers is /peers: one line per peer, nicknames shared by several
+// peers shown as the selector that picks each.
+func formatPeers(peers []registry.Peer, now time.Time) string {
+	if len(peers) == 0 {
+		return "No peers discovered yet."
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d peer(s):\n", len(peers))
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	names := peerNames(peers)
+	for i, p := range peers {
+		how := p.Source.String()
+		if p.Instance == "" {
+			how += ", original client"
+		}
+		ago := max(0, int(now.Sub(p.LastSeen).Seconds()))
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%ds ago\n", display.Sanitize(names[i]), p.Addr, how, ago)
+	}
+	tw.Flush()
+	return strings.TrimRight(b.String(), "\n")
+}
+
+// sendOutcome is the one line a /send prints.
+func sendOutcome(name string, res chat.SendResult, err error) string {
+	name = display.Sanitize(name)
+	var amb *registry.AmbiguousError
+	switch {
+	case err == nil && res.Status == chat.Delivered:
+		return fmt.Sprintf("Delivered to %s.", name)
+	case err == nil:
+		return fmt.Sprintf("Sent to %s (an original client: it cannot confirm delivery).", name)
+	case errors.As(err, &amb):
+		sel := make([]string, len(amb.Candidates))
+		for i, p := range amb.Candidates {
+			sel[i] = display.Sanitize(registry.Selector(p))
+		}
+		return fmt.Sprintf("Not sent: %d peers are called %s: %s. Pick one, e.g. /send %s <message>",
+			len(sel), name, strings.Join(sel, ", "), sel[0])
+	case errors.Is(err, registry.ErrUnknownPeer):
+		return fmt.Sprintf("Not sent: no peer called %s. /peers lists the peers found.", name)
+	case errors.Is(err, chat.ErrRefused):
+		return fmt.Sprintf("Not sent to %s: connection refused; the peer may have quit.", name)
+	case errors.Is(err, chat.ErrTimeout):
+		return fmt.Sprintf("Not confirmed by %s: timed out (%s); the message may not have arrived.", name, display.Sanitize(err.Error()))
+	case errors.Is(err, chat.ErrBroken):
+		return fmt.Sprintf("Not confirmed by %s: the connection was lost (%s); the message may not have arrived.", name, display.Sanitize(err.Error()))
+	case errors.Is(err, chat.ErrTooLong):
+		return fmt.Sprintf("Not sent: %s.", display.Sanitize(err.Error()))
+	default:
+		return fmt.Sprintf("Not sent to %s: %s.", name, display.Sanitize(err.Error()))
+	}
+}

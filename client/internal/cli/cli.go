@@ -1,0 +1,271 @@
+// Package cli is the parlance program: flags, configuration, logging and
+// the chat's terminal UI around a chat.Node.
+package cli
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/parlance-chat/parlance/client/chat"
+	"github.com/parlance-chat/parlance/client/internal/config"
+	"github.com/parlance-chat/parlance/protocol"
+)
+
+// Version is the program's version, printed by -V.
+const Version = "0.2.0"
+
+// Exit statuses.
+const (
+	exitOK      = 0
+	exitFailure = 1 // the chat could not start or failed
+	exitUsage   = 2 // bad flags, configuration or nickname
+)
+
+// Env is everything a run takes from its surroundings. Run fills it from
+// the process; tests build their own.
+type Env struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	Getenv         func(string) string
+	// Network provides the node's sockets (chat.OSNetwork{} in the
+	// program).
+	Network chat.Network
+	// Terminal says stdin and stdout are a terminal: use liner. Run
+	// detects it; tests set Prompter instead.
+	Terminal bool
+	// Prompter, when set, replaces the stdin reader (tests).
+	Prompter Prompter
+	// Now is the clock for "seconds since last seen" (time.Now if nil).
+	Now func() time.Time
+	// Location formats message times (time.Local if nil).
+	Location *time.Location
+}
+
+// Run runs parlance with args (without the program name) and returns the
+// exit status.
+func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	env := Env{Stdin: stdin, Stdout: stdout, Stderr: stderr, Getenv: os.Getenv, Network: chat.OSNetwork{}}
+	env.Terminal = isTerminalFile(stdin) && isTerminalFile(stdout)
+	return RunEnv(ctx, args, env)
+}
+
+func isTerminalFile(x any) bool {
+	f, ok := x.(interface{ Fd() uintptr })
+	return ok && isTerminal(f.Fd())
+}
+
+// Settings is the effective configuration after file and flags.
+type Settings struct {
+	Nickname   string
+	ConfigFile string // "" when the defaults were used
+	Config     config.Config
+}
+
+// options are the parsed flags.
+type options struct {
+	nickname, configFile, generate, mode, bootstrap, iface, logFile, logLevel string
+	version                                                                 bool
+	set                                                                     map[string]bool
+}
+
+const usageText = `parlance: a decentralized peer-to-peer chat
+
+Usage: parlance --nickname <NICKNAME> [OPTIONS]
+
+Options:
+  -n, --nickname <NICKNAME>     your nickname (1-32 bytes)
+  -c, --config <FILE>           configuration file (TOML)
+      --generate-config <FILE>  write a commented default configuration and exit
+  -m, --mode <MODE>             local (LAN multicast) or internet (bootstrap server)
+      --bootstrap-server <URL>  bootstrap server for internet mode (ws:// or wss://)
+  -i, --interface <NAME>        network interface for LAN multicast (default: the system's)
+      --log-file <FILE>         write logs to FILE instead of standard error
+      --log-level <LEVEL>       debug, info, warn (default) or error
+  -h, --help                    print this help
+  -V, --version                 print the version
+
+Configuration is read from -c FILE, else $XDG_CONFIG_HOME/parlance/parlance.toml
+(or ~/.config/parlance/parlance.toml), else ./parlance-client/parlance.toml;
+flags override it. In the chat, type /help for the commands.
+`
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("parlance", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	str := func(p *string, names ...string) {
+		for _, n := range names {
+			fs.StringVar(p, n, "", "")
+		}
+	}
+	str(&o.nickname, "n", "nickname")
+	str(&o.configFile, "c", "config")
+	str(&o.generate, "generate-config")
+	str(&o.mode, "m", "mode")
+	str(&o.bootstrap, "bootstrap-server")
+	str(&o.iface, "i", "interface")
+	str(&o.logFile, "log-file")
+	str(&o.logLevel, "log-level")
+	fs.BoolVar(&o.version, "V", false, "")
+	fs.BoolVar(&o.version, "version", false, "")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	o.set = map[string]bool{}
+	canon := map[string]string{"n": "nickname", "c": "config", "m": "mode", "i": "interface", "V": "version"}
+	fs.Visit(func(f *flag.Flag) {
+		name := f.Name
+		if c, ok := canon[name]; ok {
+			name = c
+		}
+		o.set[name] = true
+	})
+	return o, nil
+}
+
+// resolve applies the configuration file and the flags, in that order,
+// and checks the result. Problems that stop the program come back as
+// error; warnings are printed to stderr.
+func resolve(o options, env Env) (Settings, error) {
+	var s Settings
+	cfg, path, warnings, err := config.Load(o.configFile, env.Getenv)
+	for _, w := range warnings {
+		fmt.Fprintf(env.Stderr, "parlance: warning: %s\n", w.Error())
+	}
+	if err != nil {
+		return s, err
+	}
+	s.ConfigFile = path
+	flagErr := func(name string, err error) error { return fmt.Errorf("--%s %v", name, err) }
+	if o.set["mode"] {
+		if err := config.CheckMode(o.mode); err != nil {
+			return s, flagErr("mode", err)
+		}
+		cfg.Network.Mode = o.mode
+	}
+	if o.set["bootstrap-server"] {
+		if err := config.CheckURL(o.bootstrap); err != nil {
+			return s, flagErr("bootstrap-server", err)
+		}
+		cfg.Network.BootstrapServer = o.bootstrap
+	}
+	if o.set["interface"] {
+		cfg.Network.Interface = o.iface
+	}
+	if o.set["log-file"] {
+		cfg.Log.File = o.logFile
+	}
+	if o.set["log-level"] {
+		if err := config.CheckLevel(o.logLevel); err != nil {
+			return s, flagErr("log-level", err)
+		}
+		cfg.Log.Level = o.logLevel
+	}
+	s.Config = cfg
+	s.Nickname = o.nickname
+	return s, nil
+}
+
+// RunEnv is Run with an explicit environment.
+func RunEnv(ctx context.Context, args []string, env Env) int {
+	o, err := parseFlags(args, env.Stderr)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		fmt.Fprint(env.Stdout, usageText)
+		return exitOK
+	case err != nil:
+		fmt.Fprintf(env.Stderr, "parlance: %v\n\nUsage: parlance --nickname <NICKNAME> [OPTIONS]\nFor more information, try '--help'.\n", err)
+		return exitUsage
+	}
+	if o.version {
+		fmt.Fprintf(env.Stdout, "parlance %s\n", Version)
+		return exitOK
+	}
+	if o.set["generate-config"] {
+		if err := config.Generate(o.generate); err != nil {
+			fmt.Fprintf(env.Stderr, "parlance: %v\n", err)
+			return exitFailure
+		}
+		fmt.Fprintf(env.Stdout, "Wrote a default configuration to %s\n", o.generate)
+		return exitOK
+	}
+	if !o.set["nickname"] {
+		fmt.Fprint(env.Stderr, "error: the following required arguments were not provided:\n  --nickname <NICKNAME>\n\nUsage: parlance --nickname <NICKNAME> [OPTIONS]\n\nFor more information, try '--help'.\n")
+		return exitUsage
+	}
+	if err := protocol.ValidateNickname(o.nickname); err != nil {
+		fmt.Fprintf(env.Stderr, "Error: Invalid nickname: %v\n", err)
+		return exitUsage
+	}
+	s, err := resolve(o, env)
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "parlance: %v\n", err)
+		return exitUsage
+	}
+	logger, closeLog, err := newLogger(s.Config.Log, env.Stderr)
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "parlance: %v\n", err)
+		return exitUsage
+	}
+	defer closeLog()
+	return runChat(ctx, s, env, logger)
+}
+
+func newLogger(lc config.Log, stderr io.Writer) (*slog.Logger, func(), error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(lc.Level)); err != nil {
+		return nil, nil, fmt.Errorf("log level %q: %w", lc.Level, err)
+	}
+	w, closer := stderr, func() {}
+	if lc.File != "" {
+		f, err := os.OpenFile(lc.File, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+		if err != nil {
+			return nil, nil, fmt.Errorf("log file: %w", err)
+		}
+		w, closer = f, func() { f.Close() }
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), closer, nil
+}
+
+// historyPath is $XDG_STATE_HOME/parlance/history or
+// ~/.local/state/parlance/history; "" if neither is known.
+func historyPath(getenv func(string) string) string {
+	if x := getenv("XDG_STATE_HOME"); x != "" && filepath.IsAbs(x) {
+		return filepath.Join(x, "parlance", "history")
+	}
+	if h := getenv("HOME"); h != "" {
+		return filepath.Join(h, ".local", "state", "parlance", "history")
+	}
+	return ""
+}
+
+func lookupInterface(name string) (*net.Interface, error) {
+	if name == "" {
+		return nil, nil
+	}
+	ifi, err := net.InterfaceByName(name)
+	if err != nil {
+		var names []string
+		if all, lerr := net.Interfaces(); lerr == nil {
+			for _, i := range all {
+				if i.Flags&net.FlagMulticast != 0 {
+					names = append(names, i.Name)
+				}
+			}
+		}
+		return nil, fmt.Errorf("interface %q not found (multicast interfaces: %s)", name, strings.Join(names, ", "))
+	}
+	return ifi, nil
+}

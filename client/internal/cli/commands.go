@@ -1,0 +1,113 @@
+package cli
+
+import (
+	"strings"
+	"unicode"
+)
+
+// CmdKind is what a typed line asks for.
+type CmdKind uint8
+
+const (
+	CmdEmpty      CmdKind = iota // an empty line: nothing to do
+	CmdSend                      // /send <nickname> <message>
+	CmdPeers                     // /peers
+	CmdHelp                      // /help, /h
+	CmdQuit                      // /quit, /exit, /q
+	CmdUsage                     // a known command used wrongly; Msg says how
+	CmdUnknown                   // /something else; Msg
+	CmdNotCommand                // text without a leading /; Msg
+)
+
+// Command is a parsed input line.
+type Command struct {
+	Kind CmdKind
+	Name string // CmdSend: the nickname or selector
+	Text string // CmdSend: the message, inner spacing kept
+	Msg  string // CmdUsage, CmdUnknown, CmdNotCommand: what to tell the user
+}
+
+// The original's texts, then our hint.
+const (
+	usageSend  = "Usage: /send <nickname> <message>"
+	helpHint   = "Type /help for the list of commands."
+	notCommand = "Commands must start with /"
+)
+
+// Commands lists the command words, for completion.
+var commandWords = []string{"/send ", "/peers", "/help", "/quit", "/exit", "/q", "/h"}
+
+// ParseCommand parses one input line.
+func ParseCommand(line string) Command {
+	line = strings.TrimSpace(line)
+	if line == "" {
+		return Command{Kind: CmdEmpty}
+	}
+	if !strings.HasPrefix(line, "/") {
+		return Command{Kind: CmdNotCommand, Msg: notCommand + ". " + helpHint}
+	}
+	word, rest := cut(line)
+	switch word {
+	case "/send":
+		name, text := cut(rest)
+		if name == "" || strings.TrimSpace(text) == "" {
+			return Command{Kind: CmdUsage, Msg: usageSend}
+		}
+		return Command{Kind: CmdSend, Name: name, Text: text}
+	case "/peers":
+		return Command{Kind: CmdPeers}
+	case "/help", "/h":
+		return Command{Kind: CmdHelp}
+	case "/quit", "/exit", "/q":
+		return Command{Kind: CmdQuit}
+	default:
+		return Command{Kind: CmdUnknown, Msg: "Unknown command: " + strings.TrimPrefix(word, "/") + ". " + helpHint}
+	}
+}
+
+// cut splits s at its first run of whitespace: the first word and the
+// rest, with the rest's leading whitespace removed and its inner spacing
+// kept.
+func cut(s string) (word, rest string) {
+	i := strings.IndexFunc(s, unicode.IsSpace)
+	if i < 0 {
+		return s, ""
+	}
+	return s[:i], strings.TrimLeftFunc(s[i:], unicode.IsSpace)
+}
+
+// HelpText is what /help prints.
+const HelpText = `Commands:
+  /send <nickname> <message>   send a direct message; when several peers share
+                               a nickname, pick one as nickname@ip:port
+  /peers                       list the peers found, how and when last seen
+  /help, /h                    show this help
+  /quit, /exit, /q             leave (peers are told); Ctrl-D and Ctrl-C too`
+
+// complete returns completions of a partly typed line: command words,
+// and peer names after "/send ".
+func complete(line string, names []string) []string {
+	if rest, ok := strings.CutPrefix(line, "/send "); ok {
+		if strings.ContainsFunc(strings.TrimLeft(rest, " "), unicode.IsSpace) {
+			return nil
+		}
+		prefix := strings.TrimLeft(rest, " ")
+		var out []string
+		for _, n := range names {
+			if strings.HasPrefix(n, prefix) {
+				out = append(out, "/send "+n+" ")
+			}
+		}
+		return out
+	}
+	if strings.ContainsFunc(line, unicode.IsSpace) {
+		return nil
+	}
+	var out []string
+	for _, w := range commandWords {
+		if strings.HasPrefix(w, line) {
+			out = append(out, w)
+		}
+	}
+	return out
+}
