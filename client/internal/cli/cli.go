@@ -73,8 +73,8 @@ type Settings struct {
 // options are the parsed flags.
 type options struct {
 	nickname, configFile, generate, mode, bootstrap, iface, logFile, logLevel string
-	version                                                                 bool
-	set                                                                     map[string]bool
+	version                                                                   bool
+	set                                                                       map[string]bool
 }
 
 const usageText = `parlance: a decentralized peer-to-peer chat
