@@ -10,24 +10,27 @@ require (
 	github.com/clipperhouse/uax29/v2 v2.7.0 // indirect
 	github.com/mattn/go-runewidth v0.0.31 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
-	github.com/pelletier/go-toml/v2 v2.4.3 // indirect
-	github.com/peterh/liner v1.2.3 // indirect
 	github.com/prometheus/client_golang v1.25.0 // indirect
 	github.com/prometheus/client_model v0.6.3 // indirect
 	github.com/prometheus/common v0.72.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
 	golang.org/x/time v0.16.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
-	pgregory.net/rapid v1.3.0 // indirect
 )
 
 require (
 	github.com/gorilla/websocket v1.5.3
 	github.com/parlance-chat/parlance/bootstrap-server v0.0.0
+	github.com/parlance-chat/parlance/netsim v0.0.0
+	github.com/pelletier/go-toml/v2 v2.4.3
+	github.com/peterh/liner v1.2.3
 	golang.org/x/net v0.62.0
 	golang.org/x/sys v0.50.0
+	pgregory.net/rapid v1.3.0
 )
 
 replace github.com/parlance-chat/parlance/protocol => ../protocol
 
 replace github.com/parlance-chat/parlance/bootstrap-server => ../bootstrap-server
+
+replace github.com/parlance-chat/parlance/netsim => ../netsim

@@ -7,8 +7,6 @@ import (
 	"github.com/parlance-chat/parlance/protocol"
 )
 
-
-
 func (o *originalServer) add(p protocol.PeerInfo) {
 	o.mu.Lock()
 	o.peers = append(o.peers, p)
