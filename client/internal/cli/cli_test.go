@@ -1,0 +1,216 @@
+package cli
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parlance-chat/parlance/client/chat"
+	"github.com/parlance-chat/parlance/protocol/registry"
+)
+
+// run runs the program with args and no network: anything that gets as
+// far as starting a node fails with exit status 1.
+func run(t *testing.T, env map[string]string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = RunEnv(t.Context(), args, Env{
+		Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb,
+		Getenv: func(k string) string { return env[k] },
+	})
+	return code, out.String(), errb.String()
+}
+
+func TestVersionAndHelp(t *testing.T) {
+	for _, arg := range []string{"-V", "--version"} {
+		code, out, _ := run(t, nil, arg)
+		if code != 0 || out != "parlance "+Version+"\n" {
+			t.Errorf("%s: %d %q", arg, code, out)
+		}
+	}
+	for _, arg := range []string{"-h", "--help"} {
+		code, out, _ := run(t, nil, arg)
+		if code != 0 || !strings.Contains(out, "--nickname <NICKNAME>") || !strings.Contains(out, "--interface") {
+			t.Errorf("%s: %d %q", arg, code, out)
+		}
+	}
+}
+
+// Nickname errors: the original's texts, exit status 2.
+func TestNicknameErrors(t *testing.T) {
+	tests := []struct{ name, nick, want string }{
+		{"empty", "", "Nickname cannot be empty"},
+		{"too long", strings.Repeat("x", 33), "Nickname cannot be longer than 32 bytes"},
+		{"only whitespace", "   ", "Nickname cannot be only whitespace"},
+		{"leading whitespace", " bob", "Nickname cannot start or end with whitespace"},
+		{"control character", "bo\x07b", "Nickname cannot contain control characters"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, _, stderr := run(t, nil, "-n", tt.nick)
+			if code != 2 || !strings.Contains(stderr, tt.want) {
+				t.Errorf("got %d %q, want 2 and %q", code, stderr, tt.want)
+			}
+		})
+	}
+	code, _, stderr := run(t, nil)
+	if code != 2 || !strings.Contains(stderr, "the following required arguments were not provided") {
+		t.Errorf("no nickname: %d %q", code, stderr)
+	}
+}
+
+func TestFlagErrors(t *testing.T) {
+	tests := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-n", "a", "-m", "lan"}, `--mode must be "local" or "internet", got "lan"`},
+		{[]string{"-n", "a", "--bootstrap-server", "localhost:8080"}, `--bootstrap-server must be a ws:// or wss:// URL`},
+		{[]string{"-n", "a", "--log-level", "loud"}, `--log-level must be one of "debug", "info", "warn", "error", got "loud"`},
+		{[]string{"-n", "a", "--bogus"}, "flag provided but not defined: -bogus"},
+		{[]string{"-n", "a", "extra"}, `unexpected argument "extra"`},
+		{[]string{"-n", "a", "-i", "nosuchif0"}, `interface "nosuchif0" not found`},
+	}
+	for _, tt := range tests {
+		code, _, stderr := run(t, nil, tt.args...)
+		if code != 2 || !strings.Contains(stderr, tt.want) {
+			t.Errorf("%q: got %d %q, want 2 and %q", tt.args, code, stderr, tt.want)
+		}
+	}
+}
+
+// A bad config file stops the program with one line and status 2; an
+// unknown key only warns.
+func TestConfigErrorsExit2(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.toml")
+	os.WriteFile(bad, []byte("[network]\nmode = \"lan\"\n"), 0o644)
+	code, _, stderr := run(t, nil, "-n", "alice", "-c", bad)
+	want := fmt.Sprintf("parlance: config %s:2: network.mode must be \"local\" or \"internet\", got \"lan\"\n", bad)
+	if code != 2 || stderr != want {
+		t.Errorf("got %d %q\nwant 2 %q", code, stderr, want)
+	}
+	code, _, stderr = run(t, nil, "-n", "alice", "-c", filepath.Join(dir, "none.toml"))
+	if code != 2 || !strings.Contains(stderr, "none.toml: cannot be read") {
+		t.Errorf("missing file: %d %q", code, stderr)
+	}
+	unknown := filepath.Join(dir, "unknown.toml")
+	os.WriteFile(unknown, []byte("[peer]\nanounce_interval_secs = 3\n"), 0o644)
+	code, _, stderr = run(t, nil, "-n", "alice", "-c", unknown)
+	if !strings.Contains(stderr, "parlance: warning: config "+unknown+":2: peer.anounce_interval_secs is not a known key") {
+		t.Errorf("unknown key: %q", stderr)
+	}
+	if code != 1 || !strings.Contains(stderr, "Config.Network is required") {
+		t.Errorf("with no network the node must fail to start: %d %q", code, stderr)
+	}
+}
+
+// Flags override the file, which overrides the defaults.
+func TestFlagsOverrideFile(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "p.toml")
+	os.WriteFile(file, []byte("[network]\nmode = \"internet\"\nbootstrap_server = \"ws://file:1\"\ninterface = \"eth9\"\n[log]\nlevel = \"info\"\n"), 0o644)
+	resolveArgs := func(args ...string) Settings {
+		t.Helper()
+		o, err := parseFlags(args, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, err := resolve(o, Env{Stderr: &bytes.Buffer{}, Getenv: func(string) string { return "" }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	s := resolveArgs("-n", "a", "-c", file)
+	if n := s.Config.Network; n.Mode != "internet" || n.BootstrapServer != "ws://file:1" || n.Interface != "eth9" || s.Config.Log.Level != "info" {
+		t.Errorf("file values not used: %+v", s.Config)
+	}
+	s = resolveArgs("-n", "a", "--config", file, "-m", "local", "--bootstrap-server", "wss://flag:2", "--interface", "lo", "--log-level", "error", "--log-file", "/tmp/x.log")
+	if n := s.Config.Network; n.Mode != "local" || n.BootstrapServer != "wss://flag:2" || n.Interface != "lo" || s.Config.Log.Level != "error" || s.Config.Log.File != "/tmp/x.log" {
+		t.Errorf("flags did not override: %+v", s.Config)
+	}
+	if s.ConfigFile != file {
+		t.Errorf("config file %q, want %q", s.ConfigFile, file)
+	}
+}
+
+// --generate-config needs no nickname and writes a file that loads to the
+// defaults.
+func TestGenerateConfig(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "gen.toml")
+	code, out, stderr := run(t, nil, "--generate-config", path)
+	if code != 0 || !strings.Contains(out, path) {
+		t.Fatalf("%d %q %q", code, out, stderr)
+	}
+	code, _, stderr = run(t, nil, "--generate-config", path)
+	if code == 0 || !strings.Contains(stderr, "already exists") {
+		t.Errorf("overwrite: %d %q", code, stderr)
+	}
+}
+
+func TestHistoryPath(t *testing.T) {
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	if got := historyPath(env(map[string]string{"XDG_STATE_HOME": "/s", "HOME": "/h"})); got != "/s/parlance/history" {
+		t.Error(got)
+	}
+	if got := historyPath(env(map[string]string{"HOME": "/h"})); got != "/h/.local/state/parlance/history" {
+		t.Error(got)
+	}
+}
+
+func peer(nick, addr, instance string, ago time.Duration, now time.Time) registry.Peer {
+	return registry.Peer{Nickname: nick, Addr: netip.MustParseAddrPort(addr), Instance: instance, Source: registry.SourceLAN, LastSeen: now.Add(-ago)}
+}
+
+func TestFormatPeers(t *testing.T) {
+	now := time.Unix(1000, 0)
+	if got := formatPeers(nil, now); got != "No peers discovered yet." {
+		t.Error(got)
+	}
+	got := formatPeers([]registry.Peer{
+		peer("alice", "10.0.0.1:4000", "aa", 2*time.Second, now),
+		peer("bob", "10.0.0.2:4000", "bb", 0, now),
+		peer("bob", "10.0.0.3:4000", "", 4*time.Second, now),
+		peer("e\x1bvil", "10.0.0.4:4000", "cc", 0, now),
+	}, now)
+	want := `4 peer(s):
+  alice              10.0.0.1:4000  lan                   2s ago
+  bob@10.0.0.2:4000  10.0.0.2:4000  lan                   0s ago
+  bob@10.0.0.3:4000  10.0.0.3:4000  lan, original client  4s ago
+  e\x1bvil           10.0.0.4:4000  lan                   0s ago`
+	if got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
+func TestSendOutcome(t *testing.T) {
+	now := time.Now()
+	b1, b2 := peer("bob", "10.0.0.2:1", "a", 0, now), peer("bob", "10.0.0.3:1", "b", 0, now)
+	tests := []struct {
+		res  chat.SendResult
+		err  error
+		want string
+	}{
+		{chat.SendResult{Peer: b1, Status: chat.Delivered}, nil, "Delivered to bob."},
+		{chat.SendResult{Peer: b1, Status: chat.Sent}, nil, "Sent to bob (an original client: it cannot confirm delivery)."},
+		{chat.SendResult{}, &registry.AmbiguousError{Name: "bob", Candidates: []registry.Peer{b1, b2}},
+			"Not sent: 2 peers are called bob: bob@10.0.0.2:1, bob@10.0.0.3:1. Pick one, e.g. /send bob@10.0.0.2:1 <message>"},
+		{chat.SendResult{}, fmt.Errorf("%w: bob", registry.ErrUnknownPeer), "Not sent: no peer called bob. /peers lists the peers found."},
+		{chat.SendResult{}, fmt.Errorf("connect x: %w: boom", chat.ErrRefused), "Not sent to bob: connection refused; the peer may have quit."},
+		{chat.SendResult{}, fmt.Errorf("send x: %w: no ack", chat.ErrTimeout), "Not confirmed by bob: timed out (send x: chat: timed out: no ack); the message may not have arrived."},
+		{chat.SendResult{}, fmt.Errorf("send x: %w: EOF", chat.ErrBroken), "Not confirmed by bob: the connection was lost (send x: chat: connection lost: EOF); the message may not have arrived."},
+		{chat.SendResult{}, errors.New("weird"), "Not sent to bob: weird."},
+	}
+	for _, tt := range tests {
+		if got := sendOutcome("bob", tt.res, tt.err); got != tt.want {
+			t.Errorf("got  %q\nwant %q", got, tt.want)
+		}
+	}
+}

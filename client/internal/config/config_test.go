@@ -1,0 +1,178 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestDefaultsAndTemplate(t *testing.T) {
+	c, w, err := Parse("t.toml", []byte(Template))
+	if err != nil || len(w) != 0 {
+		t.Fatalf("template: %v %v", w, err)
+	}
+	if c != Default() {
+		t.Errorf("template gives %+v, want the defaults %+v", c, Default())
+	}
+	c, _, _ = Parse("empty.toml", nil)
+	if c != Default() {
+		t.Errorf("empty file gives %+v", c)
+	}
+}
+
+func TestParseValues(t *testing.T) {
+	c, _, err := Parse("p.toml", []byte(`
+[network]
+mode = "internet"
+bootstrap_server = "wss://chat.example:443/x"
+interface = "eth1"
+[discovery]
+heartbeat_interval_secs = 20
+peer_timeout_secs = 60
+[peer]
+announce_interval_secs = 2
+timeout_secs = 7
+[log]
+file = "/tmp/p.log"
+level = "debug"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Config{
+		Network:   Network{Mode: "internet", BootstrapServer: "wss://chat.example:443/x", Interface: "eth1"},
+		Discovery: Discovery{HeartbeatIntervalSecs: 20, PeerTimeoutSecs: 60},
+		Peer:      Peer{AnnounceIntervalSecs: 2, TimeoutSecs: 7},
+		Log:       Log{File: "/tmp/p.log", Level: "debug"},
+	}
+	if c != want {
+		t.Errorf("got %+v\nwant %+v", c, want)
+	}
+}
+
+// Every error names the file, the line, the key and what is allowed.
+func TestParseErrors(t *testing.T) {
+	tests := []struct {
+		name, doc, want string
+	}{
+		{"mode with wrong case", "[network]\nmode = \"Internet\"\n", `p.toml:2: network.mode must be "local" or "internet", got "Internet"`},
+		{"mode not a string", "[network]\n\nmode = 5\n", `p.toml:3: network.mode must be "local" or "internet", got 5`},
+		{"bootstrap server not a websocket URL", "[network]\nbootstrap_server = \"http://x\"\n", `p.toml:2: network.bootstrap_server must be a ws:// or wss:// URL with a host, got "http://x"`},
+		{"bootstrap server without host", "[network]\nbootstrap_server = \"ws://\"\n", `p.toml:2: network.bootstrap_server must be a ws:// or wss:// URL with a host, got "ws://"`},
+		{"interface not a string", "[network]\ninterface = 1\n", `p.toml:2: network.interface must be a string, got 1`},
+		{"interval zero", "[peer]\nannounce_interval_secs = 0\n", `p.toml:2: peer.announce_interval_secs must be an integer from 1 to 3600, got 0`},
+		{"interval negative", "[peer]\nannounce_interval_secs = -5\n", `p.toml:2: peer.announce_interval_secs must be an integer from 1 to 3600, got -5`},
+		{"interval a string", "[peer]\nannounce_interval_secs = \"5\"\n", `p.toml:2: peer.announce_interval_secs must be an integer from 1 to 3600, got "5"`},
+		{"interval a float", "[peer]\nannounce_interval_secs = 2.5\n", `p.toml:2: peer.announce_interval_secs must be an integer from 1 to 3600, got 2.5`},
+		{"timeout too large", "[peer]\ntimeout_secs = 100000\n", `p.toml:2: peer.timeout_secs must be an integer from 1 to 86400, got 100000`},
+		{"timeout not above interval", "[peer]\nannounce_interval_secs = 10\ntimeout_secs = 10\n", `p.toml:3: peer.timeout_secs must be greater than peer.announce_interval_secs (10), got 10`},
+		{"heartbeat zero", "[discovery]\nheartbeat_interval_secs = 0\n", `p.toml:2: discovery.heartbeat_interval_secs must be an integer from 1 to 3600, got 0`},
+		{"peer timeout an array", "[discovery]\npeer_timeout_secs = [1]\n", `p.toml:2: discovery.peer_timeout_secs must be an integer from 1 to 86400, got an array`},
+		{"log level unknown", "[log]\nlevel = \"verbose\"\n", `p.toml:2: log.level must be one of "debug", "info", "warn", "error", got "verbose"`},
+		{"log file not a string", "[log]\nfile = true\n", `p.toml:2: log.file must be a string, got true`},
+		{"syntax error", "[network]\nmode = \n", `p.toml:2: invalid TOML:`},
+		{"unclosed table", "[peer\n", `p.toml:1: invalid TOML:`},
+		{"duplicate key", "[peer]\ntimeout_secs = 20\ntimeout_secs = 30\n", `p.toml:3: invalid TOML: `},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, err := Parse("p.toml", []byte(tt.doc))
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("got %v, want a *config.Error", err)
+			}
+			msg := "config " + strings.TrimPrefix(err.Error(), "config ")
+			if !strings.Contains(msg, tt.want) {
+				t.Errorf("got  %s\nwant %s", msg, tt.want)
+			}
+			if strings.Contains(msg, "\n") {
+				t.Errorf("error spans lines: %q", msg)
+			}
+		})
+	}
+}
+
+func TestUnknownKeysWarn(t *testing.T) {
+	c, w, err := Parse("p.toml", []byte("[network]\nmode = \"local\"\nmdoe = \"x\"\n[extra]\nk = 1\ntop = 2\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c != Default() {
+		t.Errorf("unknown keys changed the config: %+v", c)
+	}
+	if len(w) != 2 {
+		t.Fatalf("got %d warnings, want 2: %v", len(w), w)
+	}
+	if got := w[0].Error(); got != "config p.toml:3: network.mdoe is not a known key and is ignored (known keys in [network]: mode, bootstrap_server, interface)" {
+		t.Errorf("warning: %s", got)
+	}
+	if got := w[1].Error(); !strings.Contains(got, "p.toml:4: [extra] is not a known table") {
+		t.Errorf("warning: %s", got)
+	}
+}
+
+func env(m map[string]string) Env { return func(k string) string { return m[k] } }
+
+func write(t *testing.T, path, doc string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// -c FILE, then XDG_CONFIG_HOME (or ~/.config), then ./parlance-client.
+func TestLookupOrder(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	home, xdg := filepath.Join(dir, "home"), filepath.Join(dir, "xdg")
+	local := filepath.Join("parlance-client", "parlance.toml")
+	explicit := filepath.Join(dir, "explicit.toml")
+	write(t, local, "[peer]\nannounce_interval_secs = 1\n")
+	e := env(map[string]string{"HOME": home, "XDG_CONFIG_HOME": xdg})
+
+	check := func(name, explicitArg string, e Env, wantPath string, wantInterval int64) {
+		t.Helper()
+		c, path, _, err := Load(explicitArg, e)
+		if err != nil || path != wantPath || c.Peer.AnnounceIntervalSecs != wantInterval {
+			t.Errorf("%s: got %s interval %d (%v), want %s interval %d", name, path, c.Peer.AnnounceIntervalSecs, err, wantPath, wantInterval)
+		}
+	}
+	check("only the original's place", "", e, local, 1)
+	write(t, filepath.Join(home, ".config", "parlance", "parlance.toml"), "[peer]\nannounce_interval_secs = 2\n")
+	check("XDG_CONFIG_HOME set but empty of config", "", e, local, 1)
+	check("~/.config without XDG_CONFIG_HOME", "", env(map[string]string{"HOME": home}), filepath.Join(home, ".config", "parlance", "parlance.toml"), 2)
+	write(t, filepath.Join(xdg, "parlance", "parlance.toml"), "[peer]\nannounce_interval_secs = 3\n")
+	check("XDG_CONFIG_HOME first", "", e, filepath.Join(xdg, "parlance", "parlance.toml"), 3)
+	write(t, explicit, "[peer]\nannounce_interval_secs = 4\n")
+	check("-c beats everything", explicit, e, explicit, 4)
+	check("relative XDG_CONFIG_HOME is ignored", "", env(map[string]string{"HOME": home, "XDG_CONFIG_HOME": "rel"}), filepath.Join(home, ".config", "parlance", "parlance.toml"), 2)
+
+	os.Remove(local)
+	c, path, _, err := Load("", env(map[string]string{}))
+	if err != nil || path != "" || c != Default() {
+		t.Errorf("nothing found: got %q %+v %v, want the defaults", path, c, err)
+	}
+	_, _, _, err = Load(filepath.Join(dir, "missing.toml"), e)
+	if err == nil || !strings.Contains(err.Error(), "missing.toml: cannot be read: no such file or directory") {
+		t.Errorf("missing -c file: got %v", err)
+	}
+}
+
+func TestGenerate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "p.toml")
+	if err := Generate(path); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(path)
+	if string(b) != Template {
+		t.Error("generated file differs from the template")
+	}
+	if err := Generate(path); err == nil || !strings.Contains(err.Error(), "already exists") {
+		t.Errorf("second generate: got %v, want a refusal to overwrite", err)
+	}
+}
