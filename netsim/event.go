@@ -1,23 +1,26 @@
 package netsim
 
 // sendItem is something a program sent during the current instant. The
-// scheduler sorts the instant's items by (time, source host, source
-// sequence) before it draws any random number for them, so the order in
+// scheduler sorts the instant's items by (time, source host, source socket,
+// the socket's sequence) before it draws any random number for them, so the order in
 // which goroutines happened to run does not leak into the trace.
 type sendItem struct {
 	sentAt int64
 	src    int32
+	ep     uint64
 	seq    uint64
 	dg     *datagram
 	ch     *chunk
 }
 
-// event is a scheduled delivery. Events are ordered by (at, src, seq, sub):
+// event is a scheduled delivery. Events are ordered by (at, src, ep, seq,
+// sub): time, source host, source socket (an id per host), its sequence;
 // sub tells apart the copies one send gives rise to (per-receiver
 // reschedules, duplicates, releases).
 type event struct {
 	at  int64
 	src int32
+	ep  uint64
 	seq uint64
 	sub uint32
 	dg  *datagram
@@ -32,6 +35,9 @@ func (a *event) less(b *event) bool {
 	}
 	if a.src != b.src {
 		return a.src < b.src
+	}
+	if a.ep != b.ep {
+		return a.ep < b.ep
 	}
 	if a.seq != b.seq {
 		return a.seq < b.seq

@@ -340,7 +340,7 @@ func (n *Network) releaseLocked() {
 			continue
 		}
 		hd.dg.sub++
-		n.events.push(event{at: at, src: hd.dg.from.idx, seq: hd.dg.seq, sub: hd.dg.sub, dg: hd.dg, rcv: hd.rcv, dup: true})
+		n.events.push(event{at: at, src: hd.dg.from.idx, ep: hd.dg.ep, seq: hd.dg.seq, sub: hd.dg.sub, dg: hd.dg, rcv: hd.rcv, dup: true})
 	}
 	clear(n.faults.held[len(kept):])
 	n.faults.held = kept
@@ -355,7 +355,7 @@ func (n *Network) releaseLocked() {
 		for _, c := range d.stalled {
 			t := max(n.quantize(now+int64(lat)), d.lastAt, at)
 			d.lastAt = t
-			n.events.push(event{at: t, src: d.fromHost.idx, seq: c.seq, sub: 1, ch: c})
+			n.events.push(event{at: t, src: d.fromHost.idx, ep: d.from.id, seq: c.seq, sub: 1, ch: c})
 		}
 		clear(d.stalled)
 		d.stalled = d.stalled[:0]
@@ -396,17 +396,15 @@ func (n *Network) ResetStreams(a, b []*Host) int {
 	defer n.mu.Unlock()
 	sa, sb := makeHostSet(a), makeHostSet(b)
 	var victims []*conn
+	seen := make(map[*conn]bool)
 	for _, h := range n.hosts {
-		if !sa.has(h) && !sb.has(h) {
-			continue
-		}
 		for _, c := range h.sortedConnsLocked() {
 			p := c.peer
-			if (sa.has(c.h) && sb.has(p.h)) || (sb.has(c.h) && sa.has(p.h)) {
-				if c.id < p.id || !(sa.has(p.h) || sb.has(p.h)) {
-					victims = append(victims, c)
-				}
+			if seen[c] || !((sa.has(c.h) && sb.has(p.h)) || (sb.has(c.h) && sa.has(p.h))) {
+				continue
 			}
+			seen[c], seen[p] = true, true
+			victims = append(victims, c)
 		}
 	}
 	count := 0

@@ -38,7 +38,6 @@ type Host struct {
 	linkDown  bool
 	ctx       context.Context
 	cancel    context.CancelFunc
-	seq       uint64
 	nextPort  uint16
 	nextID    uint64
 	listeners map[uint16]*listener

@@ -399,6 +399,9 @@ func (n *Network) stepLocked() bool {
 			if a.src != b.src {
 				return cmpInt(a.src, b.src)
 			}
+			if a.ep != b.ep {
+				return cmpInt(a.ep, b.ep)
+			}
 			return cmpInt(a.seq, b.seq)
 		})
 		for i := range out {

@@ -65,7 +65,8 @@ type conn struct {
 	out    *streamDir
 	client bool
 
-	dead bool // guarded by n.mu: the host crashed under it
+	dead bool   // guarded by n.mu: the host crashed under it
+	seq  uint64 // segments sent, guarded by n.mu
 
 	mu          sync.Mutex
 	rx          []byte
@@ -172,11 +173,11 @@ func (h *Host) DialContext(ctx context.Context, network, addr string) (net.Conn,
 
 func (n *Network) sendChunkLocked(c *conn, kind chunkKind, data []byte) {
 	d := c.out
-	c.h.seq++
+	c.seq++
 	now := n.nowLocked()
-	ch := &chunk{dir: d, kind: kind, data: data, seq: c.h.seq, dirSeq: d.nextSeq, sentAt: now}
+	ch := &chunk{dir: d, kind: kind, data: data, seq: c.seq, dirSeq: d.nextSeq, sentAt: now}
 	d.nextSeq++
-	n.outbox = append(n.outbox, sendItem{sentAt: now, src: c.h.idx, seq: ch.seq, ch: ch})
+	n.outbox = append(n.outbox, sendItem{sentAt: now, src: c.h.idx, ep: c.id, seq: ch.seq, ch: ch})
 	n.wake()
 }
 
@@ -191,7 +192,7 @@ func (n *Network) scheduleChunkLocked(ch *chunk) {
 	}
 	at := max(n.quantize(ch.sentAt+int64(l.Latency)), d.lastAt)
 	d.lastAt = at
-	n.events.push(event{at: at, src: d.fromHost.idx, seq: ch.seq, ch: ch})
+	n.events.push(event{at: at, src: d.fromHost.idx, ep: d.from.id, seq: ch.seq, ch: ch})
 }
 
 func (n *Network) deliverChunkLocked(now int64, ev *event) {
@@ -272,13 +273,13 @@ func (n *Network) applyChunkLocked(now int64, c *chunk) {
 		if ln != nil && !ln.bind.IsUnspecified() && ln.bind != to.local.Addr() {
 			ln = nil
 		}
+		h.nextID++
+		to.id = h.nextID
 		if ln == nil {
 			to.dead = true
 			n.sendChunkLocked(to, ckRst, nil)
 			return
 		}
-		h.nextID++
-		to.id = h.nextID
 		if h.conns == nil {
 			h.conns = make(map[uint64]*conn)
 		}
@@ -597,7 +598,6 @@ func (h *Host) Listen(ctx context.Context, network, addr string) (net.Listener, 
 		h.listeners = make(map[uint16]*listener)
 	}
 	h.listeners[port] = ln
-	n.tr.line(n.nowLocked(), "listen", "host", h.name, "addr", ln.addr.String())
 	return ln, nil
 }
 

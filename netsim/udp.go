@@ -16,6 +16,7 @@ import (
 // (unicast). Its payload is shared by every receiver and never modified.
 type datagram struct {
 	from    *Host
+	ep      uint64
 	seq     uint64
 	sub     uint32
 	sentAt  int64
@@ -37,6 +38,7 @@ type packetConn struct {
 	local *net.UDPAddr
 	seg   *Segment       // multicast interface's segment; nil: all of the host's
 	group netip.AddrPort // joined group, if valid
+	seq   uint64         // datagrams sent, guarded by n.mu
 
 	mu       sync.Mutex
 	q        []*datagram
@@ -254,9 +256,9 @@ func (p *packetConn) WriteTo(b []byte, addr net.Addr) (int, error) {
 	}
 	now := n.nowLocked()
 	send := func(src netip.AddrPort, seg *Segment) {
-		p.h.seq++
-		dg := &datagram{from: p.h, seq: p.h.seq, sentAt: now, src: src, srcAddr: udpAddr(src), dst: dst, seg: seg, payload: payload}
-		n.outbox = append(n.outbox, sendItem{sentAt: now, src: p.h.idx, seq: dg.seq, dg: dg})
+		p.seq++
+		dg := &datagram{from: p.h, ep: p.id, seq: p.seq, sentAt: now, src: src, srcAddr: udpAddr(src), dst: dst, seg: seg, payload: payload}
+		n.outbox = append(n.outbox, sendItem{sentAt: now, src: p.h.idx, ep: dg.ep, seq: dg.seq, dg: dg})
 		n.stats.Datagrams++
 	}
 	if dst.Addr().IsMulticast() {
@@ -293,7 +295,7 @@ func (n *Network) scheduleDatagramLocked(dg *datagram) {
 		d += j
 		n.counts[fJitter]++
 	}
-	n.events.push(event{at: n.quantize(dg.sentAt + d), src: dg.from.idx, seq: dg.seq, dg: dg})
+	n.events.push(event{at: n.quantize(dg.sentAt + d), src: dg.from.idx, ep: dg.ep, seq: dg.seq, dg: dg})
 }
 
 func (n *Network) unicastHostLocked(dg *datagram) *Host {
@@ -413,12 +415,12 @@ func (n *Network) deliverToLocked(now int64, ev *event, m *packetConn, o *dgOutc
 		}
 	}
 	l := n.faults.link
-	if len(n.faults.overrides) > 0 {
+	if len(n.faults.overrides) > 0 || dg.seg == nil {
 		l = n.linkLocked(dg.from, to)
 		if ev.rcv == nil && !ev.dup {
 			if want := n.quantize(dg.sentAt + int64(l.Latency) + int64(dg.u*float64(l.Jitter))); want > now {
 				dg.sub++
-				n.events.push(event{at: want, src: dg.from.idx, seq: dg.seq, sub: dg.sub, dg: dg, rcv: m})
+				n.events.push(event{at: want, src: dg.from.idx, ep: dg.ep, seq: dg.seq, sub: dg.sub, dg: dg, rcv: m})
 				o.later++
 				return
 			}
@@ -434,7 +436,7 @@ func (n *Network) deliverToLocked(now int64, ev *event, m *packetConn, o *dgOutc
 		o.dup++
 		dg.sub++
 		j := int64(n.rng.Float64() * float64(l.Jitter))
-		n.events.push(event{at: n.quantize(now + int64(n.opts.Quantum) + j), src: dg.from.idx, seq: dg.seq, sub: dg.sub, dg: dg, rcv: m, dup: true})
+		n.events.push(event{at: n.quantize(now + int64(n.opts.Quantum) + j), src: dg.from.idx, ep: dg.ep, seq: dg.seq, sub: dg.sub, dg: dg, rcv: m, dup: true})
 	}
 	m.mu.Lock()
 	if m.closed {

@@ -8,3 +8,7 @@ require (
 )
 
 replace github.com/parlance-chat/parlance/protocol => ../protocol
+
+require github.com/parlance-chat/parlance/netsim v0.0.0
+
+replace github.com/parlance-chat/parlance/netsim => ../netsim
