@@ -1,6 +1,6 @@
 module github.com/parlance-chat/parlance/tools
 
-go 1.25.0
+go 1.26.0
 
 require (
 	github.com/gorilla/websocket v1.5.3
@@ -9,6 +9,18 @@ require (
 
 replace github.com/parlance-chat/parlance/protocol => ../protocol
 
-require github.com/parlance-chat/parlance/netsim v0.0.0
+require (
+	github.com/parlance-chat/parlance/client v0.0.0
+	github.com/parlance-chat/parlance/netsim v0.0.0
+)
+
+require (
+	golang.org/x/net v0.62.0 // indirect
+	golang.org/x/sys v0.50.0 // indirect
+)
 
 replace github.com/parlance-chat/parlance/netsim => ../netsim
+
+replace github.com/parlance-chat/parlance/client => ../client
+
+replace github.com/parlance-chat/parlance/bootstrap-server => ../bootstrap-server
