@@ -63,12 +63,13 @@ type Process struct {
 	cmd  *exec.Cmd
 	in   io.WriteCloser
 
-	mu     sync.Mutex
-	cond   *sync.Cond
-	out    []string // stdout lines so far
-	errOut bytes.Buffer
-	exited bool
-	err    error
+	mu       sync.Mutex
+	cond     *sync.Cond
+	out      []string // stdout lines so far
+	errLines []string // stderr lines so far
+	errOut   bytes.Buffer
+	exited   bool
+	err      error
 }
 
 // Start starts bin with args and extra environment, in its own temporary
@@ -96,10 +97,27 @@ func Start(t testing.TB, name, bin string, args []string, env ...string) *Proces
 	}
 	p := &Process{t: t, name: name, cmd: cmd, in: in}
 	p.cond = sync.NewCond(&p.mu)
-	cmd.Stderr = &lockedWriter{p: p}
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
 	}
+	errDone := make(chan struct{})
+	go func() {
+		defer close(errDone)
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.errLines = append(p.errLines, sc.Text())
+			p.errOut.WriteString(sc.Text() + "\n")
+			p.cond.Broadcast()
+			p.mu.Unlock()
+		}
+		io.Copy(io.Discard, stderr) // a line past the buffer: drain
+	}()
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
@@ -109,6 +127,8 @@ func Start(t testing.TB, name, bin string, args []string, env ...string) *Proces
 			p.cond.Broadcast()
 			p.mu.Unlock()
 		}
+		io.Copy(io.Discard, stdout)
+		<-errDone // Wait closes the pipes: read them to the end first
 		err := cmd.Wait()
 		p.mu.Lock()
 		p.exited, p.err = true, err
@@ -124,20 +144,33 @@ func Start(t testing.TB, name, bin string, args []string, env ...string) *Proces
 	return p
 }
 
-type lockedWriter struct{ p *Process }
-
-func (w *lockedWriter) Write(b []byte) (int, error) {
-	w.p.mu.Lock()
-	defer w.p.mu.Unlock()
-	return w.p.errOut.Write(b)
-}
-
 // Lines returns the stdout lines so far.
 func (p *Process) Lines() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append([]string(nil), p.out...)
 }
+
+// Mark returns the number of stdout lines so far: pass it to WaitLine to
+// wait for output that comes after this point.
+func (p *Process) Mark() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.out)
+}
+
+// Exited reports whether the process has exited.
+func (p *Process) Exited() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.exited
+}
+
+// Pid returns the process id.
+func (p *Process) Pid() int { return p.cmd.Process.Pid }
+
+// Name returns the name the process was started with.
+func (p *Process) Name() string { return p.name }
 
 // Stderr returns what the process wrote to stderr so far.
 func (p *Process) Stderr() string {
@@ -162,6 +195,17 @@ func (p *Process) CloseStdin() { p.in.Close() }
 // process exits first.
 func (p *Process) WaitLine(from int, re *regexp.Regexp, timeout time.Duration) (int, string) {
 	p.t.Helper()
+	return p.waitLine(&p.out, "stdout", from, re, timeout)
+}
+
+// WaitErrLine is WaitLine on standard error (logs).
+func (p *Process) WaitErrLine(from int, re *regexp.Regexp, timeout time.Duration) (int, string) {
+	p.t.Helper()
+	return p.waitLine(&p.errLines, "stderr", from, re, timeout)
+}
+
+func (p *Process) waitLine(lines *[]string, what string, from int, re *regexp.Regexp, timeout time.Duration) (int, string) {
+	p.t.Helper()
 	deadline := time.Now().Add(timeout)
 	stop := context.AfterFunc(contextWithDeadline(deadline), func() {
 		p.mu.Lock()
@@ -172,16 +216,16 @@ func (p *Process) WaitLine(from int, re *regexp.Regexp, timeout time.Duration) (
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for i := from; ; {
-		for ; i < len(p.out); i++ {
-			if re.MatchString(p.out[i]) {
-				return i, p.out[i]
+		for ; i < len(*lines); i++ {
+			if re.MatchString((*lines)[i]) {
+				return i, (*lines)[i]
 			}
 		}
 		if p.exited {
-			p.t.Fatalf("%s exited (%v) before printing a line matching %q", p.name, p.err, re)
+			p.t.Fatalf("%s exited (%v) before printing a line matching %q on %s", p.name, p.err, re, what)
 		}
 		if time.Now().After(deadline) {
-			p.t.Fatalf("%s: no line matching %q within %v", p.name, re, timeout)
+			p.t.Fatalf("%s: no line matching %q on %s within %v", p.name, re, what, timeout)
 		}
 		p.cond.Wait()
 	}
