@@ -58,11 +58,12 @@ func runChat(ctx context.Context, s Settings, env Env, logger *slog.Logger) int 
 }
 
 type chatUI struct {
-	node *chat.Node
-	env  Env
-	scr  *screen
-	now  func() time.Time
-	loc  *time.Location
+	node  *chat.Node
+	env   Env
+	scr   *screen
+	now   func() time.Time
+	loc   *time.Location
+	sends sync.WaitGroup // /send commands in flight
 }
 
 type input struct {
@@ -139,6 +140,7 @@ func (ui *chatUI) run(ctx context.Context, s Settings) int {
 		}
 	}
 	close(ask)
+	ui.sends.Wait() // each ends in an outcome line, bounded by the send timeouts
 	ui.node.Close() // says goodbye, closes Events
 	wg.Wait()
 	if err := prompter.Close(); err != nil {
@@ -163,8 +165,12 @@ func (ui *chatUI) handle(ctx context.Context, line string) bool {
 	case CmdPeers:
 		ui.scr.Print(formatPeers(ui.node.Peers(), ui.now()))
 	case CmdSend:
-		res, err := ui.node.Send(ctx, cmd.Name, cmd.Text)
-		ui.scr.Print(sendOutcome(cmd.Name, res, err))
+		// The prompt comes back at once; the outcome is printed above it
+		// when known (a peer that vanished can take the dial timeout).
+		ui.sends.Go(func() {
+			res, err := ui.node.Send(ctx, cmd.Name, cmd.Text)
+			ui.scr.Println(sendOutcome(cmd.Name, res, err))
+		})
 	default:
 		ui.scr.Print(cmd.Msg)
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -150,31 +151,10 @@ func (s *screen) Print(text string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.terminal {
-		for _, line := range splitLines(text) {
+		for _, line := range strings.Split(text, "\n") {
 			fmt.Fprintf(s.w, "%s\r\n", line)
 		}
 		return
 	}
 	fmt.Fprintln(s.w, text)
-}
-
-func splitLines(s string) []string {
-	var out []string
-	for {
-		i := indexByte(s, '\n')
-		if i < 0 {
-			return append(out, s)
-		}
-		out = append(out, s[:i])
-		s = s[i+1:]
-	}
-}
-
-func indexByte(s string, c byte) int {
-	for i := 0; i < len(s); i++ {
-		if s[i] == c {
-			return i
-		}
-	}
-	return -1
 }
