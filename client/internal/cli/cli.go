@@ -88,7 +88,8 @@ Options:
   -m, --mode <MODE>             local (LAN multicast) or internet (bootstrap server)
       --bootstrap-server <URL>  bootstrap server for internet mode (ws:// or wss://)
   -i, --interface <NAME>        network interface for LAN multicast (default: the system's)
-      --log-file <FILE>         write logs to FILE instead of standard error
+      --log-file <FILE>         write logs to FILE (default: standard error, or
+                                $XDG_STATE_HOME/parlance/parlance.log when interactive)
       --log-level <LEVEL>       debug, info, warn (default) or error
   -h, --help                    print this help
   -V, --version                 print the version
@@ -214,6 +215,11 @@ func RunEnv(ctx context.Context, args []string, env Env) int {
 		fmt.Fprintf(env.Stderr, "parlance: %v\n", err)
 		return exitUsage
 	}
+	if s.Config.Log.File == "" && env.Terminal {
+		// In an interactive chat, stderr is the chat's screen: a log line
+		// there would land in the middle of the prompt.
+		s.Config.Log.File = statePath(env.Getenv, "parlance.log")
+	}
 	logger, closeLog, err := newLogger(s.Config.Log, env.Stderr)
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "parlance: %v\n", err)
@@ -230,6 +236,9 @@ func newLogger(lc config.Log, stderr io.Writer) (*slog.Logger, func(), error) {
 	}
 	w, closer := stderr, func() {}
 	if lc.File != "" {
+		if err := os.MkdirAll(filepath.Dir(lc.File), 0o700); err != nil {
+			return nil, nil, fmt.Errorf("log file: %w", err)
+		}
 		f, err := os.OpenFile(lc.File, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 		if err != nil {
 			return nil, nil, fmt.Errorf("log file: %w", err)
@@ -239,14 +248,17 @@ func newLogger(lc config.Log, stderr io.Writer) (*slog.Logger, func(), error) {
 	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})), closer, nil
 }
 
-// historyPath is $XDG_STATE_HOME/parlance/history or
-// ~/.local/state/parlance/history; "" if neither is known.
-func historyPath(getenv func(string) string) string {
+// historyPath is where the command history is kept across runs.
+func historyPath(getenv func(string) string) string { return statePath(getenv, "history") }
+
+// statePath is $XDG_STATE_HOME/parlance/name or
+// ~/.local/state/parlance/name; "" if neither is known.
+func statePath(getenv func(string) string, name string) string {
 	if x := getenv("XDG_STATE_HOME"); x != "" && filepath.IsAbs(x) {
-		return filepath.Join(x, "parlance", "history")
+		return filepath.Join(x, "parlance", name)
 	}
 	if h := getenv("HOME"); h != "" {
-		return filepath.Join(h, ".local", "state", "parlance", "history")
+		return filepath.Join(h, ".local", "state", "parlance", name)
 	}
 	return ""
 }
