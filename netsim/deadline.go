@@ -9,13 +9,21 @@ import (
 // the deadline passes, by a time.AfterFunc timer, so that a call already
 // blocked is interrupted. In a synctest bubble the timer follows the fake
 // clock.
+//
+// notify, if set, is also signalled when the deadline passes, so a waiter
+// can block on one channel (cheaper than a select) and see the deadline.
 type deadline struct {
 	mu     sync.Mutex
 	timer  *time.Timer
 	cancel chan struct{}
+	notify chan struct{}
 }
 
 func makeDeadline() deadline { return deadline{cancel: make(chan struct{})} }
+
+func makeNotifyingDeadline(notify chan struct{}) deadline {
+	return deadline{cancel: make(chan struct{}), notify: notify}
+}
 
 func (d *deadline) set(t time.Time) {
 	d.mu.Lock()
@@ -35,12 +43,20 @@ func (d *deadline) set(t time.Time) {
 		if closed {
 			d.cancel = make(chan struct{})
 		}
-		cancel := d.cancel
-		d.timer = time.AfterFunc(dur, func() { close(cancel) })
+		cancel, notify := d.cancel, d.notify
+		d.timer = time.AfterFunc(dur, func() {
+			close(cancel)
+			if notify != nil {
+				signal(notify)
+			}
+		})
 		return
 	}
 	if !closed {
 		close(d.cancel)
+		if d.notify != nil {
+			signal(d.notify)
+		}
 	}
 }
 

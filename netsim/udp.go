@@ -122,9 +122,10 @@ func (h *Host) listenUDP(network string, ap netip.AddrPort, group netip.AddrPort
 		shown = h.IP()
 	}
 	h.nextID++
+	readable := make(chan struct{}, 1)
 	p := &packetConn{n: n, h: h, id: h.nextID, port: port, bind: ip, local: udpAddr(netip.AddrPortFrom(shown, port)),
-		seg: seg, group: group, readable: make(chan struct{}, 1), closedCh: make(chan struct{}),
-		rd: makeDeadline(), wd: makeDeadline()}
+		seg: seg, group: group, readable: readable, closedCh: make(chan struct{}),
+		rd: makeNotifyingDeadline(readable), wd: makeDeadline()}
 	if h.udp == nil {
 		h.udp = make(map[uint16][]*packetConn)
 	}
@@ -173,6 +174,7 @@ func (p *packetConn) closeLocked() bool {
 	p.q, p.qhead, p.qbytes = nil, 0, 0
 	close(p.closedCh)
 	p.mu.Unlock()
+	signal(p.readable)
 	h := p.h
 	if socks := h.udp[p.port]; socks != nil {
 		h.udp[p.port] = slices.DeleteFunc(socks, func(q *packetConn) bool { return q == p })
@@ -193,15 +195,21 @@ func (p *packetConn) closeLocked() bool {
 
 // ReadFrom reads the next datagram. The returned address is shared with
 // other receivers of the same datagram: do not modify it.
+//
+// Readers wait on one channel, p.readable, which deliveries, the read
+// deadline and Close all signal; a reader that leaves (or leaves data
+// behind) passes the signal on, so every waiter wakes in turn.
 func (p *packetConn) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
 		p.mu.Lock()
 		if p.closed {
 			p.mu.Unlock()
+			signal(p.readable)
 			return 0, nil, opError("read", "udp", p.local, nil, net.ErrClosed)
 		}
 		if p.rd.expired() {
 			p.mu.Unlock()
+			signal(p.readable)
 			return 0, nil, opError("read", "udp", p.local, nil, os.ErrDeadlineExceeded)
 		}
 		if p.qhead < len(p.q) {
@@ -218,11 +226,7 @@ func (p *packetConn) ReadFrom(b []byte) (int, net.Addr, error) {
 			return copy(b, dg.payload), dg.srcAddr, nil
 		}
 		p.mu.Unlock()
-		select {
-		case <-p.readable:
-		case <-p.rd.wait():
-		case <-p.closedCh:
-		}
+		<-p.readable
 	}
 }
 
@@ -449,10 +453,13 @@ func (n *Network) deliverToLocked(now int64, ev *event, m *packetConn, o *dgOutc
 		o.ovf++
 		return
 	}
+	wasEmpty := m.qhead == len(m.q)
 	m.q = append(m.q, dg)
 	m.qbytes += len(dg.payload)
 	m.mu.Unlock()
-	signal(m.readable)
+	if wasEmpty {
+		signal(m.readable) // else a signal is pending or a reader is draining
+	}
 	n.stats.Deliveries++
 	o.rx++
 }

@@ -35,6 +35,7 @@ type Config struct {
 	MinInterval time.Duration // shortest gap between two announces of a peer (default 1 s)
 	MaxInterval time.Duration // longest gap (default 5 s)
 	Expiry      time.Duration // a peer forgets another not heard from for this long; 0: never
+	NoDecode    bool          // count datagrams without decoding them (to time the network alone)
 }
 
 // Result sums what the peers observed.
@@ -125,6 +126,10 @@ func (p *Peer) loop(pc net.PacketConn, msg []byte) {
 		}
 		if err != nil {
 			return
+		}
+		if p.cfg.NoDecode {
+			p.res.decoded++
+			continue
 		}
 		a = announce{}
 		if err := json.Unmarshal(buf[:k], &a); err != nil || a.Type != "announce" {

@@ -23,9 +23,11 @@ func main() {
 	flag.IntVar(&cfg.Peers, "n", 1000, "number of peers")
 	flag.Uint64Var(&cfg.Seed, "seed", 1, "network seed")
 	flag.DurationVar(&cfg.Duration, "duration", 60e9, "simulated time to run")
-	flag.DurationVar(&cfg.Quantum, "quantum", 0, "delivery quantum (0: netsim's default, 1ms)")
+	flag.DurationVar(&cfg.Quantum, "quantum", 1e6, "delivery quantum")
+	decode := flag.Bool("decode", true, "JSON-decode every datagram received (false: time the network alone)")
 	testing.Init()
 	flag.Parse()
+	cfg.NoDecode = !*decode
 	tests := []testing.InternalTest{{Name: "NetsimBench", F: func(t *testing.T) {
 		if err := netsimbench.Run(t, cfg, os.Stdout); err != nil {
 			t.Fatal(err)

@@ -18,6 +18,7 @@ type Config struct {
 	Seed     uint64
 	Duration time.Duration
 	Quantum  time.Duration
+	NoDecode bool // skip the peers' JSON decoding, to time the network alone
 }
 
 // Run measures one configuration inside a synctest bubble and writes the
@@ -31,7 +32,7 @@ func Run(t *testing.T, cfg Config, w io.Writer) error {
 	start := time.Now() // before the bubble: wall time
 	hash = netsim.Run(t, cfg.Seed, &netsim.Options{Quantum: cfg.Quantum}, func(t *testing.T, n *netsim.Network) {
 		lan := n.AddSegment("lan")
-		peers := scenario.StartAnnouncers(n, lan, scenario.Config{Peers: cfg.Peers})
+		peers := scenario.StartAnnouncers(n, lan, scenario.Config{Peers: cfg.Peers, NoDecode: cfg.NoDecode})
 		time.Sleep(cfg.Duration)
 		n.Close()
 		stats = n.Stats()
@@ -41,7 +42,7 @@ func Run(t *testing.T, cfg Config, w io.Writer) error {
 	if t.Failed() {
 		return fmt.Errorf("netsimbench: the run failed")
 	}
-	fmt.Fprintf(w, "peers %d, seed %d, simulated %v\n", cfg.Peers, cfg.Seed, cfg.Duration)
+	fmt.Fprintf(w, "peers %d, seed %d, simulated %v, quantum %v, decode %v\n", cfg.Peers, cfg.Seed, cfg.Duration, cfg.Quantum, !cfg.NoDecode)
 	fmt.Fprintf(w, "wall time      %.2fs\n", wall.Seconds())
 	fmt.Fprintf(w, "announces      %d\n", res.Announces)
 	fmt.Fprintf(w, "deliveries     %d\n", stats.Deliveries)
