@@ -19,6 +19,10 @@ type ChatMessage struct {
 	// ID is set by our senders; a receiver that advertised CapAck answers
 	// with an Ack carrying it. Empty from original senders.
 	ID string `json:"id,omitempty"`
+	// Instance is the sender's instance id, so a receiver can tell which
+	// of several peers with one nickname wrote. Empty from original
+	// senders.
+	Instance string `json:"instance,omitempty"`
 }
 
 // Ack acknowledges delivery of the message with the given id.
@@ -51,6 +55,7 @@ func DecodeChatLine(line []byte) (*ChatMessage, error) {
 		Content   *string `json:"content"`
 		Timestamp *int64  `json:"timestamp"`
 		ID        string  `json:"id"`
+		Instance  string  `json:"instance"`
 	}
 	if err := unmarshal(what, line, &w); err != nil {
 		return nil, err
@@ -69,7 +74,10 @@ func DecodeChatLine(line []byte) (*ChatMessage, error) {
 	if err := checkMessageID(what, w.ID); err != nil {
 		return nil, err
 	}
-	return &ChatMessage{From: *w.From, Content: *w.Content, Timestamp: *w.Timestamp, ID: w.ID}, nil
+	if err := checkInstance(what, w.Instance); err != nil {
+		return nil, err
+	}
+	return &ChatMessage{From: *w.From, Content: *w.Content, Timestamp: *w.Timestamp, ID: w.ID, Instance: w.Instance}, nil
 }
 
 // EncodeAck returns the ack line with its trailing newline.

@@ -60,10 +60,13 @@ func TestGoldenChatLine(t *testing.T) {
 		t.Errorf("decode: got %#v, want %#v", back, msg)
 	}
 
-	withID := &ChatMessage{From: "alice", Content: "a<b & \"c\"", Timestamp: 1, ID: "5f0c1a2b3c4d5e6f"}
+	withID := &ChatMessage{From: "alice", Content: "a<b & \"c\"", Timestamp: 1, ID: "5f0c1a2b3c4d5e6f", Instance: "8c1d2e4f5a6b7c8d"}
 	got, _ = EncodeChatLine(withID)
-	if want := `{"from":"alice","content":"a<b & \"c\"","timestamp":1,"id":"5f0c1a2b3c4d5e6f"}` + "\n"; string(got) != want {
-		t.Errorf("encode with id and HTML characters:\n got %s\nwant %s", got, want)
+	if want := `{"from":"alice","content":"a<b & \"c\"","timestamp":1,"id":"5f0c1a2b3c4d5e6f","instance":"8c1d2e4f5a6b7c8d"}` + "\n"; string(got) != want {
+		t.Errorf("encode with id, instance and HTML characters:\n got %s\nwant %s", got, want)
+	}
+	if back, err := DecodeChatLine(got); err != nil || !reflect.DeepEqual(back, withID) {
+		t.Errorf("decode with id and instance: got %#v, %v", back, err)
 	}
 	ack, _ := EncodeAck(&Ack{ID: "5f0c1a2b3c4d5e6f"})
 	if want := `{"ack":"5f0c1a2b3c4d5e6f"}` + "\n"; string(ack) != want {

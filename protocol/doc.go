@@ -45,11 +45,12 @@
 //	{"from":"alice","content":"hello bob","timestamp":1795739259}
 //
 // timestamp is the sender's clock in Unix seconds. Our senders add an
-// optional message id, and, when the receiver advertised [CapAck], the
-// receiver answers on the same connection with an acknowledgement line so
-// the sender knows the message was delivered:
+// optional message id and their instance id (so a receiver can tell apart
+// two senders called alice), and, when the receiver advertised [CapAck],
+// the receiver answers on the same connection with an acknowledgement line
+// so the sender knows the message was delivered:
 //
-//	{"from":"alice","content":"hello bob","timestamp":1795739259,"id":"5f0c1a2b3c4d5e6f"}
+//	{"from":"alice","content":"hello bob","timestamp":1795739259,"id":"5f0c1a2b3c4d5e6f","instance":"8c1d2e4f5a6b7c8d"}
 //	{"ack":"5f0c1a2b3c4d5e6f"}
 //
 // An original receiver ignores the id and never answers; an original sender

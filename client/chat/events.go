@@ -76,6 +76,8 @@ type Message struct {
 	Remote netip.AddrPort
 	// ID is the sender's message id; empty from original peers.
 	ID string
+	// Instance is the sender's instance id; empty from original peers.
+	Instance string
 }
 
 // maxQueuedEvents bounds the events waiting for a slow reader. Past it the

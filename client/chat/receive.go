@@ -68,7 +68,7 @@ func (n *Node) serve(c net.Conn) {
 		if n.seen.add(msg.From, msg.ID) {
 			n.emit(Event{Kind: EventMessage, Time: now, Message: Message{
 				From: msg.From, Text: msg.Content, Sent: time.Unix(msg.Timestamp, 0),
-				Received: now, Remote: remote, ID: msg.ID,
+				Received: now, Remote: remote, ID: msg.ID, Instance: msg.Instance,
 			}})
 		} else {
 			n.log.Debug("duplicate message dropped", "from", msg.From, "id", msg.ID)

@@ -80,7 +80,7 @@ func (n *Node) Send(ctx context.Context, name, text string) (SendResult, error) 
 	if resolve != nil {
 		return SendResult{}, resolve
 	}
-	line, err := protocol.EncodeChatLine(&protocol.ChatMessage{From: n.cfg.Nickname, Content: text, Timestamp: sentAt.Unix(), ID: id})
+	line, err := protocol.EncodeChatLine(&protocol.ChatMessage{From: n.cfg.Nickname, Content: text, Timestamp: sentAt.Unix(), ID: id, Instance: n.instance})
 	if err != nil {
 		return SendResult{Peer: peer}, fmt.Errorf("%w: %d bytes of text, the limit is about %d", ErrTooLong, len(text), protocol.MaxLineSize-100)
 	}

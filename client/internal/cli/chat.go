@@ -181,7 +181,8 @@ func (ui *chatUI) eventLine(ev chat.Event) (string, bool) {
 	p := ev.Peer
 	switch ev.Kind {
 	case chat.EventMessage:
-		return display.MessageLine(ev.Message.Received, ui.loc, ev.Message.From, ev.Message.Text), true
+		m := ev.Message
+		return display.MessageLine(m.Received, ui.loc, senderName(ui.node.Peers(), m), m.Text), true
 	case chat.EventPeerJoined:
 		return fmt.Sprintf("* %s joined (%s)", display.Sanitize(p.Nickname), p.Addr), true
 	case chat.EventPeerLeft:
@@ -194,6 +195,34 @@ func (ui *chatUI) eventLine(ev chat.Event) (string, bool) {
 		return "* " + display.Sanitize(ev.Text), true
 	}
 	return "", false
+}
+
+// senderName is how a message's sender is shown: its nickname, or, when
+// several known peers share it, the selector of the one that wrote (found
+// by instance id, else by address when only one of them is at that IP).
+func senderName(peers []registry.Peer, m chat.Message) string {
+	var same []registry.Peer
+	for _, p := range peers {
+		if p.Nickname == m.From {
+			same = append(same, p)
+		}
+	}
+	if len(same) < 2 {
+		return m.From
+	}
+	var byIP []registry.Peer
+	for _, p := range same {
+		if m.Instance != "" && p.Instance == m.Instance {
+			return registry.Selector(p)
+		}
+		if p.Addr.Addr() == m.Remote.Addr() {
+			byIP = append(byIP, p)
+		}
+	}
+	if len(byIP) == 1 {
+		return registry.Selector(byIP[0])
+	}
+	return m.From + " (one of several)"
 }
 
 // peerNames lists what /send accepts for each peer: the nickname, or the
