@@ -183,3 +183,31 @@ func TestInterfacesNameSegments(t *testing.T) {
 		}
 	})
 }
+
+func TestRunUntilStopsAtTheCondition(t *testing.T) {
+	netsim.Test(t, func(t *testing.T, n *netsim.Network) {
+		a, b := twoHosts(n)
+		tx, rx := udpPair(t, a, b)
+		got := make(chan string, 1)
+		b.Go(func(ctx context.Context) {
+			buf := make([]byte, 10)
+			k, _, err := rx.ReadFrom(buf)
+			if err == nil {
+				got <- string(buf[:k])
+			}
+		})
+		a.Go(func(ctx context.Context) {
+			time.Sleep(3 * time.Second)
+			tx.WriteTo([]byte("late"), rx.LocalAddr())
+		})
+		start := time.Now()
+		ok := n.RunUntil(func() bool { return len(got) == 1 }, time.Minute)
+		if !ok || time.Since(start) > 3*time.Second+20*time.Millisecond {
+			t.Errorf("RunUntil = %v after %v, want true soon after 3s", ok, time.Since(start))
+		}
+		if n.RunUntil(func() bool { return false }, time.Second) {
+			t.Error("RunUntil reported a false condition as met")
+		}
+		rx.Close()
+	})
+}

@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/parlance-chat/parlance/netsim"
@@ -53,8 +54,8 @@ type Peer struct {
 	Host   *netsim.Host
 	cfg    Config
 	rng    *rand.Rand
+	mu     sync.Mutex // guards res.known, read by Known
 	res    peerResult
-	doneCh chan struct{}
 }
 
 type peerResult struct {
@@ -76,7 +77,7 @@ func StartAnnouncers(n *netsim.Network, seg *netsim.Segment, cfg Config) []*Peer
 	for i := range peers {
 		name := fmt.Sprintf("peer%d", i)
 		p := &Peer{Name: name, Host: n.AddHost(name, seg), cfg: cfg,
-			rng: rand.New(rand.NewPCG(n.Seed(), uint64(i))), doneCh: make(chan struct{})}
+			rng: rand.New(rand.NewPCG(n.Seed(), uint64(i)))}
 		peers[i] = p
 	}
 	for _, p := range peers {
@@ -93,7 +94,9 @@ func (p *Peer) Start() {
 	if err != nil {
 		return
 	}
+	p.mu.Lock()
 	p.res.known = make(map[string]time.Time)
+	p.mu.Unlock()
 	msg, _ := json.Marshal(announce{Type: "announce", Nickname: p.Name, TCPPort: 40000})
 	h.Go(func(ctx context.Context) {
 		defer pc.Close()
@@ -138,7 +141,9 @@ func (p *Peer) loop(pc net.PacketConn, msg []byte) {
 		}
 		p.res.decoded++
 		if p.cfg.Expiry > 0 && a.Nickname != p.Name {
+			p.mu.Lock()
 			p.res.known[a.Nickname] = time.Now()
+			p.mu.Unlock()
 		}
 	}
 }
@@ -148,11 +153,25 @@ func (p *Peer) expire() {
 		return
 	}
 	now := time.Now()
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	for _, name := range slices.Sorted(maps.Keys(p.res.known)) {
 		if now.Sub(p.res.known[name]) > p.cfg.Expiry {
 			delete(p.res.known, name)
 		}
 	}
+}
+
+// Known returns how many other peers each peer knows now (with an Expiry
+// set).
+func Known(peers []*Peer) []int {
+	out := make([]int, len(peers))
+	for i, p := range peers {
+		p.mu.Lock()
+		out[i] = len(p.res.known)
+		p.mu.Unlock()
+	}
+	return out
 }
 
 // Summarize sums the peers' observations. Call it after the network is closed

@@ -28,7 +28,7 @@ func TestAnnounceLoad(t *testing.T) {
 		if os.Getenv("NETSIM_BENCH_PEERS") != "" {
 			expiry = 0
 		}
-		ps := scenario.StartAnnouncers(n, lan, scenario.Config{Peers: peers, Expiry: expiry})
+		ps := scenario.StartAnnouncers(n, lan, scenario.Config{Peers: peers, Expiry: expiry, NoDecode: os.Getenv("NETSIM_BENCH_NODECODE") != ""})
 		time.Sleep(dur)
 		n.Close()
 		res := scenario.Summarize(ps)
