@@ -50,12 +50,12 @@ type Result struct {
 // Peer is one simulated discovery peer: it multicasts an announce at random
 // intervals and decodes everything it receives, in one event loop.
 type Peer struct {
-	Name   string
-	Host   *netsim.Host
-	cfg    Config
-	rng    *rand.Rand
-	mu     sync.Mutex // guards res.known, read by Known
-	res    peerResult
+	Name string
+	Host *netsim.Host
+	cfg  Config
+	rng  *rand.Rand
+	mu   sync.Mutex // guards res.known, read by Known
+	res  peerResult
 }
 
 type peerResult struct {
