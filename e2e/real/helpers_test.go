@@ -104,11 +104,23 @@ func (p *peer) waitLeft(from int, nick string) {
 // be a delivery confirmed by an ack.
 func (p *peer) send(to, text string) {
 	p.t.Helper()
+	p.sendOutcome(to, text, re(`Delivered to %s\.$`, q(to)))
+}
+
+// sendUnconfirmed is send to a peer known as an original client, which
+// cannot acknowledge.
+func (p *peer) sendUnconfirmed(to, text string) {
+	p.t.Helper()
+	p.sendOutcome(to, text, re(`Sent to %s \(an original client: it cannot confirm delivery\)\.$`, q(to)))
+}
+
+func (p *peer) sendOutcome(to, text string, want *regexp.Regexp) {
+	p.t.Helper()
 	m := p.Mark()
 	p.Input("/send " + to + " " + text)
 	_, line := p.WaitLine(m, re(`(Delivered to|Not sent|Not confirmed by|Sent to) `), wait)
-	if !re(`Delivered to %s\.$`, q(to)).MatchString(line) {
-		p.t.Fatalf("%s: /send %s %s: %q, want a confirmed delivery", p.nick, to, text, line)
+	if !want.MatchString(line) {
+		p.t.Fatalf("%s: /send %s %s: %q, want %q", p.nick, to, text, line, want)
 	}
 }
 
