@@ -14,7 +14,9 @@ type Link struct {
 	// order whatever the latency does.
 	Latency time.Duration
 	// Jitter adds a uniform random delay in [0, Jitter) to each datagram,
-	// so datagrams reorder. Streams are not jittered.
+	// so datagrams reorder. Streams are not jittered. A multicast datagram
+	// draws its jitter once: its receivers on the segment get it together
+	// (loss and duplication are drawn per receiver).
 	Jitter time.Duration
 	// Loss is the probability that a datagram is lost, drawn per receiver
 	// when it arrives (so it applies to datagrams already in flight).
