@@ -211,3 +211,46 @@ func TestRunUntilStopsAtTheCondition(t *testing.T) {
 		rx.Close()
 	})
 }
+
+func TestThousandHostsHearOneAnnounce(t *testing.T) {
+	netsim.Test(t, func(t *testing.T, n *netsim.Network) {
+		lan := n.AddSegment("lan")
+		var socks []net.PacketConn
+		for i := range 1000 {
+			h := n.AddHost(fmt.Sprintf("h%d", i), lan)
+			pc, err := h.ListenMulticastUDP(h.Context(), "udp4", nil, group)
+			if err != nil {
+				t.Fatal(err)
+			}
+			socks = append(socks, pc)
+		}
+		socks[0].WriteTo([]byte("hello"), group)
+		n.RunFor(time.Millisecond)
+		if got := n.Stats().Deliveries; got != 1000 {
+			t.Errorf("%d deliveries, want 1000", got)
+		}
+		if got, want := socks[999].LocalAddr().String(), "10.1.3.232:6789"; got != want {
+			t.Errorf("host 1000's address = %s, want %s", got, want)
+		}
+	})
+}
+
+func TestIsolateCutsOneHostFromAll(t *testing.T) {
+	netsim.Test(t, func(t *testing.T, n *netsim.Network) {
+		lan := n.AddSegment("lan")
+		a, b := n.AddHost("a", lan), n.AddHost("b", lan)
+		ab, brx := udpPair(t, a, b)
+		n.Isolate(a)
+		late := n.AddHost("late", lan) // added after the rule: still cut off
+		lb, lrx := udpPair(t, late, a)
+		sendN(t, ab, brx.LocalAddr(), 1)
+		sendN(t, lb, lrx.LocalAddr(), 1)
+		n.RunFor(time.Millisecond)
+		if len(drain(brx))+len(drain(lrx)) != 0 {
+			t.Error("an isolated host exchanged datagrams")
+		}
+		if c := n.FaultCount(netsim.FaultPartition); c != 2 {
+			t.Errorf("partition count %d, want 2", c)
+		}
+	})
+}

@@ -17,6 +17,10 @@ import (
 // SeedEnv names the environment variable that fixes the seed of Test.
 const SeedEnv = "NETSIM_SEED"
 
+// TraceEnv names the environment variable that, set to a file name, makes
+// Test and Run write the trace there (when Options.Trace is not set).
+const TraceEnv = "NETSIM_TRACE"
+
 // SeedFromEnv returns the seed in $NETSIM_SEED, or else one derived from the
 // test's name, so that every test has its own fixed seed.
 func SeedFromEnv(t testing.TB) uint64 {
@@ -64,6 +68,20 @@ func optsOf(opts []Options) *Options {
 // of the run.
 func Run(t *testing.T, seed uint64, opts *Options, body func(t *testing.T, n *Network)) (traceHash string) {
 	t.Helper()
+	if path := os.Getenv(TraceEnv); path != "" && (opts == nil || opts.Trace == nil) {
+		f, err := os.Create(path)
+		if err != nil {
+			t.Fatalf("netsim: %s: %v", TraceEnv, err)
+		}
+		defer f.Close()
+		o := Options{}
+		if opts != nil {
+			o = *opts
+		}
+		o.Trace = bufio.NewWriter(f)
+		defer o.Trace.(*bufio.Writer).Flush()
+		opts = &o
+	}
 	synctest.Test(t, func(t *testing.T) {
 		n := New(seed, opts)
 		defer func() {
@@ -73,7 +91,7 @@ func Run(t *testing.T, seed uint64, opts *Options, body func(t *testing.T, n *Ne
 		body(t, n)
 	})
 	if t.Failed() {
-		t.Logf("netsim: seed %d; replay with: %s", seed, ReplayCommand(t, seed))
+		t.Logf("netsim: seed %d; replay with: %s (add %s=FILE for the trace)", seed, ReplayCommand(t, seed), TraceEnv)
 	}
 	return traceHash
 }
