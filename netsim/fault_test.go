@@ -282,6 +282,7 @@ func TestFaultCrashAndRestart(t *testing.T) {
 		}
 		wantCount(t, n, netsim.FaultCrash)
 		wantCount(t, n, netsim.FaultReset)
+		wantCount(t, n, netsim.FaultHostDown) // the SYN that vanished
 
 		b.Restart()
 		if b.Context().Err() != nil || b.IP().String() != "10.1.0.2" {
