@@ -2,6 +2,7 @@ package netsim
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -17,6 +18,7 @@ type deadline struct {
 	timer  *time.Timer
 	cancel chan struct{}
 	notify chan struct{}
+	passed atomic.Bool // cancel is closed; read without the lock on hot paths
 }
 
 func makeDeadline() deadline { return deadline{cancel: make(chan struct{})} }
@@ -37,14 +39,17 @@ func (d *deadline) set(t time.Time) {
 		if closed {
 			d.cancel = make(chan struct{})
 		}
+		d.passed.Store(false)
 		return
 	}
 	if dur := time.Until(t); dur > 0 {
 		if closed {
 			d.cancel = make(chan struct{})
 		}
+		d.passed.Store(false)
 		cancel, notify := d.cancel, d.notify
 		d.timer = time.AfterFunc(dur, func() {
+			d.passed.Store(true)
 			close(cancel)
 			if notify != nil {
 				signal(notify)
@@ -52,6 +57,7 @@ func (d *deadline) set(t time.Time) {
 		})
 		return
 	}
+	d.passed.Store(true)
 	if !closed {
 		close(d.cancel)
 		if d.notify != nil {
@@ -66,7 +72,7 @@ func (d *deadline) wait() chan struct{} {
 	return d.cancel
 }
 
-func (d *deadline) expired() bool { return isClosed(d.wait()) }
+func (d *deadline) expired() bool { return d.passed.Load() }
 
 func isClosed(c chan struct{}) bool {
 	select {
