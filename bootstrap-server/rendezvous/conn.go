@@ -1,12 +1,17 @@
 package rendezvous
 
 import (
+	"bufio"
+	"encoding/binary"
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/gorilla/websocket"
 	"github.com/parlance-chat/parlance/protocol"
@@ -27,9 +32,10 @@ type outMsg struct {
 	data []byte
 }
 
-// conn is one WebSocket client. One reader goroutine per connection
-// (readLoop) reads and handles messages; a writer goroutine exists only
-// while frames are queued, so an idle connection owns no writer.
+// conn is one WebSocket client. One goroutine per connection waits for,
+// reads and handles messages (wait and read, below); a writer goroutine
+// exists only while frames are queued, so an idle connection owns no
+// writer.
 type conn struct {
 	s    *Server
 	ws   *websocket.Conn
@@ -38,7 +44,9 @@ type conn struct {
 	ipst *ipState
 
 	lastReadNano atomic.Int64
-	done         chan struct{} // a worker finished this conn's frame
+	fc           *frameConn
+	raw          syscall.RawConn // the TCP socket, for wait; nil for TLS
+	done         chan bool       // a reader is done with this conn: go on?
 
 	// Guarded by Server.mu.
 	peer    *peer // current registration, nil when none
@@ -134,102 +142,161 @@ func (c *conn) writeLoop() {
 	}
 }
 
-// readLoop reads and handles frames until the connection fails or is
-// closed, then removes the connection's registration.
-func (c *conn) readLoop() {
-	s := c.s
-	defer s.dropConn(c)
-	defer func() {
-		// Unless a close frame is on its way (its writer closes the
-		// socket once it is written), close the socket now.
-		c.mu.Lock()
-		pending := c.closing && c.writing
-		c.closing = true
-		c.mu.Unlock()
-		if !pending {
-			c.closeNet()
-		}
-	}()
-	c.ws.SetPongHandler(func(string) error {
-		c.touch()
-		return c.ws.SetReadDeadline(time.Now().Add(s.cfg.ReadTimeout))
-	})
-	for {
-		if err := c.ws.SetReadDeadline(time.Now().Add(s.cfg.ReadTimeout)); err != nil {
-			return
-		}
-		_, r, err := c.ws.NextReader()
-		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				s.metrics.err(errKindReadTimeout)
-				s.log.Debug("read timeout", "ip", c.ip)
+// An idle connection costs little because of how it waits. Its one
+// goroutine (wait) parks in a readiness check on the socket that is only
+// a few frames deep, so its stack stays at the 2 KiB a goroutine starts
+// with. When bytes arrive it hands the connection to a pooled reader
+// goroutine, which reads and handles messages on its own, already grown
+// stack until no message is left half-read, and then gives the
+// connection back. (Parked inside gorilla's reader, a goroutine is about
+// 1.8 KiB deep and grows to 4 KiB, which the runtime never shrinks back;
+// reading on a fresh goroutine per message would pay for growing its
+// stack every time instead.) A client that sends half a frame holds one
+// reader until its read deadline, as it held its own goroutine before.
+//
+// wait may trust the socket only when nothing is buffered above it:
+// frameConn hands gorilla the bytes of one frame at a time, so once a
+// message is read to its end, gorilla's buffer is empty. A TLS conn
+// buffers whole records itself, so there the goroutine reads directly.
+
+// readerIdle is how long a pooled reader waits for work before it exits.
+const readerIdle = 2 * time.Second
+
+// startReading runs c's goroutine; the caller has counted it in s.wg and
+// set the read deadline. Nothing deep runs on this stack before the end.
+func (c *conn) startReading() {
+	if c.raw == nil {
+		for c.readMessage() {
+			if c.ws.SetReadDeadline(time.Now().Add(c.s.cfg.ReadTimeout)) != nil {
+				break
 			}
-			return
 		}
-		c.touch()
-		bp := s.getBuf()
-		n, tooBig, err := readFrame(r, *bp)
-		if err != nil {
-			s.putBuf(bp)
-			return
-		}
-		if !s.allow(c) {
-			s.putBuf(bp)
-			s.metrics.err(errKindRateLimited)
-			s.metrics.rateLimited.Inc()
-			s.log.Info("closing connection: message rate exceeded", "ip", c.ip)
-			c.closeWith(
-				outMsg{kind: msgText, data: encodeServer(&protocol.Error{Message: ErrTextRateLimited})},
-				outMsg{kind: msgClose, data: websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "rate limit exceeded")},
-			)
-			return
-		}
-		if tooBig {
-			s.putBuf(bp)
-			s.metrics.err(errKindTooLarge)
-			s.metrics.msg("invalid")
-			s.log.Info("closing connection: frame too large", "ip", c.ip, "limit", s.cfg.MaxFrame)
-			c.closeWith(
-				outMsg{kind: msgText, data: s.frameErr},
-				outMsg{kind: msgClose, data: websocket.FormatCloseMessage(websocket.CloseMessageTooBig, "frame too large")},
-			)
-			return
-		}
-		// Decoding and handling run on one of the server's workers,
-		// while this goroutine waits: its stack stays as shallow as a
-		// blocked read needs, which is most of what an idle connection
-		// costs.
-		select {
-		case s.jobs <- job{c: c, buf: bp, n: n}:
-		case <-s.ctx.Done():
-			s.putBuf(bp)
-			return
-		}
-		<-c.done
+		c.end()
+		return
 	}
-}
-
-// job is one received frame for a worker.
-type job struct {
-	c   *conn
-	buf *[]byte
-	n   int
-}
-
-// workLoop decodes and handles frames for every connection. A job, once
-// taken, is always finished and acknowledged on its conn's done channel.
-func (s *Server) workLoop() {
 	for {
-		select {
-		case <-s.ctx.Done():
-			return
-		case j := <-s.jobs:
-			s.process(j.c, (*j.buf)[:j.n])
-			s.putBuf(j.buf)
-			j.c.done <- struct{}{}
+		if err := c.raw.Read(peekReadable); err != nil {
+			c.readFailed(err)
+			break
+		}
+		c.s.dispatch(c)
+		if !<-c.done {
+			break
 		}
 	}
+	c.end()
+}
+
+// peekReadable reports whether a read of fd would not block: data, end of
+// stream or an error are waiting. It consumes nothing.
+func peekReadable(fd uintptr) bool {
+	var b [1]byte
+	_, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
+	return errno != syscall.EAGAIN && errno != syscall.EWOULDBLOCK && errno != syscall.EINTR
+}
+
+// dispatch gives c to an idle reader, or to a new one.
+func (s *Server) dispatch(c *conn) {
+	select {
+	case s.readable <- c:
+	default:
+		s.wg.Go(func() { s.reader(c) })
+	}
+}
+
+// reader reads for one connection after another, and exits once idle.
+func (s *Server) reader(c *conn) {
+	t := time.NewTimer(readerIdle)
+	defer t.Stop()
+	for {
+		c.done <- c.readAvailable()
+		t.Reset(readerIdle)
+		select {
+		case c = <-s.readable:
+		case <-t.C:
+			return
+		case <-s.ctx.Done():
+			return
+		}
+	}
+}
+
+// readAvailable reads and handles messages until none is partly read. It
+// reports false when the connection is to end.
+func (c *conn) readAvailable() bool {
+	for {
+		if !c.readMessage() {
+			return false
+		}
+		if c.ws.SetReadDeadline(time.Now().Add(c.s.cfg.ReadTimeout)) != nil {
+			return false
+		}
+		if c.fc.atBoundary() {
+			return true
+		}
+	}
+}
+
+// end closes c (unless a close frame is on its way: its writer closes the
+// socket once it is written) and removes its registration.
+func (c *conn) end() {
+	c.mu.Lock()
+	pending := c.closing && c.writing
+	c.closing = true
+	c.mu.Unlock()
+	if !pending {
+		c.closeNet()
+	}
+	c.s.dropConn(c)
+}
+
+func (c *conn) readFailed(err error) {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		c.s.metrics.err(errKindReadTimeout)
+		c.s.log.Debug("read timeout", "ip", c.ip)
+	}
+}
+
+// readMessage reads and handles one message. It reports false when the
+// connection is to end.
+func (c *conn) readMessage() bool {
+	s := c.s
+	_, r, err := c.ws.NextReader()
+	if err != nil {
+		c.readFailed(err)
+		return false
+	}
+	c.touch()
+	bp := s.getBuf()
+	defer s.putBuf(bp)
+	n, tooBig, err := readFrame(r, *bp)
+	if err != nil {
+		return false
+	}
+	if !s.allow(c) {
+		s.metrics.err(errKindRateLimited)
+		s.metrics.rateLimited.Inc()
+		s.log.Info("closing connection: message rate exceeded", "ip", c.ip)
+		c.closeWith(
+			outMsg{kind: msgText, data: encodeServer(&protocol.Error{Message: ErrTextRateLimited})},
+			outMsg{kind: msgClose, data: websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "rate limit exceeded")},
+		)
+		return false
+	}
+	if tooBig {
+		s.metrics.err(errKindTooLarge)
+		s.metrics.msg("invalid")
+		s.log.Info("closing connection: frame too large", "ip", c.ip, "limit", s.cfg.MaxFrame)
+		c.closeWith(
+			outMsg{kind: msgText, data: s.frameErr},
+			outMsg{kind: msgClose, data: websocket.FormatCloseMessage(websocket.CloseMessageTooBig, "frame too large")},
+		)
+		return false
+	}
+	s.process(c, (*bp)[:n])
+	return true
 }
 
 func (s *Server) process(c *conn, frame []byte) {
@@ -241,6 +308,95 @@ func (s *Server) process(c *conn, frame []byte) {
 		return
 	}
 	s.handle(c, m)
+}
+
+// frameConn is the conn gorilla reads from. Each Read returns bytes of
+// one WebSocket frame only, so that nothing of a next frame waits in
+// gorilla's buffer when a message has been read to its end (see wait).
+// A client frame's header is 6 to 14 bytes (clients must mask); the
+// first read of a header asks for 6, the rest once the length is known.
+type frameConn struct {
+	net.Conn
+	hdr  [14]byte
+	nhdr int    // header bytes seen
+	need int    // header length, once nhdr >= 2
+	left uint64 // payload bytes of the current frame still to come
+}
+
+func (f *frameConn) atBoundary() bool { return f.nhdr == 0 && f.left == 0 }
+
+func (f *frameConn) Read(p []byte) (int, error) {
+	var limit uint64
+	switch {
+	case f.left > 0:
+		limit = f.left
+	case f.nhdr < 2:
+		limit = uint64(6 - f.nhdr)
+	default:
+		limit = uint64(f.need - f.nhdr)
+	}
+	if uint64(len(p)) > limit {
+		p = p[:limit]
+	}
+	n, err := f.Conn.Read(p)
+	f.advance(p[:n])
+	return n, err
+}
+
+// advance follows the frame structure over b, bytes just read.
+func (f *frameConn) advance(b []byte) {
+	for len(b) > 0 {
+		if f.left > 0 {
+			k := min(f.left, uint64(len(b)))
+			f.left -= k
+			b = b[k:]
+			continue
+		}
+		if f.nhdr < len(f.hdr) {
+			f.hdr[f.nhdr] = b[0]
+		}
+		f.nhdr++
+		b = b[1:]
+		if f.nhdr == 2 {
+			f.need = 2
+			switch f.hdr[1] & 0x7f {
+			case 126:
+				f.need += 2
+			case 127:
+				f.need += 8
+			}
+			if f.hdr[1]&0x80 != 0 {
+				f.need += 4
+			}
+		}
+		if f.nhdr >= 2 && f.nhdr == f.need {
+			switch l := f.hdr[1] & 0x7f; l {
+			case 126:
+				f.left = uint64(binary.BigEndian.Uint16(f.hdr[2:4]))
+			case 127:
+				f.left = binary.BigEndian.Uint64(f.hdr[2:10])
+			default:
+				f.left = uint64(l)
+			}
+			f.nhdr, f.need = 0, 0
+		}
+	}
+}
+
+// hijacker wraps the ResponseWriter gorilla upgrades, so that the conn it
+// takes over is a frameConn.
+type hijacker struct {
+	http.ResponseWriter
+	fc *frameConn
+}
+
+func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	nc, brw, err := http.NewResponseController(h.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	h.fc = &frameConn{Conn: nc}
+	return h.fc, brw, nil
 }
 
 // readFrame reads one message into buf (len MaxFrame+1). tooBig reports a

@@ -8,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -57,10 +56,10 @@ type Server struct {
 	frameErr []byte    // the frame-too-large error, encoded once
 	bufs     sync.Pool // *[]byte read buffers of MaxFrame+1 bytes
 
-	ctx    context.Context // cancelled by Shutdown
-	cancel context.CancelFunc
-	wg     sync.WaitGroup // every goroutine the server starts
-	jobs   chan job       // frames for the workers
+	ctx      context.Context // cancelled by Shutdown
+	readable chan *conn      // connections with input, for idle readers
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup // every goroutine the server starts
 
 	mu         sync.Mutex
 	closing    bool
@@ -77,8 +76,8 @@ type ipState struct {
 	lim   *rate.Limiter
 }
 
-// NewServer returns a server configured by cfg. It starts a few goroutines
-// (the expiry sweep and the message workers); Close stops them.
+// NewServer returns a server configured by cfg. It starts a goroutine
+// (the expiry sweep); Close stops it.
 func NewServer(cfg Config) (*Server, error) {
 	cfg, err := cfg.withDefaults()
 	if err != nil {
@@ -128,13 +127,8 @@ func NewServer(cfg Config) (*Server, error) {
 	mux.HandleFunc("/", s.serveWebSocket)
 	s.handler = mux
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.jobs = make(chan job)
+	s.readable = make(chan *conn)
 	s.wg.Go(s.sweepLoop)
-	// Handling is serialised by s.mu; a few workers let decoding
-	// overlap with it.
-	for range max(2, runtime.GOMAXPROCS(0)) {
-		s.wg.Go(s.workLoop)
-	}
 	return s, nil
 }
 
@@ -278,14 +272,18 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	overLimit := s.cfg.MaxConnsPerIP > 0 && st.conns > s.cfg.MaxConnsPerIP
 	s.mu.Unlock()
 
-	ws, err := s.upgrader.Upgrade(w, r, nil)
+	hj := &hijacker{ResponseWriter: w}
+	ws, err := s.upgrader.Upgrade(hj, r, nil)
 	if err != nil {
 		// The upgrader has answered the request.
 		s.log.Debug("handshake failed", "remote", r.RemoteAddr, "err", err)
 		s.releaseIP(ip)
 		return
 	}
-	c := &conn{s: s, ws: ws, ip: ip, port: port, ipst: st, done: make(chan struct{}, 1)}
+	c := &conn{s: s, ws: ws, fc: hj.fc, ip: ip, port: port, ipst: st, done: make(chan bool, 1)}
+	if tc, ok := hj.fc.Conn.(*net.TCPConn); ok {
+		c.raw, _ = tc.SyscallConn()
+	}
 	c.touch()
 
 	s.mu.Lock()
@@ -314,9 +312,16 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	// The reader runs in its own goroutine so that this handler returns
 	// and net/http drops its per-request buffers: an idle connection then
 	// costs one small stack and a 256-byte read buffer.
+	ws.SetPongHandler(func(string) error {
+		c.touch()
+		return ws.SetReadDeadline(time.Now().Add(s.cfg.ReadTimeout))
+	})
+	if err := ws.SetReadDeadline(time.Now().Add(s.cfg.ReadTimeout)); err != nil {
+		c.closeNet()
+	}
 	go func() {
 		defer s.wg.Done()
-		c.readLoop()
+		c.startReading()
 	}()
 }
 

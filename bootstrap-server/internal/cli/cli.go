@@ -12,6 +12,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"strconv"
 	"strings"
 
@@ -42,6 +44,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		msgBurst  = fs.Int("msg-burst", rendezvous.DefaultMsgBurstPerIP, "message burst allowed from one IP address")
 		maxFrame  = fs.Int("max-frame", rendezvous.DefaultMaxFrame, "maximum size in bytes of a frame from a client")
 		trustXFF  = fs.Bool("trust-forwarded-for", false, "take client addresses from X-Forwarded-For (only behind a proxy that sets it)")
+		debugAddr = fs.String("debug-addr", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; keep it private (default: off)")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: bootstrap-server [flags]\n\nA Parlance bootstrap (rendezvous) server. Every flag falls back to the\nenvironment variable %s<FLAG NAME>, e.g. %sPORT=8080.\n\n", EnvPrefix, EnvPrefix)
@@ -130,6 +133,20 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		scheme = "wss"
 	}
 	log.Info("listening", "addr", ln.Addr().String(), "url", scheme+"://"+ln.Addr().String())
+	if *debugAddr != "" {
+		dln, err := lc.Listen(ctx, "tcp", *debugAddr)
+		if err != nil {
+			ln.Close()
+			srv.Close()
+			return fmt.Errorf("bootstrap-server: --debug-addr: %w", err)
+		}
+		defer dln.Close()
+		mux := http.NewServeMux()
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		log.Info("serving profiles", "addr", dln.Addr().String())
+		go http.Serve(dln, mux) // ends when dln is closed on return.
+	}
 	if ready != nil {
 		ready(ln.Addr())
 	}
