@@ -30,6 +30,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -53,9 +54,9 @@ func main() {
 
 type options struct {
 	n, perWorker, perIP, conc, subs, samples, joins int
-	server, url                                     string
+	server, url, serverFlags, pprofDir              string
 	pid                                             int
-	hold, timeout                                   time.Duration
+	hold, timeout, pprofSeconds                     time.Duration
 }
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
@@ -64,6 +65,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	var o options
 	fs.IntVar(&o.n, "n", 1000, "registered clients to hold")
 	fs.StringVar(&o.server, "server", "", "bootstrap-server binary to start on 127.0.0.1 (or use -url and -pid)")
+	fs.StringVar(&o.serverFlags, "server-flags", "", "extra flags for the -server binary, space-separated (e.g. \"--gc-percent 50\")")
+	fs.StringVar(&o.pprofDir, "pprof", "", "directory: with -server, save the server's CPU profile of the register burst and heap/goroutine profiles after the hold")
+	fs.DurationVar(&o.pprofSeconds, "pprof-seconds", 3*time.Second, "length of the register-burst CPU profile")
 	fs.StringVar(&o.url, "url", "", "URL of a running server (ws://127.x.y.z:port/)")
 	fs.IntVar(&o.pid, "pid", 0, "process id of the running server, for RSS and CPU")
 	fs.IntVar(&o.perWorker, "max-per-worker", 15000, "clients per worker process (each needs that many open files)")
@@ -93,8 +97,13 @@ func coordinate(ctx context.Context, o options, stdout, stderr io.Writer) error 
 	}
 	if o.server != "" {
 		port := 18080
-		cmd := exec.CommandContext(ctx, o.server, "--host", "127.0.0.1", "--port", strconv.Itoa(port), "--log-level", "warn",
-			"--max-peers", strconv.Itoa(o.n+o.subs+o.joins+10))
+		args := []string{"--host", "127.0.0.1", "--port", strconv.Itoa(port), "--log-level", "warn",
+			"--max-peers", strconv.Itoa(o.n + o.subs + o.joins + 10)}
+		if o.pprofDir != "" {
+			args = append(args, "--debug-addr", debugAddr)
+		}
+		args = append(args, strings.Fields(o.serverFlags)...)
+		cmd := exec.CommandContext(ctx, o.server, args...)
 		cmd.Stderr = stderr
 		cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
 		cmd.WaitDelay = 5 * time.Second
@@ -162,9 +171,24 @@ func coordinate(ctx context.Context, o options, stdout, stderr io.Writer) error 
 			return fmt.Errorf("worker %d did not start", i)
 		}
 	}
+	var profDone chan error
+	if o.pprofDir != "" && o.server != "" {
+		profDone = make(chan error, 1)
+		go func() {
+			profDone <- fetch(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", debugAddr, int(o.pprofSeconds.Seconds())),
+				filepath.Join(o.pprofDir, "cpu-register.pb.gz"))
+		}()
+		time.Sleep(200 * time.Millisecond) // let the profile start
+	}
 	cpuReg0, err := cpuSeconds(o.pid)
 	if err != nil {
 		return err
+	}
+	busy0, _ := machineBusySeconds()
+	workCPU0 := 0.0
+	for _, w := range workers {
+		c, _ := cpuSeconds(w.cmd.Process.Pid)
+		workCPU0 += c
 	}
 	start := time.Now()
 	for _, w := range workers {
@@ -187,8 +211,20 @@ func coordinate(ctx context.Context, o options, stdout, stderr io.Writer) error 
 	}
 	regTime := time.Since(start)
 	cpuReg1, _ := cpuSeconds(o.pid)
-	fmt.Fprintf(stdout, "registered %d clients in %d worker process(es) in %.3f s (%.0f registrations/s); server CPU %.2f s (%.0f us per connect+register)\n",
-		total, nw, regTime.Seconds(), float64(total)/regTime.Seconds(), cpuReg1-cpuReg0, 1e6*(cpuReg1-cpuReg0)/float64(total))
+	workCPU1 := 0.0
+	for _, w := range workers {
+		c, _ := cpuSeconds(w.cmd.Process.Pid)
+		workCPU1 += c
+	}
+	busy1, _ := machineBusySeconds()
+	srvCPU, genCPU := cpuReg1-cpuReg0, workCPU1-workCPU0
+	fmt.Fprintf(stdout, "registered %d clients in %d worker process(es) in %.3f s (%.0f registrations/s); server CPU %.2f s (%.0f us per connect+register); load generator CPU %.2f s; other processes %.2f CPU s\n",
+		total, nw, regTime.Seconds(), float64(total)/regTime.Seconds(), srvCPU, 1e6*srvCPU/float64(total), genCPU, max(0, busy1-busy0-srvCPU-genCPU))
+	if profDone != nil {
+		if err := <-profDone; err != nil {
+			return err
+		}
+	}
 
 	// Idle hold: heartbeats only.
 	cpu0, err := cpuSeconds(o.pid)
@@ -202,6 +238,13 @@ func coordinate(ctx context.Context, o options, stdout, stderr io.Writer) error 
 	}
 	cpu1, _ := cpuSeconds(o.pid)
 	rss, _ := rssKiB(o.pid)
+	if o.pprofDir != "" && o.server != "" {
+		for name, u := range map[string]string{"heap-hold.pb.gz": "heap", "heap-hold.txt": "heap?debug=1", "goroutine-hold.txt": "goroutine?debug=1"} {
+			if err := fetch(ctx, "http://"+debugAddr+"/debug/pprof/"+u, filepath.Join(o.pprofDir, name)); err != nil {
+				return err
+			}
+		}
+	}
 	perConn := float64(rss-rssBase) / float64(total)
 	fmt.Fprintf(stdout, "hold %v: server RSS %d KiB (+%d KiB) = %.2f KiB per registered connection; CPU %.2f s (%.1f%% of one core; %.1f us per heartbeat)\n",
 		o.hold, rss, rss-rssBase, perConn, cpu1-cpu0, 100*(cpu1-cpu0)/o.hold.Seconds(),
@@ -324,6 +367,30 @@ func measurePush(ctx context.Context, o options, total int, stdout io.Writer) er
 	return nil
 }
 
+// debugAddr is where a -server started with -pprof serves its profiles.
+const debugAddr = "127.0.0.1:18081"
+
+// fetch saves the body of a GET to file.
+func fetch(ctx context.Context, url, file string) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", url, nil)
+	if err != nil {
+		return err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("profile: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("profile %s: %s", url, resp.Status)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return fmt.Errorf("profile %s: %w", url, err)
+	}
+	return os.WriteFile(file, b, 0o644)
+}
+
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func waitHealthy(ctx context.Context, url string) error {
@@ -353,6 +420,29 @@ func rssKiB(pid int) (int, error) {
 		}
 	}
 	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
+}
+
+// machineBusySeconds is the CPU time all processors spent not idle, from
+// /proc/stat: what else ran on the machine shows in the run's figures.
+func machineBusySeconds() (float64, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 6 || f[0] != "cpu" {
+		return 0, errors.New("parse /proc/stat")
+	}
+	busy := 0.0
+	for i, v := range f[1:] {
+		if i == 3 || i == 4 { // idle, iowait
+			continue
+		}
+		x, _ := strconv.ParseFloat(v, 64)
+		busy += x
+	}
+	return busy / 100, nil
 }
 
 // cpuSeconds reads utime+stime from /proc/<pid>/stat.
