@@ -101,12 +101,24 @@ func EncodeDatagram(d Datagram) ([]byte, error) {
 
 // DecodeDatagram parses one discovery datagram. Input over MaxDatagramSize,
 // invalid UTF-8, a missing or mistyped field, an invalid nickname and an
-// unknown type are errors.
+// unknown type are errors. Datagrams in the canonical layout (the one
+// EncodeDatagram produces) take a hand-written fast path with the same
+// results; anything else goes through encoding/json.
 func DecodeDatagram(b []byte) (Datagram, error) {
 	const what = "datagram"
 	if err := checkInput(what, b, MaxDatagramSize); err != nil {
 		return nil, err
 	}
+	if d, ok := decodeDatagramFast(b); ok {
+		return d, nil
+	}
+	return decodeDatagramSlow(b)
+}
+
+// decodeDatagramSlow is DecodeDatagram through encoding/json, for any input
+// that passed checkInput.
+func decodeDatagramSlow(b []byte) (Datagram, error) {
+	const what = "datagram"
 	typ, err := peekType(what, b)
 	if err != nil {
 		return nil, err

@@ -93,4 +93,10 @@
 // problem (wrapping [ErrMalformed] or [ErrUnknownType]). They never panic.
 // Like encoding/json, they match field names case-insensitively, which is
 // more lenient than the original (serde) and harmless.
+//
+// DecodeDatagram has a hand-written fast path for the canonical layout (the
+// exact bytes EncodeDatagram and the original produce: keys in order, no
+// whitespace, no escapes) that returns what the encoding/json path would;
+// any other input, and every error, goes through encoding/json. A
+// differential fuzz target (FuzzDatagramFastPath) checks the two agree.
 package protocol

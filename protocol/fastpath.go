@@ -1,0 +1,191 @@
+package protocol
+
+// A fast path for DecodeDatagram. Every peer decodes every discovery
+// datagram on its segment, so with N peers the segment decodes N times each
+// announce; encoding/json (reflection, two passes: peekType then the
+// message) costs about 2 us a datagram and dominated a 1,000-peer
+// simulation.
+//
+// decodeDatagramFast accepts only the exact byte layout that EncodeDatagram
+// (and the original) produce:
+//
+//	{"type":"announce","nickname":S,"tcp_port":P[,"instance":S][,"caps":[S(,S)*]]}
+//	{"type":"goodbye","nickname":S[,"instance":S]}
+//	{"type":"query"[,"instance":S]}
+//
+// where S is a non-empty string of bytes other than '"', '\\' and control
+// bytes (< 0x20), and P is a decimal integer from 1 to 65535 without
+// leading zeros. Keys appear once each, in exactly this order and case, with
+// no whitespace. On such input encoding/json unquotes every string to its
+// own bytes (the input is valid UTF-8: checkInput ran first), matches every
+// key exactly, sees no duplicate and no unknown key, so the slow path's
+// result is the one built here. The fast path then runs the same validation
+// (checkIdentity, checkInstance) and, if anything fails or the input differs
+// from the layout in any byte, reports "not handled" and the slow path
+// decides, errors included. FuzzDatagramFastPath checks the equivalence.
+
+// decodeDatagramFast decodes b if it has the canonical layout and is valid.
+// ok is false when b is not handled; the caller then uses the slow path.
+// b must already have passed checkInput.
+func decodeDatagramFast(b []byte) (d Datagram, ok bool) {
+	const prefix = `{"type":"`
+	if len(b) < len(prefix)+2 || string(b[:len(prefix)]) != prefix || b[len(b)-1] != '}' {
+		return nil, false
+	}
+	r := fastReader{b: b, i: len(prefix)}
+	switch {
+	case r.lit(`announce"`):
+		return r.announce()
+	case r.lit(`goodbye"`):
+		return r.goodbye()
+	case r.lit(`query"`):
+		return r.query()
+	}
+	return nil, false
+}
+
+// fastReader scans b from i. Its methods consume input only on success.
+type fastReader struct {
+	b []byte
+	i int
+	s string // b as one string, made on first use: the result strings share it
+}
+
+// lit consumes s if the input continues with it.
+func (r *fastReader) lit(s string) bool {
+	if len(r.b)-r.i < len(s) || string(r.b[r.i:r.i+len(s)]) != s {
+		return false
+	}
+	r.i += len(s)
+	return true
+}
+
+// str consumes a non-empty plain string (after its opening quote has been
+// consumed) and its closing quote.
+func (r *fastReader) str() (string, bool) {
+	start := r.i
+	for j := start; j < len(r.b); j++ {
+		switch c := r.b[j]; {
+		case c == '"':
+			if j == start {
+				return "", false
+			}
+			r.i = j + 1
+			if r.s == "" {
+				r.s = string(r.b) // one allocation for every result string
+			}
+			return r.s[start:j], true
+		case c == '\\' || c < 0x20:
+			return "", false
+		}
+	}
+	return "", false
+}
+
+// port consumes a decimal integer from 1 to 65535 without leading zeros.
+func (r *fastReader) port() (uint16, bool) {
+	v, j := 0, r.i
+	for ; j < len(r.b) && j-r.i < 6; j++ {
+		c := r.b[j]
+		if c < '0' || c > '9' {
+			break
+		}
+		v = v*10 + int(c-'0')
+	}
+	if j == r.i || j-r.i > 5 || r.b[r.i] == '0' || v > 65535 {
+		return 0, false
+	}
+	r.i = j
+	return uint16(v), true
+}
+
+// end reports whether the input ends here with the object's closing brace.
+func (r *fastReader) end() bool { return r.i == len(r.b)-1 && r.b[r.i] == '}' }
+
+// instance consumes an optional `,"instance":S`.
+func (r *fastReader) instance() (string, bool) {
+	if !r.lit(`,"instance":"`) {
+		return "", true
+	}
+	return r.str()
+}
+
+func (r *fastReader) announce() (Datagram, bool) {
+	if !r.lit(`,"nickname":"`) {
+		return nil, false
+	}
+	nick, ok := r.str()
+	if !ok || !r.lit(`,"tcp_port":`) {
+		return nil, false
+	}
+	port, ok := r.port()
+	if !ok {
+		return nil, false
+	}
+	inst, ok := r.instance()
+	if !ok {
+		return nil, false
+	}
+	var caps []string
+	if r.lit(`,"caps":["`) {
+		n := 1
+		for j := r.i; j < len(r.b)-1; j++ {
+			if r.b[j] == ',' {
+				n++ // an upper bound: commas inside strings count too
+			}
+		}
+		if n > MaxCaps {
+			return nil, false
+		}
+		caps = make([]string, 0, n)
+		for {
+			c, ok := r.str()
+			if !ok {
+				return nil, false
+			}
+			caps = append(caps, c)
+			if r.lit(`]`) {
+				break
+			}
+			if !r.lit(`,"`) {
+				return nil, false
+			}
+		}
+	}
+	if !r.end() {
+		return nil, false
+	}
+	if checkIdentity("announce", nick, inst, caps) != nil {
+		return nil, false
+	}
+	return &Announce{Nickname: nick, TCPPort: port, Instance: inst, Caps: caps}, true
+}
+
+func (r *fastReader) goodbye() (Datagram, bool) {
+	if !r.lit(`,"nickname":"`) {
+		return nil, false
+	}
+	nick, ok := r.str()
+	if !ok {
+		return nil, false
+	}
+	inst, ok := r.instance()
+	if !ok || !r.end() {
+		return nil, false
+	}
+	if checkIdentity("goodbye", nick, inst, nil) != nil {
+		return nil, false
+	}
+	return &Goodbye{Nickname: nick, Instance: inst}, true
+}
+
+func (r *fastReader) query() (Datagram, bool) {
+	inst, ok := r.instance()
+	if !ok || !r.end() {
+		return nil, false
+	}
+	if checkInstance("query", inst) != nil {
+		return nil, false
+	}
+	return &Query{Instance: inst}, true
+}
