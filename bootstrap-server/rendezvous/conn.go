@@ -44,6 +44,7 @@ type conn struct {
 	ipst *ipState
 
 	lastReadNano atomic.Int64
+	lingerUntil  atomic.Int64 // UnixNano, once lingerClose runs
 	fc           *frameConn
 	raw          syscall.RawConn // the TCP socket, for wait; nil for TLS
 	done         chan bool       // a reader is done with this conn: go on?
@@ -96,6 +97,43 @@ func (c *conn) enqueue(closeAfter bool, ms ...outMsg) {
 	}
 }
 
+// Bounds of a lingering close.
+const (
+	lingerTimeout = 2 * time.Second
+	lingerBytes   = 1 << 20
+)
+
+// lingerClose ends a connection whose close frame is written: FIN after
+// everything written, then it discards what the client still sends, for
+// at most lingerTimeout and lingerBytes, and closes. Closing at once with
+// unread input makes the kernel answer with a reset, which can destroy
+// the error and close frame before the client reads them (RFC 7230
+// section 6.6): a client cut off for a flood or an oversized frame would
+// not learn why.
+func (c *conn) lingerClose() {
+	nc := c.ws.NetConn()
+	if fc, ok := nc.(*frameConn); ok {
+		nc = fc.Conn // the socket itself: frameConn hides CloseWrite
+	}
+	if cw, ok := nc.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		until := time.Now().Add(lingerTimeout)
+		c.lingerUntil.Store(until.UnixNano())
+		if nc.SetReadDeadline(until) == nil {
+			_, _ = io.CopyN(io.Discard, nc, lingerBytes)
+		}
+	}
+	c.closeNet()
+}
+
+// readDeadline is the deadline for the next read: ReadTimeout from now,
+// or the linger deadline once the connection lingers.
+func (c *conn) readDeadline() time.Time {
+	if u := c.lingerUntil.Load(); u != 0 {
+		return time.Unix(0, u)
+	}
+	return time.Now().Add(c.s.cfg.ReadTimeout)
+}
+
 // writeLoop writes queued frames until the queue is empty, then exits.
 // After a close frame, or a failed write, it closes the connection.
 func (c *conn) writeLoop() {
@@ -107,7 +145,7 @@ func (c *conn) writeLoop() {
 			done := c.closing
 			c.mu.Unlock()
 			if done {
-				c.closeNet()
+				c.lingerClose()
 			}
 			return
 		}
@@ -167,7 +205,7 @@ const readerIdle = 2 * time.Second
 func (c *conn) startReading() {
 	if c.raw == nil {
 		for c.readMessage() {
-			if c.ws.SetReadDeadline(time.Now().Add(c.s.cfg.ReadTimeout)) != nil {
+			if c.ws.SetReadDeadline(c.readDeadline()) != nil {
 				break
 			}
 		}
@@ -229,7 +267,7 @@ func (c *conn) readAvailable() bool {
 		if !c.readMessage() {
 			return false
 		}
-		if c.ws.SetReadDeadline(time.Now().Add(c.s.cfg.ReadTimeout)) != nil {
+		if c.ws.SetReadDeadline(c.readDeadline()) != nil {
 			return false
 		}
 		if c.fc.atBoundary() {
@@ -238,11 +276,12 @@ func (c *conn) readAvailable() bool {
 	}
 }
 
-// end closes c (unless a close frame is on its way: its writer closes the
-// socket once it is written) and removes its registration.
+// end closes c (unless a close frame is queued or written: its writer
+// closes the socket, lingering, once it is written) and removes its
+// registration.
 func (c *conn) end() {
 	c.mu.Lock()
-	pending := c.closing && c.writing
+	pending := c.closing
 	c.closing = true
 	c.mu.Unlock()
 	if !pending {
