@@ -9,7 +9,6 @@ import (
 	"net"
 	"os"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -272,14 +271,6 @@ func TestRealBadActorServer(t *testing.T) {
 					limited = true
 				}
 			}
-		}
-		if errors.Is(err, syscall.ECONNRESET) || (!limited && websocket.IsCloseError(err, websocket.CloseAbnormalClosure)) {
-			// Known server defect: it closes the socket with our flood
-			// unread, so the kernel resets the connection and the error
-			// and close frame still queued are lost (RFC 7230 6.6). The
-			// fix is a lingering close (FIN, discard input briefly, then
-			// close) in bootstrap-server/rendezvous/conn.go.
-			t.Skipf("KNOWN BUG: the server cut the flooding connection (%v) and its %q error and close 1008 were lost to a TCP reset", err, "Rate limit exceeded")
 		}
 		if !limited || !websocket.IsCloseError(err, websocket.ClosePolicyViolation) {
 			t.Errorf("flood: rate-limit error seen %v, connection ended with %v; want the error and close 1008", limited, err)
