@@ -1,0 +1,515 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/parlance-chat/parlance/client/chat"
+	"github.com/parlance-chat/parlance/e2e/original"
+	"github.com/parlance-chat/parlance/netsim"
+	"github.com/parlance-chat/parlance/protocol/registry"
+)
+
+// The simulated host is what both our node and the original's doubles run on.
+var (
+	_ chat.Network     = (*netsim.Host)(nil)
+	_ original.Network = (*netsim.Host)(nil)
+)
+
+// quantum is netsim's default delivery quantum: a packet due within a
+// quantum is delivered at its end, so every hop may take up to one quantum
+// more than its link's latency and jitter.
+const quantum = time.Millisecond
+
+// lanLink is a switched LAN: sub-millisecond latency, a little jitter so
+// that datagrams reorder.
+var lanLink = netsim.Link{Latency: 500 * time.Microsecond, Jitter: time.Millisecond}
+
+// hop bounds the time one datagram or stream segment takes on link l.
+func hop(l netsim.Link) time.Duration { return l.Latency + l.Jitter + quantum }
+
+// steadyMax is the longest gap between two steady announces of our node:
+// the interval stretched by its jitter.
+func steadyMax(interval time.Duration) time.Duration {
+	return time.Duration(float64(interval) * (1 + chat.AnnounceJitter))
+}
+
+// lastBurst is when, after start, a node sends its last start-up announce.
+func lastBurst() time.Duration {
+	b := chat.StartupBurst()
+	return b[len(b)-1]
+}
+
+// simTest runs body in a fresh simulated network (netsim.Test: seeded by
+// NETSIM_SEED or the test name, replay command logged on failure) with a
+// cluster whose nodes are closed when body returns.
+func simTest(t *testing.T, body func(t *testing.T, c *cluster), opts ...netsim.Options) {
+	t.Helper()
+	netsim.Test(t, clusterBody(body), opts...)
+}
+
+// clusterBody adapts a cluster body to netsim's body signature.
+func clusterBody(body func(t *testing.T, c *cluster)) func(t *testing.T, nw *netsim.Network) {
+	return func(t *testing.T, nw *netsim.Network) {
+		c := newCluster(t, nw)
+		defer c.closeAll()
+		body(t, c)
+	}
+}
+
+// cluster is the set of nodes of one scenario.
+type cluster struct {
+	t     *testing.T
+	nw    *netsim.Network
+	seeds *rand.Rand // node seeds, derived from the network's seed
+	t0    time.Time  // the bubble's clock when the network was made
+	peers []*peer
+	// closers run at the end, last first (servers, doubles).
+	closers []func()
+}
+
+func newCluster(t *testing.T, nw *netsim.Network) *cluster {
+	return &cluster{
+		t:     t,
+		nw:    nw,
+		seeds: rand.New(rand.NewPCG(nw.Seed(), 0x5eed)),
+		t0:    time.Now().Add(-nw.Now()),
+	}
+}
+
+// at converts a node's clock reading to simulated time since the start.
+func (c *cluster) at(tm time.Time) time.Duration { return tm.Sub(c.t0) }
+
+func (c *cluster) closeAll() {
+	for _, p := range c.peers {
+		if p.node != nil {
+			p.quit()
+		}
+	}
+	for i := len(c.closers) - 1; i >= 0; i-- {
+		c.closers[i]()
+	}
+	c.closers = nil
+}
+
+func (c *cluster) onClose(f func()) { c.closers = append(c.closers, f) }
+
+// peer is one of our nodes on its host, across restarts.
+type peer struct {
+	c     *cluster
+	host  *netsim.Host
+	nick  string
+	tweak []func(*chat.Config)
+
+	node *chat.Node // nil while down
+	rec  *recorder  // the current (or last) instance's events
+	recs []*recorder
+	// startedAt is when the current instance started.
+	startedAt time.Duration
+}
+
+// start starts one of our nodes called nick on h. tweak adjusts its
+// config (mode, timeouts) on this start and every restart.
+func (c *cluster) start(h *netsim.Host, nick string, tweak ...func(*chat.Config)) *peer {
+	c.t.Helper()
+	p := &peer{c: c, host: h, nick: nick, tweak: tweak}
+	if err := p.boot(); err != nil {
+		c.t.Fatal(err)
+	}
+	c.peers = append(c.peers, p)
+	return p
+}
+
+func (p *peer) boot() error {
+	cfg := chat.Config{
+		Network:  p.host,
+		Nickname: p.nick,
+		Rand:     rand.New(rand.NewPCG(p.c.seeds.Uint64(), p.c.seeds.Uint64())),
+	}
+	for _, f := range p.tweak {
+		f(&cfg)
+	}
+	n, err := chat.Start(p.host.Context(), cfg)
+	if err != nil {
+		return fmt.Errorf("start %s on %s: %w", p.nick, p.host.Name(), err)
+	}
+	p.node = n
+	p.rec = record(n)
+	p.recs = append(p.recs, p.rec)
+	p.startedAt = p.c.nw.Now()
+	return nil
+}
+
+// up reports whether the peer's node runs.
+func (p *peer) up() bool { return p.node != nil }
+
+// quit closes the node the way a user's /quit does: it says goodbye.
+func (p *peer) quit() {
+	p.node.Close()
+	<-p.rec.done
+	p.node = nil
+}
+
+// crash cuts the power of the peer's host: no goodbye, sockets gone, the
+// streams of its peers reset.
+func (p *peer) crash() {
+	p.host.Crash()
+	p.node.Close() // reaps the node's goroutines; its context is gone already
+	<-p.rec.done
+	p.node = nil
+}
+
+// restart brings a stopped peer back on its host with the same nickname
+// (and, since a fresh host hands out the same ephemeral ports, the same
+// address): a new instance.
+func (p *peer) restart() {
+	p.c.t.Helper()
+	if !p.host.Up() {
+		p.host.Restart()
+	}
+	if err := p.boot(); err != nil {
+		p.c.t.Fatal(err)
+	}
+}
+
+// addr is where the peer accepts messages.
+func (p *peer) addr() netip.AddrPort { return netip.AddrPortFrom(p.host.IP(), p.node.Port()) }
+
+func (p *peer) instance() string { return p.node.Instance() }
+
+func (p *peer) String() string { return p.nick + "@" + p.host.Name() }
+
+// entry is one line of a /peers view, as compared by the scenarios.
+type entry struct {
+	Nick, Addr, Instance string
+}
+
+func (e entry) String() string { return e.Nick + "@" + e.Addr + "#" + e.Instance }
+
+func entryOf(p registry.Peer) entry {
+	return entry{p.Nickname, p.Addr.String(), p.Instance}
+}
+
+// view is what the peer's node lists, sorted.
+func (p *peer) view() []entry {
+	var v []entry
+	for _, rp := range p.node.Peers() {
+		v = append(v, entryOf(rp))
+	}
+	sortEntries(v)
+	return v
+}
+
+func sortEntries(v []entry) {
+	slices.SortFunc(v, func(a, b entry) int { return strings.Compare(a.String(), b.String()) })
+}
+
+// expected is the view p should have of the live peers among set.
+func expected(p *peer, set []*peer) []entry {
+	var v []entry
+	for _, q := range set {
+		if q != p && q.up() {
+			v = append(v, entry{q.nick, q.addr().String(), q.instance()})
+		}
+	}
+	sortEntries(v)
+	return v
+}
+
+// viewsErr reports every live peer of set whose view is not exactly the
+// other live peers of set.
+func viewsErr(set []*peer) error {
+	var errs []error
+	for _, p := range set {
+		if !p.up() {
+			continue
+		}
+		got, want := p.view(), expected(p, set)
+		if !slices.Equal(got, want) {
+			errs = append(errs, fmt.Errorf("%v lists %v, want %v", p, got, want))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func viewsMatch(set []*peer) bool { return viewsErr(set) == nil }
+
+// lists reports whether p's node lists q's current instance.
+func lists(p, q *peer) bool {
+	for _, rp := range p.node.Peers() {
+		if rp.Instance == q.instance() && rp.Addr == q.addr() {
+			return true
+		}
+	}
+	return false
+}
+
+// listsNick reports whether p's node lists anyone called nick.
+func listsNick(p *peer, nick string) bool {
+	for _, rp := range p.node.Peers() {
+		if rp.Nickname == nick {
+			return true
+		}
+	}
+	return false
+}
+
+// recorder keeps every event of one node instance.
+type recorder struct {
+	instance string
+	done     chan struct{}
+	mu       sync.Mutex
+	events   []chat.Event
+}
+
+func record(n *chat.Node) *recorder {
+	r := &recorder{instance: n.Instance(), done: make(chan struct{})}
+	go func() { // ends when the node stops and closes its events
+		defer close(r.done)
+		for ev := range n.Events() {
+			r.mu.Lock()
+			r.events = append(r.events, ev)
+			r.mu.Unlock()
+		}
+	}()
+	return r
+}
+
+func (r *recorder) all() []chat.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.events)
+}
+
+// firstAbout returns the first event of one of kinds whose Peer is the
+// given instance.
+func (r *recorder) firstAbout(instance string, kinds ...chat.EventKind) (chat.Event, bool) {
+	for _, ev := range r.all() {
+		if slices.Contains(kinds, ev.Kind) && ev.Peer.Instance == instance {
+			return ev, true
+		}
+	}
+	return chat.Event{}, false
+}
+
+func (r *recorder) count(kind chat.EventKind) int {
+	n := 0
+	for _, ev := range r.all() {
+		if ev.Kind == kind {
+			n++
+		}
+	}
+	return n
+}
+
+func (r *recorder) messages() []chat.Message {
+	var ms []chat.Message
+	for _, ev := range r.all() {
+		if ev.Kind == chat.EventMessage {
+			ms = append(ms, ev.Message)
+		}
+	}
+	return ms
+}
+
+// discoveries returns when p's current instance first learnt of each
+// instance, in simulated time.
+func discoveries(p *peer) map[string]time.Duration {
+	at := map[string]time.Duration{}
+	for _, ev := range p.rec.all() {
+		switch ev.Kind {
+		case chat.EventPeerJoined, chat.EventPeerRestarted, chat.EventPeerUpdated:
+			if _, ok := at[ev.Peer.Instance]; !ok {
+				at[ev.Peer.Instance] = p.c.at(ev.Time)
+			}
+		}
+	}
+	return at
+}
+
+// fullDiscovery returns when the last pair of set found each other.
+func fullDiscovery(t *testing.T, set []*peer) time.Duration {
+	t.Helper()
+	var last time.Duration
+	for _, p := range set {
+		if !p.up() {
+			continue
+		}
+		at := discoveries(p)
+		for _, q := range set {
+			if p == q || !q.up() {
+				continue
+			}
+			d, ok := at[q.instance()]
+			if !ok {
+				t.Fatalf("%v has no event for %v", p, q)
+			}
+			last = max(last, d)
+		}
+	}
+	return last
+}
+
+// sizesMatch is a cheap test for polling: every live peer of set lists as
+// many peers as there are other live peers. viewsErr says whether they are
+// the right ones.
+func sizesMatch(set []*peer) bool {
+	live := 0
+	for _, p := range set {
+		if p.up() {
+			live++
+		}
+	}
+	for _, p := range set {
+		if p.up() && len(p.node.Peers()) != live-1 {
+			return false
+		}
+	}
+	return true
+}
+
+// addHosts adds n hosts named prefix1..prefixN.
+func addHosts(nw *netsim.Network, seg *netsim.Segment, prefix string, n int) []*netsim.Host {
+	hs := make([]*netsim.Host, n)
+	for i := range hs {
+		hs[i] = nw.AddHost(fmt.Sprintf("%s%d", prefix, i+1), seg)
+	}
+	return hs
+}
+
+// message is one message a scenario sent, and what became of it.
+type message struct {
+	from, to *peer
+	name     string // what the sender asked for (nickname or selector)
+	text     string
+	at       time.Duration
+	res      chat.SendResult
+	err      error
+}
+
+func (m *message) String() string {
+	return fmt.Sprintf("%q %v->%v at %v: %v %v", m.text, m.from, m.to, m.at, m.res.Status, m.err)
+}
+
+// send sends one message and records the outcome.
+func send(ctx context.Context, from, to *peer, name, text string) *message {
+	m := &message{from: from, to: to, name: name, text: text, at: from.c.nw.Now()}
+	m.res, m.err = from.node.Send(ctx, name, text)
+	return m
+}
+
+// sendAllPairs has every peer of set send one message to every other, each
+// sender in its own goroutine (one message at a time, like a user), and
+// returns the messages once every send has returned.
+func sendAllPairs(ctx context.Context, set []*peer, tag string) []*message {
+	out := make([][]*message, len(set))
+	var wg sync.WaitGroup
+	for i, p := range set {
+		wg.Go(func() {
+			for _, q := range set {
+				if q != p {
+					out[i] = append(out[i], send(ctx, p, q, q.nick, fmt.Sprintf("%s %s->%s", tag, p.nick, q.nick)))
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return slices.Concat(out...)
+}
+
+// receipt is one message as a node showed it.
+type receipt struct {
+	at  *peer
+	rec *recorder
+	msg chat.Message
+}
+
+// receipts returns every message shown by any instance of the peers, keyed
+// by text.
+func receipts(set []*peer) map[string][]receipt {
+	got := map[string][]receipt{}
+	for _, p := range set {
+		for _, r := range p.recs {
+			for _, m := range r.messages() {
+				got[m.Text] = append(got[m.Text], receipt{p, r, m})
+			}
+		}
+	}
+	return got
+}
+
+// checkExactlyOnce checks that every message of msgs whose send succeeded
+// arrived exactly once, at the peer it was sent to, with its sender and
+// text, and that a failed send arrived at most once. It returns the number
+// of failed sends. Texts must be unique.
+func checkExactlyOnce(t *testing.T, set []*peer, msgs []*message) (failed int) {
+	t.Helper()
+	for _, err := range deliveryErrs(set, msgs) {
+		t.Error(err)
+	}
+	for _, m := range msgs {
+		if m.err != nil {
+			failed++
+		}
+	}
+	return failed
+}
+
+// deliveryErrs is checkExactlyOnce's verdict, one error per violation.
+func deliveryErrs(set []*peer, msgs []*message) []error {
+	got := receipts(set)
+	var errs []error
+	sentTexts := map[string]bool{}
+	for _, m := range msgs {
+		sentTexts[m.text] = true
+		rs := got[m.text]
+		switch {
+		case m.err == nil && len(rs) != 1:
+			errs = append(errs, fmt.Errorf("message %v arrived %d times, want exactly once", m, len(rs)))
+		case m.err != nil && len(rs) > 1:
+			errs = append(errs, fmt.Errorf("failed message %v arrived %d times, want at most once", m, len(rs)))
+		}
+		if m.err == nil && m.res.Status != chat.Delivered && m.res.Status != chat.Sent {
+			errs = append(errs, fmt.Errorf("message %v: no error and no status", m))
+		}
+		for _, r := range rs {
+			if r.at != m.to {
+				errs = append(errs, fmt.Errorf("message %v arrived at %v, the wrong peer", m, r.at))
+			}
+			if r.msg.From != m.from.nick {
+				errs = append(errs, fmt.Errorf("message %v arrived from %q, want %q", m, r.msg.From, m.from.nick))
+			}
+			if r.msg.Remote.Addr() != m.from.host.IP() {
+				errs = append(errs, fmt.Errorf("message %v came from address %v, want the sender's %v", m, r.msg.Remote, m.from.host.IP()))
+			}
+		}
+	}
+	texts := make([]string, 0, len(got))
+	for text := range got {
+		texts = append(texts, text)
+	}
+	slices.Sort(texts)
+	for _, text := range texts {
+		if !sentTexts[text] {
+			errs = append(errs, fmt.Errorf("message %q arrived at %v but was never sent", text, got[text][0].at))
+		}
+	}
+	return errs
+}
+
+// isClearFailure reports whether err is one of the failures Send promises
+// (rather than, say, a bare io error or a nil).
+func isClearFailure(err error) bool {
+	var amb *registry.AmbiguousError
+	return errors.Is(err, chat.ErrTimeout) || errors.Is(err, chat.ErrRefused) ||
+		errors.Is(err, chat.ErrBroken) || errors.Is(err, chat.ErrClosed) ||
+		errors.Is(err, registry.ErrUnknownPeer) || errors.As(err, &amb)
+}
