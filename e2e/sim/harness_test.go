@@ -390,7 +390,7 @@ type message struct {
 	from, to *peer
 	name     string // what the sender asked for (nickname or selector)
 	text     string
-	at       time.Duration
+	at, done time.Duration // when Send was called and when it returned
 	res      chat.SendResult
 	err      error
 }
@@ -403,6 +403,7 @@ func (m *message) String() string {
 func send(ctx context.Context, from, to *peer, name, text string) *message {
 	m := &message{from: from, to: to, name: name, text: text, at: from.c.nw.Now()}
 	m.res, m.err = from.node.Send(ctx, name, text)
+	m.done = from.c.nw.Now()
 	return m
 }
 
