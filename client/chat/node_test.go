@@ -563,3 +563,28 @@ func TestDeterministic(t *testing.T) {
 		nw.RunFor(12 * time.Second)
 	})
 }
+
+// A send cut short by the node's own Close fails with ErrClosed, not with
+// the internal context's cancellation.
+func TestSendInterruptedByClose(t *testing.T) {
+	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
+		lan := nw.AddSegment("lan")
+		alice := start(t, nw.AddHost("a", lan), "alice", 1)
+		bh := nw.AddHost("b", lan)
+		start(t, bh, "bob", 2)
+		if !nw.RunUntil(func() bool { return hasPeer(alice, "bob") }, time.Second) {
+			t.Fatal("no discovery")
+		}
+		bh.Crash() // the dial to bob now waits for an answer that never comes
+		errc := make(chan error, 1)
+		go func() {
+			_, err := alice.Send(context.Background(), "bob", "hello?")
+			errc <- err
+		}()
+		nw.RunFor(time.Second)
+		alice.close()
+		if err := <-errc; !errors.Is(err, chat.ErrClosed) {
+			t.Errorf("send interrupted by Close: %v, want ErrClosed", err)
+		}
+	})
+}

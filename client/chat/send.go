@@ -85,6 +85,7 @@ func (n *Node) Send(ctx context.Context, name, text string) (SendResult, error) 
 		return SendResult{Peer: peer}, fmt.Errorf("%w: %d bytes of text, the limit is about %d", ErrTooLong, len(text), protocol.MaxLineSize-100)
 	}
 	// Stop waiting when the node closes.
+	callerCtx := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(n.ctx, cancel)
@@ -93,10 +94,16 @@ func (n *Node) Send(ctx context.Context, name, text string) (SendResult, error) 
 	res := SendResult{Peer: peer, ID: id}
 	if id == "" {
 		res.Status = Sent
-		return res, n.sendOnce(ctx, peer, line)
+		err = n.sendOnce(ctx, peer, line)
+	} else {
+		res.Status = Delivered
+		err = n.sendAcked(ctx, peer, line, id)
 	}
-	res.Status = Delivered
-	return res, n.sendAcked(ctx, peer, line, id)
+	if err != nil && n.ctx.Err() != nil && callerCtx.Err() == nil && !errors.Is(err, ErrClosed) {
+		// Cut short by Close, not by the caller: say so.
+		err = fmt.Errorf("%w: %w", ErrClosed, err)
+	}
+	return res, err
 }
 
 // sendOnce is the original's way: connect, write one line, close.

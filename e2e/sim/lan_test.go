@@ -331,3 +331,24 @@ func TestLANDeterminism(t *testing.T) {
 		c.nw.RunFor(20 * time.Second)
 	}))
 }
+
+// A send cut short because the sender's own node closes ends in ErrClosed,
+// the failure Send promises, not in a bare context error. (Found by the
+// schedule property: "send n1->n0; crash n0; quit n1".)
+func TestLANSendInterruptedByClose(t *testing.T) {
+	simTest(t, func(t *testing.T, c *cluster) {
+		c.nw.SetDefaultLink(lanLink)
+		peers, _ := startLAN(c, 2, 0)
+		alice, bob := peers[0], peers[1]
+		c.nw.RunFor(discoveryBound(lanLink) + quantum)
+		bob.crash() // alice's dial to bob now waits for an answer
+		ob := newOutbox(t.Context())
+		ob.post(alice, bob, "into the void")
+		c.nw.RunFor(time.Second)
+		alice.quit()
+		msgs := ob.wait()
+		if len(msgs) != 1 || !errors.Is(msgs[0].err, chat.ErrClosed) {
+			t.Errorf("send interrupted by Close: %v, want ErrClosed", msgs)
+		}
+	})
+}
