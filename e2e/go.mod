@@ -10,6 +10,7 @@ require (
 	github.com/parlance-chat/parlance/client v0.0.0
 	github.com/parlance-chat/parlance/netsim v0.0.0
 	golang.org/x/sys v0.50.0
+	pgregory.net/rapid v1.3.0
 )
 
 require (

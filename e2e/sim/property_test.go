@@ -1,0 +1,295 @@
+package sim
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"pgregory.net/rapid"
+
+	"github.com/parlance-chat/parlance/client/chat"
+	"github.com/parlance-chat/parlance/netsim"
+)
+
+// schedulesPerProperty is how many random schedules each property runs by
+// default (two properties, run in parallel: 1,000 in all). -rapid.checks=N
+// or RAPID_CHECKS=N sets it; -short divides it by five.
+const schedulesPerProperty = 500
+
+func TestMain(m *testing.M) {
+	flag.Parse()
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "rapid.checks" })
+	if _, ok := os.LookupEnv("RAPID_CHECKS"); !ok && !explicit {
+		flag.Set("rapid.checks", strconv.Itoa(schedulesPerProperty))
+	}
+	os.Exit(m.Run())
+}
+
+type opKind int
+
+const (
+	opWait opKind = iota
+	opSend
+	opQuit
+	opCrash
+	opRestart
+	opPartition
+	opOneWay
+	opHeal
+	opLoss
+	opLinkDown
+)
+
+var opNames = [...]string{"wait", "send", "quit", "crash", "restart", "partition", "oneway", "heal", "loss", "linkdown"}
+
+// op is one step of a schedule.
+type op struct {
+	Kind   opKind
+	A, B   int           // peers (send: from A to B)
+	Side   uint          // partition: bit i puts peer i on the first side
+	D      time.Duration // wait
+	Loss   float64
+	Jitter time.Duration
+}
+
+func (o op) String() string {
+	switch o.Kind {
+	case opWait:
+		return fmt.Sprintf("wait %v", o.D)
+	case opSend:
+		return fmt.Sprintf("send n%d->n%d", o.A, o.B)
+	case opQuit, opCrash, opRestart, opLinkDown:
+		return fmt.Sprintf("%s n%d", opNames[o.Kind], o.A)
+	case opPartition, opOneWay:
+		return fmt.Sprintf("%s %b", opNames[o.Kind], o.Side)
+	case opLoss:
+		return fmt.Sprintf("loss %.0f%% jitter %v", 100*o.Loss, o.Jitter)
+	}
+	return opNames[o.Kind]
+}
+
+// schedule is one random run: how many peers, the network's seed, and the
+// steps.
+type schedule struct {
+	Peers int
+	Seed  uint64
+	Ops   []op
+}
+
+func (s schedule) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d peers, netsim seed %d:", s.Peers, s.Seed)
+	for _, o := range s.Ops {
+		b.WriteString(" " + o.String() + ";")
+	}
+	return b.String()
+}
+
+func drawSchedule(rt *rapid.T, minPeers, maxPeers int) schedule {
+	n := rapid.IntRange(minPeers, maxPeers).Draw(rt, "peers")
+	seed := rapid.Uint64().Draw(rt, "netsim seed")
+	peerIdx := rapid.IntRange(0, n-1)
+	// Sends and waits are the common steps; faults are rarer.
+	kinds := rapid.SampledFrom([]opKind{
+		opWait, opWait, opWait, opSend, opSend, opSend, opSend,
+		opQuit, opCrash, opRestart, opRestart, opPartition, opOneWay, opHeal, opLoss, opLinkDown,
+	})
+	gen := rapid.Custom(func(t *rapid.T) op {
+		o := op{Kind: kinds.Draw(t, "kind")}
+		switch o.Kind {
+		case opWait:
+			o.D = time.Duration(rapid.IntRange(1, 80).Draw(t, "tenths of a second")) * 100 * time.Millisecond
+		case opSend:
+			o.A, o.B = peerIdx.Draw(t, "from"), peerIdx.Draw(t, "to")
+		case opQuit, opCrash, opRestart, opLinkDown:
+			o.A = peerIdx.Draw(t, "peer")
+		case opPartition, opOneWay:
+			o.Side = uint(rapid.IntRange(1, 1<<n-2).Draw(t, "side"))
+		case opLoss:
+			o.Loss = rapid.SampledFrom([]float64{0, 0.1, 0.2, 0.5}).Draw(t, "loss")
+			o.Jitter = rapid.SampledFrom([]time.Duration{0, time.Millisecond, 5 * time.Millisecond}).Draw(t, "jitter")
+		}
+		return o
+	})
+	return schedule{Peers: n, Seed: seed, Ops: rapid.SliceOfN(gen, 8, 40).Draw(rt, "ops")}
+}
+
+// maxJitter is the most jitter a schedule sets.
+const maxJitter = 5 * time.Millisecond
+
+// runSchedule runs s on nw and returns every invariant it broke:
+//
+//   - no message arrives twice or at the wrong peer, or with the wrong
+//     sender or text;
+//   - every send ends in Delivered (all peers are ours and acknowledge) or
+//     in a clear failure at the sender, and a Delivered message arrived
+//     exactly once;
+//   - once every fault is healed and one timeout has passed, every live
+//     peer lists exactly the live peers.
+//
+// Goroutines that outlive their node make the bubble fail (synctest).
+func runSchedule(t *testing.T, nw *netsim.Network, s schedule, st *scheduleStats) []error {
+	c := newCluster(t, nw)
+	defer c.closeAll()
+	nw.SetDefaultLink(lanLink)
+	hosts := addHosts(nw, nw.AddSegment("lan"), "h", s.Peers)
+	peers := make([]*peer, s.Peers)
+	for i, h := range hosts {
+		peers[i] = c.start(h, fmt.Sprintf("n%d", i))
+	}
+	nw.RunFor(discoveryBound(lanLink) + quantum) // everyone knows everyone
+	ob := newOutbox(t.Context())
+	var rules []*netsim.Rule
+	var down []*netsim.Host
+	sides := func(mask uint) (a, b []*netsim.Host) {
+		for i, h := range hosts {
+			if mask&(1<<i) != 0 {
+				a = append(a, h)
+			} else {
+				b = append(b, h)
+			}
+		}
+		return a, b
+	}
+	for i, o := range s.Ops {
+		switch o.Kind {
+		case opWait:
+			nw.RunFor(o.D)
+		case opSend:
+			from, to := peers[o.A], peers[o.B]
+			if from.up() && o.A != o.B {
+				ob.post(from, to, fmt.Sprintf("m%d n%d->n%d", i, o.A, o.B))
+			}
+		case opQuit:
+			if p := peers[o.A]; p.up() {
+				p.quit()
+			}
+		case opCrash:
+			if p := peers[o.A]; p.up() {
+				p.crash()
+			}
+		case opRestart:
+			if p := peers[o.A]; !p.up() {
+				p.restart()
+			}
+		case opPartition:
+			rules = append(rules, nw.Partition(sides(o.Side)))
+		case opOneWay:
+			rules = append(rules, nw.PartitionOneWay(sides(o.Side)))
+		case opHeal:
+			for _, r := range rules {
+				r.Heal()
+			}
+			for _, h := range down {
+				h.LinkUp()
+			}
+			rules, down = nil, nil
+		case opLoss:
+			nw.SetDefaultLink(netsim.Link{Latency: lanLink.Latency, Jitter: o.Jitter, Loss: o.Loss})
+		case opLinkDown:
+			hosts[o.A].LinkDown()
+			down = append(down, hosts[o.A])
+		}
+	}
+	for _, r := range rules {
+		r.Heal()
+	}
+	for _, h := range down {
+		h.LinkUp()
+	}
+	nw.SetDefaultLink(lanLink)
+	nw.RunFor(chat.DefaultTimeout + lanLink.Latency + maxJitter + 2*quantum)
+	var errs []error
+	if err := viewsErr(peers); err != nil {
+		errs = append(errs, fmt.Errorf("one timeout after the heal: %w", err))
+	}
+	msgs := ob.wait()
+	nw.RunFor(time.Second) // the last messages land
+	errs = append(errs, deliveryErrs(peers, msgs)...)
+	st.add(nw, msgs)
+	for _, m := range msgs {
+		switch {
+		case m.err == nil && m.res.Status != chat.Delivered:
+			errs = append(errs, fmt.Errorf("%v: status %v, want delivered (our peers ack)", m, m.res.Status))
+		case m.err != nil && !isClearFailure(m.err):
+			errs = append(errs, fmt.Errorf("%v: not a failure Send promises", m))
+		}
+	}
+	return errs
+}
+
+// checkSchedules runs random schedules, each in its own simulated network,
+// and shrinks a failing one to a minimal schedule, printed with its seeds
+// and the command that replays it.
+func checkSchedules(t *testing.T, minPeers, maxPeers int) {
+	var st scheduleStats
+	defer func() { t.Logf("%s", &st) }()
+	rapid.Check(t, func(rt *rapid.T) {
+		s := drawSchedule(rt, minPeers, maxPeers)
+		var errs []error
+		ok := t.Run(fmt.Sprintf("seed=%d", s.Seed), func(t *testing.T) {
+			netsim.Run(t, s.Seed, nil, func(t *testing.T, nw *netsim.Network) {
+				errs = runSchedule(t, nw, s, &st)
+			})
+		})
+		if !ok || len(errs) > 0 {
+			if !ok {
+				errs = append(errs, errors.New("the simulation itself failed (leaked goroutine, panic or deadlock): see the subtest's log"))
+			}
+			rt.Fatalf("schedule %v\n%v\nreplay: go test -run '^%s$' -rapid.seed=N ./e2e/sim, with the N rapid prints",
+				s, errors.Join(errs...), t.Name())
+		}
+	})
+}
+
+// Random schedules of joins, quits, crashes, restarts, sends, partitions,
+// heals, link failures and loss over three peers, then over four or five.
+func TestPropertySchedules(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		min, max int
+	}{{"3 peers", 3, 3}, {"4-5 peers", 4, 5}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			checkSchedules(t, tc.min, tc.max)
+		})
+	}
+}
+
+// scheduleStats sums what the schedules did, to show that their faults
+// fire and their sends both succeed and fail.
+type scheduleStats struct {
+	schedules, sends, delivered, failed int
+	simulated                           time.Duration
+	faults                              map[netsim.FaultKind]int64
+}
+
+func (st *scheduleStats) add(nw *netsim.Network, msgs []*message) {
+	st.schedules++
+	st.simulated += nw.Now()
+	for _, m := range msgs {
+		st.sends++
+		if m.err == nil {
+			st.delivered++
+		} else {
+			st.failed++
+		}
+	}
+	if st.faults == nil {
+		st.faults = map[netsim.FaultKind]int64{}
+	}
+	for k, v := range nw.FaultCounts() {
+		st.faults[k] += v
+	}
+}
+
+func (st *scheduleStats) String() string {
+	return fmt.Sprintf("%d schedules, %v simulated; %d sends: %d delivered, %d failed; faults %v",
+		st.schedules, st.simulated.Round(time.Second), st.sends, st.delivered, st.failed, st.faults)
+}
