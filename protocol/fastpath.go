@@ -20,7 +20,7 @@ package protocol
 // own bytes (the input is valid UTF-8: checkInput ran first), matches every
 // key exactly, sees no duplicate and no unknown key, so the slow path's
 // result is the one built here. The fast path then runs the same validation
-// (checkIdentity, checkInstance) and, if anything fails or the input differs
+// (checkIdentity's parts, checkInstance) and, if anything fails or the input differs
 // from the layout in any byte, reports "not handled" and the slow path
 // decides, errors included. FuzzDatagramFastPath checks the equivalence.
 
@@ -155,7 +155,7 @@ func (r *fastReader) announce() (Datagram, bool) {
 	if !r.end() {
 		return nil, false
 	}
-	if checkIdentity("announce", nick, inst, caps) != nil {
+	if !validNickname(nick) || checkInstance("announce", inst) != nil || checkCaps("announce", caps) != nil {
 		return nil, false
 	}
 	return &Announce{Nickname: nick, TCPPort: port, Instance: inst, Caps: caps}, true
@@ -173,7 +173,7 @@ func (r *fastReader) goodbye() (Datagram, bool) {
 	if !ok || !r.end() {
 		return nil, false
 	}
-	if checkIdentity("goodbye", nick, inst, nil) != nil {
+	if !validNickname(nick) || checkInstance("goodbye", inst) != nil {
 		return nil, false
 	}
 	return &Goodbye{Nickname: nick, Instance: inst}, true
@@ -188,4 +188,27 @@ func (r *fastReader) query() (Datagram, bool) {
 		return nil, false
 	}
 	return &Query{Instance: inst}, true
+}
+
+// validNickname is ValidateNickname(nick) == nil, cheaper in the usual case.
+func validNickname(nick string) bool {
+	return plainNickname(nick) || ValidateNickname(nick) == nil
+}
+
+// plainNickname reports whether nick is a valid nickname by a cheap test
+// that covers the usual case: 1 to MaxNicknameLen printable ASCII bytes
+// (' ' to '~'), not starting or ending with a space. ValidateNickname
+// accepts every such string (no invalid UTF-8, no whitespace but interior
+// spaces, no newline, no control character); for any other string the
+// caller asks ValidateNickname.
+func plainNickname(nick string) bool {
+	if nick == "" || len(nick) > MaxNicknameLen || nick[0] == ' ' || nick[len(nick)-1] == ' ' {
+		return false
+	}
+	for i := 0; i < len(nick); i++ {
+		if c := nick[i]; c < ' ' || c > '~' {
+			return false
+		}
+	}
+	return true
 }

@@ -213,3 +213,26 @@ func BenchmarkDecodeDatagram(b *testing.B) {
 		})
 	}
 }
+
+// plainNickname may only accept what ValidateNickname accepts.
+func TestPlainNickname(t *testing.T) {
+	for _, s := range []string{"bob", "peer123", "a b", "~!@#$%^&*()_+{}|:<>?", strings.Repeat("x", 32)} {
+		if !plainNickname(s) || ValidateNickname(s) != nil {
+			t.Errorf("%q: plain %v, ValidateNickname %v", s, plainNickname(s), ValidateNickname(s))
+		}
+	}
+	for _, s := range []string{"", " bob", "bob ", " ", strings.Repeat("x", 33), "a\tb", "a\x7fb", "bøb", "a\nb"} {
+		if plainNickname(s) {
+			t.Errorf("%q: plain, want not", s)
+		}
+	}
+}
+
+func FuzzPlainNickname(f *testing.F) {
+	f.Add("bob")
+	f.Fuzz(func(t *testing.T, s string) {
+		if plainNickname(s) && ValidateNickname(s) != nil {
+			t.Fatalf("%q: plain but ValidateNickname says %v", s, ValidateNickname(s))
+		}
+	})
+}
