@@ -79,6 +79,10 @@
 // trace's SHA-256, computed whether or not it is written; CheckDeterminism
 // runs a seed twice and names the first line where the traces differ.
 //
+// Datagram receivers are woken after the scheduler has queued all of an
+// instant's deliveries, so a reader wakes once per instant with every
+// datagram of the instant waiting for it.
+//
 // Because the scheduler calls synctest.Wait, code beside a live Network must
 // not call it too (two concurrent callers panic): call Network.Settle, which
 // returns once the current instant is delivered and the bubble idle.

@@ -78,6 +78,7 @@ type Network struct {
 
 	outbox  []sendItem
 	events  eventHeap
+	wakeups []*packetConn // sockets given datagrams this instant; only run's goroutine uses it
 	thens   []func()
 	settles []chan struct{}
 	kick    chan struct{}
@@ -346,6 +347,7 @@ func (n *Network) run() {
 			return
 		}
 		busy := n.stepLocked()
+		wakeups := n.wakeups
 		thens := n.thens
 		n.thens = nil
 		var settles []chan struct{}
@@ -356,6 +358,15 @@ func (n *Network) run() {
 		next, ok := n.events.peek()
 		now := n.nowLocked()
 		n.mu.Unlock()
+		// Wake the readers only now: each wakes once per instant and finds
+		// every datagram of the instant queued, instead of waking at the
+		// first and again for each later one while the scheduler is still
+		// delivering; nor do they find n.mu held.
+		for i, p := range wakeups {
+			signal(p.readable)
+			wakeups[i] = nil
+		}
+		n.wakeups = wakeups[:0] // only this goroutine touches it: no lock
 		for _, f := range thens {
 			f()
 		}

@@ -458,7 +458,9 @@ func (n *Network) deliverToLocked(now int64, ev *event, m *packetConn, o *dgOutc
 	m.qbytes += len(dg.payload)
 	m.mu.Unlock()
 	if wasEmpty {
-		signal(m.readable) // else a signal is pending or a reader is draining
+		// Woken by run once the instant's deliveries are all queued (else
+		// a signal is pending or a reader is draining).
+		n.wakeups = append(n.wakeups, m)
 	}
 	n.stats.Deliveries++
 	o.rx++
