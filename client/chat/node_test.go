@@ -588,3 +588,41 @@ func TestSendInterruptedByClose(t *testing.T) {
 		}
 	})
 }
+
+// A send waiting for an ack on a kept-open connection is cut short by
+// Close while the connection is reset: the deadline callback set up for
+// the cancel must not touch the pooled connection the failed send clears
+// (it read pc.conn after sendAcked set it to nil: a data race and a nil
+// dereference; found by the e2e schedule property under -race).
+func TestSendAckWaitCutByCloseAndReset(t *testing.T) {
+	for i := range 20 {
+		t.Run(fmt.Sprint(i), func(t *testing.T) {
+			netsim.Run(t, uint64(i), nil, func(t *testing.T, nw *netsim.Network) {
+				lan := nw.AddSegment("lan")
+				ah, bh := nw.AddHost("a", lan), nw.AddHost("b", lan)
+				alice := start(t, ah, "alice", 1)
+				start(t, bh, "bob", 2)
+				if !nw.RunUntil(func() bool { return hasPeer(alice, "bob") }, time.Second) {
+					t.Fatal("no discovery")
+				}
+				if _, err := alice.Send(t.Context(), "bob", "warm up"); err != nil {
+					t.Fatal(err)
+				}
+				hold := nw.Hold([]*netsim.Host{bh}, []*netsim.Host{ah}) // no ack comes back
+				errc := make(chan error, 1)
+				go func() {
+					_, err := alice.Send(context.Background(), "bob", "held")
+					errc <- err
+				}()
+				nw.RunFor(time.Second)
+				// Reset the stream and close the node at the same instant.
+				nw.ResetStreams([]*netsim.Host{ah}, []*netsim.Host{bh})
+				alice.close()
+				if err := <-errc; err == nil {
+					t.Error("send with no ack reported success")
+				}
+				hold.Release()
+			})
+		})
+	}
+}

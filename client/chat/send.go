@@ -216,7 +216,10 @@ func (n *Node) exchange(ctx context.Context, pc *peerConn, line []byte, id strin
 	if err := n.write(ctx, pc.conn, line); err != nil {
 		return err
 	}
-	stop := context.AfterFunc(ctx, func() { pc.conn.SetDeadline(time.Now()) })
+	// The callback may run after exchange has returned and the caller has
+	// cleared pc.conn: give it the conn itself, not pc.
+	conn := pc.conn
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
 	defer stop()
 	if err := pc.conn.SetReadDeadline(time.Now().Add(n.cfg.AckTimeout)); err != nil {
 		return err
