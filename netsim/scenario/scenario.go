@@ -37,6 +37,10 @@ type Config struct {
 	MaxInterval time.Duration // longest gap (default 5 s)
 	Expiry      time.Duration // a peer forgets another not heard from for this long; 0: never
 	NoDecode    bool          // count datagrams without decoding them (to time the network alone)
+	// Decode, if set, decodes a datagram instead of encoding/json (for
+	// example with protocol.DecodeDatagram): it returns the sender's
+	// nickname, and ok false for anything but a valid announce.
+	Decode func(b []byte) (nickname string, ok bool)
 }
 
 // Result sums what the peers observed.
@@ -48,7 +52,8 @@ type Result struct {
 }
 
 // Peer is one simulated discovery peer: it multicasts an announce at random
-// intervals and decodes everything it receives, in one event loop.
+// intervals and decodes everything it receives (Config.Decode, else
+// encoding/json), in one event loop.
 type Peer struct {
 	Name string
 	Host *netsim.Host
@@ -134,15 +139,25 @@ func (p *Peer) loop(pc net.PacketConn, msg []byte) {
 			p.res.decoded++
 			continue
 		}
-		a = announce{}
-		if err := json.Unmarshal(buf[:k], &a); err != nil || a.Type != "announce" {
-			p.res.invalid++
-			continue
+		var nick string
+		if p.cfg.Decode != nil {
+			var ok bool
+			if nick, ok = p.cfg.Decode(buf[:k]); !ok {
+				p.res.invalid++
+				continue
+			}
+		} else {
+			a = announce{}
+			if err := json.Unmarshal(buf[:k], &a); err != nil || a.Type != "announce" {
+				p.res.invalid++
+				continue
+			}
+			nick = a.Nickname
 		}
 		p.res.decoded++
-		if p.cfg.Expiry > 0 && a.Nickname != p.Name {
+		if p.cfg.Expiry > 0 && nick != p.Name {
 			p.mu.Lock()
-			p.res.known[a.Nickname] = time.Now()
+			p.res.known[nick] = time.Now()
 			p.mu.Unlock()
 		}
 	}

@@ -3,6 +3,7 @@ package scenario_test
 import (
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -43,6 +44,27 @@ func TestAnnounceLoad(t *testing.T) {
 			if k != peers-1 {
 				t.Errorf("peer%d knows %d peers, want %d", i, k, peers-1)
 			}
+		}
+	})
+}
+
+// A Decode function replaces the default decoding: here it rejects every
+// datagram from peer0.
+func TestAnnounceDecodeHook(t *testing.T) {
+	netsim.Test(t, func(t *testing.T, n *netsim.Network) {
+		lan := n.AddSegment("lan")
+		decode := func(b []byte) (string, bool) {
+			if strings.Contains(string(b), `"peer0"`) {
+				return "", false
+			}
+			return "x", true
+		}
+		ps := scenario.StartAnnouncers(n, lan, scenario.Config{Peers: 3, Decode: decode})
+		time.Sleep(10 * time.Second)
+		n.Close()
+		res := scenario.Summarize(ps)
+		if res.Invalid == 0 || res.Invalid%3 != 0 || res.Decoded == 0 || res.Decoded+res.Invalid != res.Announces*3 {
+			t.Errorf("invalid %d, decoded %d, announced %d", res.Invalid, res.Decoded, res.Announces)
 		}
 	})
 }
