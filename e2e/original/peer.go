@@ -184,8 +184,21 @@ func (p *Peer) receiveLoop() {
 			}
 			continue
 		}
-		a, ok := d.(*protocol.Announce)
-		if !ok || a.Nickname == p.nick { // the original filters itself by nickname
+		var a *protocol.Announce
+		switch m := d.(type) {
+		case *protocol.Announce:
+			a = m
+		case *protocol.Goodbye:
+			continue // defined by the original, only logged
+		default:
+			// Our protocol package knows more types (query) than the
+			// original, which warns about them and drops them.
+			p.mu.Lock()
+			p.unknown++
+			p.mu.Unlock()
+			continue
+		}
+		if a.Nickname == p.nick { // the original filters itself by nickname
 			continue
 		}
 		src, ok := from.(*net.UDPAddr)
