@@ -138,8 +138,12 @@ func NewServer(cfg Config) (*Server, error) {
 func (s *Server) Handler() http.Handler { return s.handler }
 
 // Serve accepts connections on ln until ctx is done or the server is
-// closed, then closes the server (close frames to every client) and
-// returns ErrServerClosed. For TLS, pass a tls.NewListener.
+// closed, then returns ErrServerClosed. When ctx ends, Serve closes the
+// server itself (close frames to every client) and returns only once that
+// is done, so a program may exit as soon as Serve returns. When Close or
+// Shutdown stops it instead, Serve returns at once and the caller of
+// Close or Shutdown waits, as with http.Server. For TLS, pass a
+// tls.NewListener.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
 		Handler:           s.handler,
@@ -158,9 +162,19 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.https = append(s.https, hs)
 	s.mu.Unlock()
 
-	stop := context.AfterFunc(ctx, func() { s.Close() })
-	defer stop()
+	closed := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		defer close(closed)
+		s.Close()
+	})
 	err := hs.Serve(ln)
+	if !stop() {
+		// ctx ended and the close it started is under way: hs.Serve
+		// returns as soon as that close has shut the listener, long
+		// before the close frames are written. Wait for it, or a
+		// program that exits when Serve returns cuts them off.
+		<-closed
+	}
 	if errors.Is(err, http.ErrServerClosed) {
 		return ErrServerClosed
 	}

@@ -1,12 +1,15 @@
 package rendezvous
 
 import (
+	"context"
+	"errors"
 	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/parlance-chat/parlance/netsim"
 	"github.com/parlance-chat/parlance/protocol"
 )
 
@@ -316,4 +319,50 @@ func TestDeterministicPeerIDs(t *testing.T) {
 	if len(a) != 36 || a[14] != '4' || !strings.ContainsRune("89ab", rune(a[19])) {
 		t.Fatalf("peer id %s is not a UUIDv4", a)
 	}
+}
+
+// Serve, stopped by its context, returns only once the close it started
+// is complete: a program exits when Serve returns (the command does), and
+// returning as soon as the listener closed let the process exit before
+// the close frames were written, so clients saw EOF instead of close
+// 1001. Over netsim the socket has CloseWrite, so the close lingers: the
+// client here does not answer, and the close takes ShutdownGrace.
+func TestServeReturnsOnceClosed(t *testing.T) {
+	netsim.Test(t, func(t *testing.T, n *netsim.Network) {
+		lan := n.AddSegment("lan")
+		server, alice := n.AddHost("server", lan), n.AddHost("alice", lan)
+		s, err := NewServer(Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := server.Listen(server.Context(), "tcp", ":8080")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(server.Context())
+		done := make(chan error, 1)
+		go func() { done <- s.Serve(ctx, ln) }()
+		d := websocket.Dialer{NetDialContext: alice.DialContext}
+		ws, _, err := d.Dial("ws://"+server.AddrPort(8080).String()+"/", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.Close()
+		c := &client{t: t, ws: ws}
+		c.register("x", 1)
+
+		cancel()
+		if err := <-done; !errors.Is(err, ErrServerClosed) {
+			t.Fatalf("Serve returned %v, want ErrServerClosed", err)
+		}
+		s.mu.Lock()
+		left := len(s.conns)
+		s.mu.Unlock()
+		if left != 0 {
+			t.Fatalf("Serve returned with %d connections still open", left)
+		}
+		if err := c.recvClose(); !websocket.IsCloseError(err, websocket.CloseGoingAway) {
+			t.Fatalf("read after Serve returned: %v, want close 1001", err)
+		}
+	})
 }
