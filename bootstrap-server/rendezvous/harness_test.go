@@ -5,83 +5,44 @@ import (
 	"errors"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/parlance-chat/parlance/netsim"
 	"github.com/parlance-chat/parlance/protocol"
 )
 
-// memListener is a tiny in-memory network for tests inside a synctest
-// bubble: Dial makes a net.Pipe whose ends carry TCP-like addresses.
-type memListener struct {
-	addr   net.Addr
-	conns  chan net.Conn
-	done   chan struct{}
-	once   sync.Once
-	mu     sync.Mutex
-	nextPt int
+// sim is the network the tests run on (netsim, inside the test's
+// synctest bubble): the server listens on 10.0.0.1:8080, and each address
+// a client dials from is a host of its own. Real streams, so a close
+// lingers as over TCP. Call Settle, not synctest.Wait: the network's
+// scheduler already calls that.
+type sim struct {
+	*netsim.Network
+	server *netsim.Host
+	lans   map[netip.Prefix]*netsim.Segment
 }
-
-func newMemListener() *memListener {
-	return &memListener{
-		addr:   &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 8080},
-		conns:  make(chan net.Conn),
-		done:   make(chan struct{}),
-		nextPt: 40000,
-	}
-}
-
-func (l *memListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
-	}
-}
-
-func (l *memListener) Close() error {
-	l.once.Do(func() { close(l.done) })
-	return nil
-}
-
-func (l *memListener) Addr() net.Addr { return l.addr }
-
-type addrConn struct {
-	net.Conn
-	local, remote net.Addr
-}
-
-func (c *addrConn) LocalAddr() net.Addr  { return c.local }
-func (c *addrConn) RemoteAddr() net.Addr { return c.remote }
 
 // dialFrom returns a dial function whose connections come from ip.
-func (l *memListener) dialFrom(ip string) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		l.mu.Lock()
-		l.nextPt++
-		port := l.nextPt
-		l.mu.Unlock()
-		client := &net.TCPAddr{IP: net.ParseIP(ip), Port: port}
-		a, b := bufPipe()
-		srv := &addrConn{Conn: a, local: l.addr, remote: client}
-		cli := &addrConn{Conn: b, local: client, remote: l.addr}
-		select {
-		case l.conns <- srv:
-			return cli, nil
-		case <-l.done:
-			return nil, errors.New("connection refused")
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+func (n *sim) dialFrom(ip string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	if h := n.Host(ip); h != nil {
+		return h.DialContext
 	}
+	a := netip.MustParseAddr(ip)
+	p := netip.PrefixFrom(a, 24).Masked()
+	lan := n.lans[p]
+	if lan == nil {
+		lan = n.AddSegmentPrefix(p.String(), p)
+		n.lans[p] = lan
+	}
+	return n.AddHostAddr(ip, lan, a).DialContext
 }
 
-// testServer runs a Server on a memListener. Call it inside a bubble.
-func testServer(t *testing.T, cfg Config) (*Server, *memListener) {
+// testServer runs a Server on a new sim. Call it inside a bubble.
+func testServer(t *testing.T, cfg Config) (*Server, *sim) {
 	t.Helper()
 	if cfg.Rand == nil {
 		cfg.Rand = rand.NewChaCha8([32]byte{1})
@@ -90,7 +51,14 @@ func testServer(t *testing.T, cfg Config) (*Server, *memListener) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln := newMemListener()
+	n := &sim{Network: netsim.New(netsim.SeedFromEnv(t), nil), lans: map[netip.Prefix]*netsim.Segment{}}
+	t.Cleanup(n.Close) // first registered, so it runs after the server stopped
+	dc := netip.MustParsePrefix("10.0.0.0/24")
+	n.server = n.AddHostAddr("server", n.AddSegmentPrefix("dc", dc), netip.MustParseAddr("10.0.0.1"))
+	ln, err := n.server.Listen(n.server.Context(), "tcp", ":8080")
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, ln) }()
@@ -100,7 +68,7 @@ func testServer(t *testing.T, cfg Config) (*Server, *memListener) {
 			t.Errorf("Serve returned %v, want ErrServerClosed", err)
 		}
 	})
-	return s, ln
+	return s, n
 }
 
 // client is a raw WebSocket client speaking the wire protocol.
@@ -109,9 +77,9 @@ type client struct {
 	ws *websocket.Conn
 }
 
-func dial(t *testing.T, ln *memListener, ip string) *client {
+func dial(t *testing.T, n *sim, ip string) *client {
 	t.Helper()
-	d := websocket.Dialer{NetDialContext: ln.dialFrom(ip)}
+	d := websocket.Dialer{NetDialContext: n.dialFrom(ip)}
 	ws, _, err := d.Dial("ws://10.0.0.1:8080/", nil)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
@@ -152,12 +120,14 @@ func (c *client) recv() protocol.ServerMessage {
 	return m
 }
 
-// recvErr reads until the connection fails and returns the error.
+// recvClose reads until the connection fails, closes it as a client
+// does (the server lingers until then) and returns the error.
 func (c *client) recvClose() error {
 	c.t.Helper()
 	c.ws.SetReadDeadline(time.Now().Add(5 * time.Second))
 	for {
 		if _, _, err := c.ws.ReadMessage(); err != nil {
+			c.ws.Close()
 			return err
 		}
 	}

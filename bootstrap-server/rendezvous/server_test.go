@@ -15,9 +15,9 @@ import (
 
 func TestOriginalProtocol(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		_, ln := testServer(t, Config{})
-		alice := dial(t, ln, "192.0.2.10")
-		bob := dial(t, ln, "198.51.100.7")
+		_, sim := testServer(t, Config{})
+		alice := dial(t, sim, "192.0.2.10")
+		bob := dial(t, sim, "198.51.100.7")
 
 		ra := alice.register("alice", 40045)
 		if ra.PublicAddr != "192.0.2.10:40045" {
@@ -54,7 +54,7 @@ func TestOriginalProtocol(t *testing.T) {
 
 		// Closing the WebSocket removes the registration.
 		bob.ws.Close()
-		synctest.Wait()
+		sim.Settle()
 		if got := ids(alice.list()); len(got) != 1 || got[ra2.PeerID] != "alice" {
 			t.Fatalf("after bob closed the list is %v, want only alice", got)
 		}
@@ -63,8 +63,8 @@ func TestOriginalProtocol(t *testing.T) {
 
 func TestUnparsableLocalAddrUsesObservedAddress(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		_, ln := testServer(t, Config{})
-		c := dial(t, ln, "192.0.2.10")
+		_, sim := testServer(t, Config{})
+		c := dial(t, sim, "192.0.2.10")
 		c.send(&protocol.Register{Nickname: "x", LocalAddr: "nonsense"})
 		r := c.recv().(*protocol.Registered)
 		if !strings.HasPrefix(r.PublicAddr, "192.0.2.10:") || r.PublicAddr == "192.0.2.10:0" {
@@ -75,8 +75,8 @@ func TestUnparsableLocalAddrUsesObservedAddress(t *testing.T) {
 
 func TestSecondRegisterReplacesTheFirst(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		_, ln := testServer(t, Config{})
-		c := dial(t, ln, "192.0.2.10")
+		_, sim := testServer(t, Config{})
+		c := dial(t, sim, "192.0.2.10")
 		c.register("first", 1000)
 		r := c.register("second", 2000)
 		peers := c.list()
@@ -89,8 +89,8 @@ func TestSecondRegisterReplacesTheFirst(t *testing.T) {
 // TestErrorTexts produces every error of PROTOCOL.md section 3 by its cause.
 func TestErrorTexts(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		_, ln := testServer(t, Config{})
-		c := dial(t, ln, "192.0.2.10")
+		_, sim := testServer(t, Config{})
+		c := dial(t, sim, "192.0.2.10")
 		// t.Run is not allowed inside a bubble: steps log their name.
 		step := func(name string, f func()) {
 			t.Logf("step: %s", name)
@@ -132,8 +132,8 @@ func TestErrorTexts(t *testing.T) {
 
 func TestHeartbeatKeepsPeerAlive(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		_, ln := testServer(t, Config{})
-		c := dial(t, ln, "192.0.2.10")
+		_, sim := testServer(t, Config{})
+		c := dial(t, sim, "192.0.2.10")
 		r := c.register("steady", 1000)
 		for range 10 {
 			time.Sleep(10 * time.Second)
@@ -148,11 +148,11 @@ func TestHeartbeatKeepsPeerAlive(t *testing.T) {
 
 func TestPushAndNamespaces(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		_, ln := testServer(t, Config{})
-		orig := dial(t, ln, "192.0.2.1")
+		_, sim := testServer(t, Config{})
+		orig := dial(t, sim, "192.0.2.1")
 		orig.register("original", 1000)
 
-		sub := dial(t, ln, "192.0.2.2")
+		sub := dial(t, sim, "192.0.2.2")
 		r := sub.register("sub", 2000, protocol.CapPush)
 		if !protocol.HasCap(r.Caps, protocol.CapPush) {
 			t.Fatalf("registered caps %v, want push", r.Caps)
@@ -162,14 +162,14 @@ func TestPushAndNamespaces(t *testing.T) {
 			t.Fatalf("snapshot %v, want original and sub", got)
 		}
 
-		other := dial(t, ln, "192.0.2.3")
+		other := dial(t, sim, "192.0.2.3")
 		other.send(&protocol.Register{Nickname: "elsewhere", LocalAddr: "0.0.0.0:3000", Namespace: "team"})
 		other.recv()
 		if got := ids(other.list()); len(got) != 1 {
 			t.Fatalf("namespace team sees %v, want only itself", got)
 		}
 
-		late := dial(t, ln, "192.0.2.4")
+		late := dial(t, sim, "192.0.2.4")
 		rl := late.register("late", 4000)
 		j := sub.recv().(*protocol.PeerJoined)
 		if j.Peer.PeerID != rl.PeerID || j.Peer.PublicAddr != "192.0.2.4:4000" {
@@ -189,8 +189,8 @@ func TestPushAndNamespaces(t *testing.T) {
 
 func TestFrameSizeLimit(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		_, ln := testServer(t, Config{MaxFrame: 1024})
-		c := dial(t, ln, "192.0.2.10")
+		_, sim := testServer(t, Config{MaxFrame: 1024})
+		c := dial(t, sim, "192.0.2.10")
 		c.sendRaw(`{"type":"list_peers","pad":"` + strings.Repeat("x", 1100) + `"}`)
 		c.wantError(protocol.ErrTextInvalidPrefix + "frame exceeds the limit of 1024 bytes")
 		err := c.recvClose()
@@ -202,8 +202,8 @@ func TestFrameSizeLimit(t *testing.T) {
 
 func TestRateLimit(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s, ln := testServer(t, Config{MsgRatePerIP: 1, MsgBurstPerIP: 5})
-		c := dial(t, ln, "192.0.2.10")
+		s, sim := testServer(t, Config{MsgRatePerIP: 1, MsgBurstPerIP: 5})
+		c := dial(t, sim, "192.0.2.10")
 		for range 5 {
 			c.list()
 		}
@@ -216,32 +216,32 @@ func TestRateLimit(t *testing.T) {
 			t.Errorf("rate_limited_total %v, want 1", got)
 		}
 		// Another address is not affected.
-		dial(t, ln, "192.0.2.11").list()
+		dial(t, sim, "192.0.2.11").list()
 	})
 }
 
 func TestConnectionLimit(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		_, ln := testServer(t, Config{MaxConnsPerIP: 2})
-		a := dial(t, ln, "192.0.2.10")
-		dial(t, ln, "192.0.2.10")
-		c := dial(t, ln, "192.0.2.10")
+		_, sim := testServer(t, Config{MaxConnsPerIP: 2})
+		a := dial(t, sim, "192.0.2.10")
+		dial(t, sim, "192.0.2.10")
+		c := dial(t, sim, "192.0.2.10")
 		c.wantError(ErrTextTooManyConns + " (limit 2)")
 		if err := c.recvClose(); !websocket.IsCloseError(err, websocket.CloseTryAgainLater) {
 			t.Fatalf("after the error: %v, want close 1013", err)
 		}
 		// Room comes back when a connection closes.
 		a.ws.Close()
-		synctest.Wait()
-		dial(t, ln, "192.0.2.10").list()
+		sim.Settle()
+		dial(t, sim, "192.0.2.10").list()
 	})
 }
 
 func TestPeerCap(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		_, ln := testServer(t, Config{MaxPeers: 1})
-		dial(t, ln, "192.0.2.1").register("one", 1)
-		c := dial(t, ln, "192.0.2.2")
+		_, sim := testServer(t, Config{MaxPeers: 1})
+		dial(t, sim, "192.0.2.1").register("one", 1)
+		c := dial(t, sim, "192.0.2.2")
 		c.send(&protocol.Register{Nickname: "two", LocalAddr: "0.0.0.0:2"})
 		c.wantError(ErrTextServerFull + " (1 peers)")
 		if got := len(c.list()); got != 1 {
@@ -252,8 +252,8 @@ func TestPeerCap(t *testing.T) {
 
 func TestSilentConnectionIsDropped(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s, ln := testServer(t, Config{})
-		d := websocket.Dialer{NetDialContext: ln.dialFrom("192.0.2.10")}
+		s, sim := testServer(t, Config{})
+		d := websocket.Dialer{NetDialContext: sim.dialFrom("192.0.2.10")}
 		ws, _, err := d.Dial("ws://10.0.0.1:8080/", nil)
 		if err != nil {
 			t.Fatal(err)
@@ -261,7 +261,7 @@ func TestSilentConnectionIsDropped(t *testing.T) {
 		defer ws.Close()
 		// This client never reads, so it never answers pings.
 		time.Sleep(DefaultReadTimeout + time.Second)
-		synctest.Wait()
+		sim.Settle()
 		s.mu.Lock()
 		n := len(s.conns)
 		s.mu.Unlock()
@@ -273,8 +273,8 @@ func TestSilentConnectionIsDropped(t *testing.T) {
 
 func TestPingsKeepReadingClientAlive(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s, ln := testServer(t, Config{})
-		c := dial(t, ln, "192.0.2.10")
+		s, sim := testServer(t, Config{})
+		c := dial(t, sim, "192.0.2.10")
 		c.expectNothing(3 * DefaultReadTimeout) // reading answers pings
 		s.mu.Lock()
 		n := len(s.conns)
@@ -287,9 +287,13 @@ func TestPingsKeepReadingClientAlive(t *testing.T) {
 
 func TestShutdownSendsCloseFrames(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		s, ln := testServer(t, Config{})
-		c := dial(t, ln, "192.0.2.10")
+		s, sim := testServer(t, Config{})
+		c := dial(t, sim, "192.0.2.10")
 		c.register("x", 1)
+		// The client reads meanwhile and closes once it has the close
+		// frame, which ends the server's lingering close.
+		read := make(chan error, 1)
+		go func() { read <- c.recvClose() }()
 		start := time.Now()
 		if err := s.Close(); err != nil {
 			t.Fatal(err)
@@ -297,7 +301,7 @@ func TestShutdownSendsCloseFrames(t *testing.T) {
 		if d := time.Since(start); d > time.Second {
 			t.Errorf("Close took %v", d)
 		}
-		if err := c.recvClose(); !websocket.IsCloseError(err, websocket.CloseGoingAway) {
+		if err := <-read; !websocket.IsCloseError(err, websocket.CloseGoingAway) {
 			t.Fatalf("read after shutdown: %v, want close 1001", err)
 		}
 	})
@@ -307,8 +311,8 @@ func TestDeterministicPeerIDs(t *testing.T) {
 	run := func() string {
 		var id string
 		synctest.Test(t, func(t *testing.T) {
-			_, ln := testServer(t, Config{})
-			id = dial(t, ln, "192.0.2.1").register("a", 1).PeerID
+			_, sim := testServer(t, Config{})
+			id = dial(t, sim, "192.0.2.1").register("a", 1).PeerID
 		})
 		return id
 	}
