@@ -50,8 +50,9 @@ const (
 	AnnounceJitter = 0.1
 )
 
-// StartupBurst lists when, after start, a node announces and queries; the
-// later ones cover a lost first datagram.
+// StartupBurst lists when, after start, a node announces; it queries at
+// the first only. The later announces cover lost first datagrams: a peer
+// that had not heard the node answers them as it answers a query.
 func StartupBurst() []time.Duration {
 	return []time.Duration{0, 300 * time.Millisecond, 1200 * time.Millisecond}
 }

@@ -25,11 +25,12 @@
 //
 // Discovery (local mode) follows the original protocol and adds, as
 // optional extensions, an instance id, capabilities, a query datagram and
-// a goodbye: a starting node announces at once and queries; peers that
-// understand queries answer after a random 20-120 ms; a short burst covers
-// a lost first packet; then an announce every AnnounceInterval, jittered by
-// ±10%. A goodbye removes a peer at once; a silent peer expires after
-// Timeout.
+// a goodbye: a starting node announces at once and queries (once: an
+// original peer logs a warning per query); peers answer a query, or a
+// peer new to them, with an announce after a random 20-120 ms; two more
+// announces at 300 ms and 1.2 s cover lost first datagrams; then an
+// announce every AnnounceInterval, jittered by ±10%. A goodbye removes a
+// peer at once; a silent peer expires after Timeout.
 //
 // Messages to peers that advertise the "ack" capability carry an id and
 // wait for the ack on the same connection, which is kept open for reuse;

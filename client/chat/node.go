@@ -344,12 +344,18 @@ func (ls *loopState) updateSignal() <-chan struct{} {
 func (ls *loopState) fire(now time.Time) {
 	n := ls.n
 	if len(ls.burst) > 0 && !now.Before(ls.boot.Add(ls.burst[0])) {
+		first := len(ls.burst) == len(StartupBurst())
 		// Skip burst slots already passed (a stalled loop sends once).
 		for len(ls.burst) > 0 && !now.Before(ls.boot.Add(ls.burst[0])) {
 			ls.burst = ls.burst[1:]
 		}
 		n.sendAnnounce("startup")
-		n.sendDatagram(&protocol.Query{Instance: n.instance})
+		if first {
+			// One query per start-up: an original peer logs a warning
+			// for each. Should it be lost, the later announces still
+			// bring answers, since peers answer a peer new to them.
+			n.sendDatagram(&protocol.Query{Instance: n.instance})
+		}
 		ls.answerAt = time.Time{} // this announce answers pending queries
 	}
 	if !now.Before(ls.nextSteady) {
@@ -362,13 +368,14 @@ func (ls *loopState) fire(now time.Time) {
 	}
 	if !ls.expiryAt.IsZero() && !now.Before(ls.expiryAt) {
 		for _, c := range ls.reg.Expire(now) {
-			n.log.Info("peer expired", "peer", c.Peer.Nickname, "addr", c.Peer.Addr)
-			n.emit(Event{Kind: EventPeerExpired, Time: now, Peer: c.Peer})
+			ls.report(now, c)
 		}
-	}
-	ls.expiryAt = time.Time{}
-	if t, ok := ls.reg.NextExpiry(); ok {
-		ls.expiryAt = t
+		// NextExpiry scans every peer, so it runs only here, when the
+		// earliest expiry is due, not on every datagram.
+		ls.expiryAt = time.Time{}
+		if t, ok := ls.reg.NextExpiry(); ok {
+			ls.expiryAt = t
+		}
 	}
 }
 
@@ -416,10 +423,14 @@ func (ls *loopState) handleDatagram(now time.Time, d datagram) {
 			return
 		}
 		ls.report(now, c)
-		if (c.Kind == registry.Joined || c.Kind == registry.Restarted) && !protocol.HasCap(m.Caps, protocol.CapQuery) {
-			// An original peer cannot ask; tell it about us now rather
-			// than at our next interval.
+		if c.Kind == registry.Joined || c.Kind == registry.Restarted {
+			// A peer new to us may not know us either (an original peer
+			// cannot ask; our query to it may have been lost): tell it
+			// now rather than at our next interval.
 			ls.scheduleAnswer(now)
+			if ls.expiryAt.IsZero() {
+				ls.expiryAt = now.Add(ls.reg.Timeout())
+			}
 		}
 	case *protocol.Goodbye:
 		for _, c := range ls.reg.Goodbye(d.src, m.Nickname, m.Instance) {
@@ -431,11 +442,9 @@ func (ls *loopState) handleDatagram(now time.Time, d datagram) {
 		}
 		ls.scheduleAnswer(now)
 	}
-	if t, ok := ls.reg.NextExpiry(); ok {
-		ls.expiryAt = t
-	} else {
-		ls.expiryAt = time.Time{}
-	}
+	// ls.expiryAt stays a lower bound of the earliest expiry: refreshes
+	// and goodbyes only move expiries later, and a new peer expires after
+	// every known one. fire recomputes it when it is due.
 }
 
 // report turns a registry change into a log line and an event.

@@ -208,8 +208,8 @@ func TestDiscoveryIsFast(t *testing.T) {
 	})
 }
 
-// A node announces and queries at start, repeats both in a short burst,
-// then announces every interval with ±10% jitter.
+// A node announces and queries at start, repeats the announce in a short
+// burst, then announces every interval with ±10% jitter.
 func TestAnnounceSchedule(t *testing.T) {
 	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
 		lan := nw.AddSegment("lan")
@@ -227,8 +227,8 @@ func TestAnnounceSchedule(t *testing.T) {
 				t.Errorf("burst announce %d at %v, want %v", i, got, want)
 			}
 		}
-		if q := s.count("query"); q != len(burst) {
-			t.Errorf("%d queries, want one per burst slot (%d)", q, len(burst))
+		if q := s.count("query"); q != 1 {
+			t.Errorf("%d queries, want one per start-up (an original peer logs a warning for each)", q)
 		}
 		distinct := map[time.Duration]bool{}
 		for i := len(burst); i < len(at); i++ {
@@ -625,4 +625,37 @@ func TestSendAckWaitCutByCloseAndReset(t *testing.T) {
 			})
 		})
 	}
+}
+
+// When a starting node's first announce and query are lost, its next
+// burst announce makes it new to the others, who answer at once: it does
+// not have to wait for their next interval.
+func TestLostFirstQueryCoveredByBurst(t *testing.T) {
+	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
+		lan := nw.AddSegment("lan")
+		bob := start(t, nw.AddHost("b", lan), "bob", 2)
+		nw.RunFor(2 * time.Second)
+		ha := nw.AddHost("a", lan)
+		dropped := 0
+		nw.OnPacket(func(p netsim.Packet) netsim.Verdict {
+			if p.From == ha && p.Proto == "udp" && p.Time < nw.Now()+time.Millisecond && dropped < 2 {
+				dropped++
+				return netsim.Verdict{Drop: true}
+			}
+			return netsim.Verdict{}
+		})
+		begin := time.Now()
+		alice := start(t, ha, "alice", 1)
+		if !nw.RunUntil(func() bool { return hasPeer(alice, "bob") && hasPeer(bob, "alice") }, 2*time.Second) {
+			t.Fatal("no mutual discovery within 2 s")
+		}
+		if dropped != 2 {
+			t.Fatalf("dropped %d of alice's first datagrams, want her announce and query", dropped)
+		}
+		saw, _ := alice.rec.first(chat.EventPeerJoined, "bob")
+		second := chat.StartupBurst()[1]
+		if d := saw.Time.Sub(begin); d < second || d > second+chat.QueryAnswerMax+5*time.Millisecond {
+			t.Errorf("alice learnt of bob %v after start, want between the second burst announce (%v) and %v later", d, second, chat.QueryAnswerMax)
+		}
+	})
 }
