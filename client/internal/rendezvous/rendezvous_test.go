@@ -2,11 +2,11 @@ package rendezvous_test
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/http"
+	"net/netip"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -14,43 +14,44 @@ import (
 
 	server "github.com/parlance-chat/parlance/bootstrap-server/rendezvous"
 	"github.com/parlance-chat/parlance/client/internal/rendezvous"
+	"github.com/parlance-chat/parlance/netsim"
 	"github.com/parlance-chat/parlance/protocol"
 )
 
-// world is an in-memory network with one bootstrap server address; the
-// server behind it can be stopped and started again.
+// world is a netsim network with one bootstrap server address,
+// 10.0.0.1:8080; the server behind it can be stopped and started again.
+// Each address a client runs from is a host of its own.
 type world struct {
-	t     *testing.T
-	mu    sync.Mutex
-	ln    *memListener // nil while the server is down
-	srv   *server.Server
-	done  chan error
-	ports int
+	t      *testing.T
+	n      *netsim.Network
+	server *netsim.Host
+	lans   map[netip.Prefix]*netsim.Segment
+	srv    *server.Server
+	done   chan error
 }
 
-type memListener struct {
-	conns chan net.Conn
-	done  chan struct{}
-	once  sync.Once
-}
-
-func (l *memListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.conns:
-		return c, nil
-	case <-l.done:
-		return nil, net.ErrClosed
+// newWorld builds the network inside the test's bubble; it closes after
+// every later cleanup (clients, servers) has run.
+func newWorld(t *testing.T) *world {
+	n := netsim.New(netsim.SeedFromEnv(t), nil)
+	t.Cleanup(n.Close)
+	dc := netip.MustParsePrefix("10.0.0.0/24")
+	return &world{
+		t:      t,
+		n:      n,
+		server: n.AddHostAddr("server", n.AddSegmentPrefix("dc", dc), netip.MustParseAddr("10.0.0.1")),
+		lans:   map[netip.Prefix]*netsim.Segment{},
 	}
 }
-func (l *memListener) Close() error   { l.once.Do(func() { close(l.done) }); return nil }
-func (l *memListener) Addr() net.Addr { return &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 8080} }
 
-type addrConn struct {
-	net.Conn
-	remote net.Addr
+func (w *world) listen() net.Listener {
+	w.t.Helper()
+	ln, err := w.server.Listen(w.server.Context(), "tcp", ":8080")
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return ln
 }
-
-func (c *addrConn) RemoteAddr() net.Addr { return c.remote }
 
 // startServer starts our server (seeded) behind the address.
 func (w *world) startServer(seed byte) {
@@ -59,55 +60,40 @@ func (w *world) startServer(seed byte) {
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	ln := &memListener{conns: make(chan net.Conn), done: make(chan struct{})}
+	ln := w.listen()
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(context.Background(), ln) }()
-	w.mu.Lock()
-	w.ln, w.srv, w.done = ln, srv, done
-	w.mu.Unlock()
+	w.srv, w.done = srv, done
 }
 
 // startHandler serves h (an original-like server) behind the address.
 func (w *world) startHandler(h http.Handler) {
-	ln := &memListener{conns: make(chan net.Conn), done: make(chan struct{})}
+	ln := w.listen()
 	hs := &http.Server{Handler: h}
 	done := make(chan error, 1)
 	go func() { done <- hs.Serve(ln) }()
 	w.t.Cleanup(func() { hs.Close(); <-done })
-	w.mu.Lock()
-	w.ln = ln
-	w.mu.Unlock()
 }
 
 func (w *world) stopServer() {
-	w.mu.Lock()
-	srv, done := w.srv, w.done
-	w.ln, w.srv = nil, nil
-	w.mu.Unlock()
-	srv.Close()
-	<-done
+	w.srv.Close()
+	<-w.done
+	w.srv = nil
 }
 
-func (w *world) dialFrom(ip string) func(ctx context.Context, network, addr string) (net.Conn, error) {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		w.mu.Lock()
-		ln := w.ln
-		w.ports++
-		port := 40000 + w.ports
-		w.mu.Unlock()
-		if ln == nil {
-			return nil, errors.New("connection refused")
-		}
-		a, b := bufPipe()
-		select {
-		case ln.conns <- &addrConn{Conn: a, remote: &net.TCPAddr{IP: net.ParseIP(ip), Port: port}}:
-			return b, nil
-		case <-ln.done:
-			return nil, errors.New("connection refused")
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+// host returns the host with address ip, adding it on first use.
+func (w *world) host(ip string) *netsim.Host {
+	if h := w.n.Host(ip); h != nil {
+		return h
 	}
+	a := netip.MustParseAddr(ip)
+	p := netip.PrefixFrom(a, 24).Masked()
+	lan := w.lans[p]
+	if lan == nil {
+		lan = w.n.AddSegmentPrefix(p.String(), p)
+		w.lans[p] = lan
+	}
+	return w.n.AddHostAddr(ip, lan, a)
 }
 
 // node is one rendezvous client and the peers it reports.
@@ -129,7 +115,7 @@ func (w *world) run(name, ip string, port uint16, seed uint64) *node {
 		URL:      "ws://10.0.0.1:8080/",
 		Nickname: name,
 		TCPPort:  port,
-		Dial:     w.dialFrom(ip),
+		Dial:     w.host(ip).DialContext,
 		Rand:     rand.New(rand.NewPCG(seed, 0)),
 		OnUpdate: n.apply,
 	}
@@ -184,7 +170,7 @@ func (n *node) selfID() string {
 
 func TestTwoClientsFindEachOtherThroughOurServer(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		w := &world{t: t}
+		w := newWorld(t)
 		w.startServer(1)
 		defer w.stopServer()
 		alice := w.run("alice", "192.0.2.1", 4001, 1)
@@ -218,7 +204,7 @@ func TestTwoClientsFindEachOtherThroughOurServer(t *testing.T) {
 
 func TestServerRestartIsSurvived(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		w := &world{t: t}
+		w := newWorld(t)
 		w.startServer(1)
 		alice := w.run("alice", "192.0.2.1", 4001, 1)
 		bob := w.run("bob", "192.0.2.2", 4002, 2)
@@ -262,7 +248,7 @@ type originalServer struct {
 
 func TestPollsAnOriginalServer(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		w := &world{t: t}
+		w := newWorld(t)
 		orig := &originalServer{}
 		w.startHandler(orig)
 		alice := w.run("alice", "192.0.2.1", 4001, 1)
