@@ -67,9 +67,6 @@ func TestLANDiscovery(t *testing.T) {
 			if n > 10 && testing.Short() {
 				t.Skip("-short")
 			}
-			if n > 100 && raceEnabled {
-				t.Skip("200 nodes take minutes under the race detector; run without -race: go test -run 'TestLANDiscovery' ./e2e/sim")
-			}
 			simTest(t, func(t *testing.T, c *cluster) {
 				c.nw.SetDefaultLink(lanLink)
 				peers, last := startLAN(c, n, time.Second)
