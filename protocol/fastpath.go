@@ -48,7 +48,6 @@ func decodeDatagramFast(b []byte) (d Datagram, ok bool) {
 type fastReader struct {
 	b []byte
 	i int
-	s string // b as one string, made on first use: the result strings share it
 }
 
 // lit consumes s if the input continues with it.
@@ -71,10 +70,11 @@ func (r *fastReader) str() (string, bool) {
 				return "", false
 			}
 			r.i = j + 1
-			if r.s == "" {
-				r.s = string(r.b) // one allocation for every result string
-			}
-			return r.s[start:j], true
+			// A string of its own, not a slice of one copy of b: a
+			// nickname fits the runtime's tiny allocator, and the
+			// garbage collector, which a 1,000-peer simulation keeps
+			// busy, runs in proportion to the bytes allocated.
+			return string(r.b[start:j]), true
 		case c == '\\' || c < 0x20:
 			return "", false
 		}
@@ -139,7 +139,7 @@ func (r *fastReader) announce() (Datagram, bool) {
 		}
 		caps = make([]string, 0, n)
 		for {
-			c, ok := r.str()
+			c, ok := r.capStr()
 			if !ok {
 				return nil, false
 			}
@@ -212,3 +212,17 @@ func plainNickname(nick string) bool {
 	}
 	return true
 }
+
+// capStr is str for a capability: a known one returns the package's
+// constant without allocating.
+func (r *fastReader) capStr() (string, bool) {
+	for _, c := range knownCaps {
+		if len(r.b)-r.i > len(c) && string(r.b[r.i:r.i+len(c)]) == c && r.b[r.i+len(c)] == '"' {
+			r.i += len(c) + 1
+			return c, true
+		}
+	}
+	return r.str()
+}
+
+var knownCaps = [...]string{CapQuery, CapGoodbye, CapAck, CapPush}
