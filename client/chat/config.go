@@ -41,8 +41,9 @@ const (
 // user's.
 const (
 	// QueryAnswerMin and QueryAnswerMax bound the random delay before a
-	// node answers a query (or a new original peer) with an announce, so
-	// that peers answering one query do not all send at once.
+	// node answers a query (or a peer new to it) with an announce, so
+	// that peers answering one query do not all send at once. The spread
+	// within the bounds grows with the number of peers known.
 	QueryAnswerMin = 20 * time.Millisecond
 	QueryAnswerMax = 120 * time.Millisecond
 	// AnnounceJitter is the relative jitter of the steady announce

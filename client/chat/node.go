@@ -291,8 +291,19 @@ func (ls *loopState) jitter(d time.Duration) time.Duration {
 	return time.Duration(float64(d) * f)
 }
 
+// answerSpreadPeers is how many known peers it takes for answers to be
+// spread over the whole QueryAnswerMin-QueryAnswerMax window.
+const answerSpreadPeers = 16
+
+// answerDelay draws the delay before answering a query or a new peer:
+// QueryAnswerMin plus a random spread. The spread keeps the peers that
+// answer one query from all sending at once, so it grows with the number
+// of peers this node knows (each of them answers too), up to the whole
+// window; on a small LAN the answer comes within a few milliseconds of
+// QueryAnswerMin, so two peers see each other well under 100 ms.
 func (ls *loopState) answerDelay() time.Duration {
-	return QueryAnswerMin + time.Duration(ls.rnd.Int64N(int64(QueryAnswerMax-QueryAnswerMin)+1))
+	spread := (QueryAnswerMax - QueryAnswerMin) * time.Duration(min(ls.reg.Len()+1, answerSpreadPeers)) / answerSpreadPeers
+	return QueryAnswerMin + time.Duration(ls.rnd.Int64N(int64(spread)+1))
 }
 
 func (n *Node) loop(ls *loopState) {
