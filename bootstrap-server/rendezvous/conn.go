@@ -53,20 +53,29 @@ type conn struct {
 	peer    *peer // current registration, nil when none
 	expired bool  // the last registration expired (or was removed)
 
-	mu      sync.Mutex
-	queue   []outMsg
-	queued  int  // bytes in queue
-	writing bool // a writer goroutine is running
-	closing bool // a close frame is queued; accept nothing more
-	netOnce sync.Once
+	mu        sync.Mutex
+	queue     []outMsg
+	queued    int  // bytes in queue
+	writing   bool // a writer goroutine is running
+	closing   bool // a close frame is queued; accept nothing more
+	closeSent bool // the queued close frame is written
+	readDone  bool // the reader has ended (close frame, EOF, error)
+	netOnce   sync.Once
 }
 
-func (c *conn) touch()                { c.lastReadNano.Store(time.Now().UnixNano()) }
-func (c *conn) lastRead() time.Time   { return time.Unix(0, c.lastReadNano.Load()) }
-func (c *conn) closeNet()             { c.netOnce.Do(func() { c.ws.NetConn().Close() }) }
-func (c *conn) abort()                { c.closeNet() }
-func (c *conn) send(m outMsg)         { c.enqueue(false, m) }
-func (c *conn) closeWith(m ...outMsg) { c.enqueue(true, m...) }
+func (c *conn) touch()              { c.lastReadNano.Store(time.Now().UnixNano()) }
+func (c *conn) lastRead() time.Time { return time.Unix(0, c.lastReadNano.Load()) }
+func (c *conn) closeNet()           { c.netOnce.Do(func() { c.ws.NetConn().Close() }) }
+func (c *conn) abort()              { c.closeNet() }
+func (c *conn) send(m outMsg)       { c.enqueue(false, m) }
+
+// closeWith queues ms, the last of them a close frame, and closes the
+// connection once that is written and the client's answer read (see
+// lingerClose). From now on the client's messages are discarded unread.
+func (c *conn) closeWith(ms ...outMsg) {
+	c.fc.draining.Store(true)
+	c.enqueue(true, ms...)
+}
 
 // enqueue queues frames and starts the writer if none runs. It never
 // blocks, so callers may hold Server.mu. A client that lets more than
@@ -103,26 +112,45 @@ const (
 	lingerBytes   = 1 << 20
 )
 
-// lingerClose ends a connection whose close frame is written: FIN after
-// everything written, then it discards what the client still sends, for
-// at most lingerTimeout and lingerBytes, and closes. Closing at once with
-// unread input makes the kernel answer with a reset, which can destroy
-// the error and close frame before the client reads them (RFC 7230
-// section 6.6): a client cut off for a flood or an oversized frame would
-// not learn why.
+// errLingerBytes ends a lingering close whose client sent lingerBytes.
+var errLingerBytes = errors.New("rendezvous: client sent too much after the close frame")
+
+// lingerClose runs once our close frame is written. RFC 6455 section 7.1.1:
+// the server closes the TCP connection once it has both sent and received
+// a close frame. If the reader has already ended (the client's close
+// frame, EOF or an error came first), that is now. Otherwise the socket
+// is half-closed (FIN after everything written) and the reader, which
+// discards data messages since closeWith, goes on until the client's
+// close frame or EOF arrives, for at most lingerTimeout and lingerBytes;
+// its end (conn.end) closes the socket. A well-behaved client answers at
+// once, so the connection ends in one round trip.
+//
+// Closing at once with unread input instead makes the kernel answer with
+// a reset, which can destroy the error and close frame before the client
+// reads them (RFC 7230 section 6.6): a client cut off for a flood or an
+// oversized frame would not learn why.
 func (c *conn) lingerClose() {
-	nc := c.ws.NetConn()
-	if fc, ok := nc.(*frameConn); ok {
-		nc = fc.Conn // the socket itself: frameConn hides CloseWrite
+	c.mu.Lock()
+	readDone := c.readDone
+	c.mu.Unlock()
+	if readDone {
+		c.closeNet()
+		return
 	}
-	if cw, ok := nc.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
-		until := time.Now().Add(lingerTimeout)
-		c.lingerUntil.Store(until.UnixNano())
-		if nc.SetReadDeadline(until) == nil {
-			_, _ = io.CopyN(io.Discard, nc, lingerBytes)
-		}
+	nc := c.fc.Conn // the socket itself: frameConn hides CloseWrite
+	c.lingerUntil.Store(time.Now().Add(lingerTimeout).UnixNano())
+	cw, ok := nc.(interface{ CloseWrite() error })
+	if !ok || cw.CloseWrite() != nil || nc.SetReadDeadline(c.readDeadline()) != nil {
+		c.closeNet()
+		return
 	}
-	c.closeNet()
+	c.mu.Lock()
+	c.closeSent = true
+	readDone = c.readDone
+	c.mu.Unlock()
+	if readDone { // the reader ended meanwhile, seeing closeSent false
+		c.closeNet()
+	}
 }
 
 // readDeadline is the deadline for the next read: ReadTimeout from now,
@@ -132,6 +160,21 @@ func (c *conn) readDeadline() time.Time {
 		return time.Unix(0, u)
 	}
 	return time.Now().Add(c.s.cfg.ReadTimeout)
+}
+
+// setReadDeadline sets readDeadline on the socket. Called by the reader;
+// should lingerClose start meanwhile, its deadline wins: lingerClose sets
+// lingerUntil before its own SetReadDeadline, so either that call comes
+// after ours or we see lingerUntil here and set it again.
+func (c *conn) setReadDeadline() error {
+	lingering := c.lingerUntil.Load() != 0
+	if err := c.ws.SetReadDeadline(c.readDeadline()); err != nil || lingering {
+		return err
+	}
+	if c.lingerUntil.Load() != 0 {
+		return c.ws.SetReadDeadline(c.readDeadline())
+	}
+	return nil
 }
 
 // writeLoop writes queued frames until the queue is empty, then exits.
@@ -205,7 +248,7 @@ const readerIdle = 2 * time.Second
 func (c *conn) startReading() {
 	if c.raw == nil {
 		for c.readMessage() {
-			if c.ws.SetReadDeadline(c.readDeadline()) != nil {
+			if c.setReadDeadline() != nil {
 				break
 			}
 		}
@@ -267,7 +310,7 @@ func (c *conn) readAvailable() bool {
 		if !c.readMessage() {
 			return false
 		}
-		if c.ws.SetReadDeadline(c.readDeadline()) != nil {
+		if c.setReadDeadline() != nil {
 			return false
 		}
 		if c.fc.atBoundary() {
@@ -276,13 +319,14 @@ func (c *conn) readAvailable() bool {
 	}
 }
 
-// end closes c (unless a close frame is queued or written: its writer
-// closes the socket, lingering, once it is written) and removes its
-// registration.
+// end closes c and removes its registration once its reader has ended.
+// A close frame that is queued but not yet written is left to its
+// writer, which closes the socket once it is written (lingerClose).
 func (c *conn) end() {
 	c.mu.Lock()
-	pending := c.closing
+	pending := c.closing && !c.closeSent
 	c.closing = true
+	c.readDone = true
 	c.mu.Unlock()
 	if !pending {
 		c.closeNet()
@@ -308,6 +352,12 @@ func (c *conn) readMessage() bool {
 		return false
 	}
 	c.touch()
+	if c.fc.draining.Load() {
+		// Our close frame is on its way: discard what the client
+		// still sends (the next NextReader skips it) until its close
+		// frame or EOF.
+		return true
+	}
 	bp := s.getBuf()
 	defer s.putBuf(bp)
 	n, tooBig, err := readFrame(r, *bp)
@@ -322,7 +372,7 @@ func (c *conn) readMessage() bool {
 			outMsg{kind: msgText, data: encodeServer(&protocol.Error{Message: ErrTextRateLimited})},
 			outMsg{kind: msgClose, data: websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "rate limit exceeded")},
 		)
-		return false
+		return true // drain until the client's close frame
 	}
 	if tooBig {
 		s.metrics.err(errKindTooLarge)
@@ -332,7 +382,7 @@ func (c *conn) readMessage() bool {
 			outMsg{kind: msgText, data: s.frameErr},
 			outMsg{kind: msgClose, data: websocket.FormatCloseMessage(websocket.CloseMessageTooBig, "frame too large")},
 		)
-		return false
+		return true // drain: the next NextReader skips the rest
 	}
 	s.process(c, (*bp)[:n])
 	return true
@@ -356,10 +406,12 @@ func (s *Server) process(c *conn, frame []byte) {
 // first read of a header asks for 6, the rest once the length is known.
 type frameConn struct {
 	net.Conn
-	hdr  [14]byte
-	nhdr int    // header bytes seen
-	need int    // header length, once nhdr >= 2
-	left uint64 // payload bytes of the current frame still to come
+	hdr      [14]byte
+	draining atomic.Bool // a close frame is queued: count what is read
+	drained  uint32      // bytes read while draining (reader only)
+	nhdr     int         // header bytes seen
+	need     int         // header length, once nhdr >= 2
+	left     uint64      // payload bytes of the current frame still to come
 }
 
 func (f *frameConn) atBoundary() bool { return f.nhdr == 0 && f.left == 0 }
@@ -379,6 +431,12 @@ func (f *frameConn) Read(p []byte) (int, error) {
 	}
 	n, err := f.Conn.Read(p)
 	f.advance(p[:n])
+	if err == nil && f.draining.Load() {
+		f.drained += uint32(n)
+		if f.drained > lingerBytes {
+			err = errLingerBytes
+		}
+	}
 	return n, err
 }
 

@@ -328,7 +328,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 	// costs one small stack and a 256-byte read buffer.
 	ws.SetPongHandler(func(string) error {
 		c.touch()
-		return ws.SetReadDeadline(time.Now().Add(s.cfg.ReadTimeout))
+		return c.setReadDeadline() // not past a lingering close's deadline
 	})
 	if err := ws.SetReadDeadline(time.Now().Add(s.cfg.ReadTimeout)); err != nil {
 		c.closeNet()
