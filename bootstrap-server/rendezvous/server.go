@@ -330,7 +330,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		c.touch()
 		return c.setReadDeadline() // not past a lingering close's deadline
 	})
-	if err := ws.SetReadDeadline(time.Now().Add(s.cfg.ReadTimeout)); err != nil {
+	if err := c.setReadDeadline(); err != nil { // keeps a lingering close's deadline (connection limit)
 		c.closeNet()
 	}
 	go func() {
