@@ -85,8 +85,14 @@ func (ls *loopState) applyUpdate(now time.Time, up rendezvous.Update) {
 	case rendezvous.Registered:
 		n.emit(Event{Kind: EventStatus, Time: now, Text: fmt.Sprintf("registered with %s as %s", n.cfg.BootstrapServer, up.PublicAddr)})
 	case rendezvous.Disconnected:
-		n.emit(Event{Kind: EventStatus, Time: now, Err: up.Err,
-			Text: fmt.Sprintf("lost the bootstrap server %s; retrying in %v", n.cfg.BootstrapServer, up.RetryIn.Round(time.Millisecond))})
+		// The reason is part of the text: without it a user whose
+		// wss:// server has a certificate they do not trust sees only
+		// retries, never why.
+		text := fmt.Sprintf("lost the bootstrap server %s; retrying in %v", n.cfg.BootstrapServer, up.RetryIn.Round(time.Millisecond))
+		if up.Err != nil {
+			text += " (" + up.Err.Error() + ")"
+		}
+		n.emit(Event{Kind: EventStatus, Time: now, Err: up.Err, Text: text})
 	case rendezvous.Snapshot:
 		obs := make([]registry.Observation, 0, len(up.Peers))
 		for _, p := range up.Peers {
