@@ -51,7 +51,7 @@ func TestInternetMode(t *testing.T) {
 			t.Fatalf("send: %v %v", res, err)
 		}
 		nw.Settle()
-		if ev, ok := bob.rec.first(chat.EventMessage, "alice"); !ok || ev.Message.Text != "over the internet" {
+		if ev, ok := first(bob.rec, chat.EventMessage, "alice"); !ok || ev.Message.Text != "over the internet" {
 			t.Errorf("bob got %+v", ev)
 		}
 		bob.close()

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/parlance-chat/parlance/client/chat"
+	"github.com/parlance-chat/parlance/client/chat/chattest"
 	"github.com/parlance-chat/parlance/netsim"
 	"github.com/parlance-chat/parlance/protocol"
 	"github.com/parlance-chat/parlance/protocol/registry"
@@ -20,47 +21,18 @@ import (
 
 var _ chat.Network = (*netsim.Host)(nil)
 
-// recorder collects a node's events.
-type recorder struct {
-	mu     sync.Mutex
-	events []chat.Event
-}
-
-func (r *recorder) all() []chat.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]chat.Event(nil), r.events...)
-}
-
-// first returns the first event of kind about nickname (any if ""), and
-// whether there is one.
-func (r *recorder) first(kind chat.EventKind, nickname string) (chat.Event, bool) {
-	for _, ev := range r.all() {
-		if ev.Kind != kind {
-			continue
-		}
-		if nickname == "" || ev.Peer.Nickname == nickname || ev.Message.From == nickname {
-			return ev, true
-		}
-	}
-	return chat.Event{}, false
-}
-
-func (r *recorder) count(kind chat.EventKind) int {
-	n := 0
-	for _, ev := range r.all() {
-		if ev.Kind == kind {
-			n++
-		}
-	}
-	return n
+// first returns the first event of kind that r recorded about nickname
+// (any if ""), and whether there is one.
+func first(r *chattest.Recorder, kind chat.EventKind, nickname string) (chat.Event, bool) {
+	return r.First(func(ev chat.Event) bool {
+		return ev.Kind == kind && (nickname == "" || ev.Peer.Nickname == nickname || ev.Message.From == nickname)
+	})
 }
 
 type testNode struct {
 	*chat.Node
 	host *netsim.Host
-	rec  *recorder
-	done chan struct{}
+	rec  *chattest.Recorder
 }
 
 // start starts a node called nick on host h and records its events; the
@@ -75,22 +47,14 @@ func start(t *testing.T, h *netsim.Host, nick string, seed uint64, tweak ...func
 	if err != nil {
 		t.Fatalf("start %s: %v", nick, err)
 	}
-	tn := &testNode{Node: n, host: h, rec: &recorder{}, done: make(chan struct{})}
-	go func() {
-		defer close(tn.done)
-		for ev := range n.Events() {
-			tn.rec.mu.Lock()
-			tn.rec.events = append(tn.rec.events, ev)
-			tn.rec.mu.Unlock()
-		}
-	}()
+	tn := &testNode{Node: n, host: h, rec: chattest.Record(n)}
 	t.Cleanup(tn.close)
 	return tn
 }
 
 func (tn *testNode) close() {
 	tn.Node.Close()
-	<-tn.done
+	<-tn.rec.Done()
 }
 
 func hasPeer(tn *testNode, nick string) bool {
@@ -198,8 +162,8 @@ func TestDiscoveryIsFast(t *testing.T) {
 		if !nw.RunUntil(func() bool { return hasPeer(alice, "bob") && hasPeer(bob, "alice") }, time.Second) {
 			t.Fatal("no mutual discovery within 1 s")
 		}
-		aSaw, _ := alice.rec.first(chat.EventPeerJoined, "bob")
-		bSaw, _ := bob.rec.first(chat.EventPeerJoined, "alice")
+		aSaw, _ := first(alice.rec, chat.EventPeerJoined, "bob")
+		bSaw, _ := first(bob.rec, chat.EventPeerJoined, "alice")
 		bDelay := bSaw.Time.Sub(aSaw.Time)
 		t.Logf("alice saw bob at %v, bob saw alice %v later", aSaw.Time.Format("05.000"), bDelay)
 		// With one peer known, the answer spread is 2/16 of the window.
@@ -304,7 +268,7 @@ func TestGoodbyeAndExpiry(t *testing.T) {
 		if hasPeer(alice, "bob") {
 			t.Errorf("bob still listed %v after his goodbye", nw.Now()-left)
 		}
-		if _, ok := alice.rec.first(chat.EventPeerLeft, "bob"); !ok {
+		if _, ok := first(alice.rec, chat.EventPeerLeft, "bob"); !ok {
 			t.Error("no peer-left event for bob")
 		}
 
@@ -324,7 +288,7 @@ func TestGoodbyeAndExpiry(t *testing.T) {
 		if hasPeer(alice, "carol") {
 			t.Fatalf("carol still listed %v after her last announce, timeout %v", nw.Now()-last, timeout)
 		}
-		if _, ok := alice.rec.first(chat.EventPeerExpired, "carol"); !ok {
+		if _, ok := first(alice.rec, chat.EventPeerExpired, "carol"); !ok {
 			t.Error("no peer-expired event for carol")
 		}
 	})
@@ -356,7 +320,7 @@ func TestSendDeliveredAndAmbiguous(t *testing.T) {
 			_ = b
 		}
 		nw.Settle()
-		got := bob1.rec.count(chat.EventMessage) + bob2.rec.count(chat.EventMessage)
+		got := bob1.rec.Count(chat.EventMessage) + bob2.rec.Count(chat.EventMessage)
 		if got != 2 {
 			t.Errorf("bobs got %d messages, want 2", got)
 		}
@@ -368,7 +332,7 @@ func TestSendDeliveredAndAmbiguous(t *testing.T) {
 			}
 		}
 		nw.Settle()
-		if n := alice.rec.count(chat.EventMessage); n != 2 {
+		if n := alice.rec.Count(chat.EventMessage); n != 2 {
 			t.Errorf("alice got %d messages, want 2", n)
 		}
 		if _, err := alice.Send(ctx, "nobody", "x"); !errors.Is(err, registry.ErrUnknownPeer) {
@@ -395,7 +359,7 @@ func TestSendRedialsClosedConnection(t *testing.T) {
 			nw.RunFor(2 * time.Second) // bob closes the idle connection
 		}
 		var texts []string
-		for _, ev := range bob.rec.all() {
+		for _, ev := range bob.rec.All() {
 			if ev.Kind == chat.EventMessage {
 				texts = append(texts, ev.Message.Text)
 			}
@@ -540,7 +504,7 @@ func TestOverlongLineClosesConnection(t *testing.T) {
 			t.Fatal("connection still open after an over-long line")
 		}
 		nw.Settle()
-		if n := bob.rec.count(chat.EventMessage); n != 0 {
+		if n := bob.rec.Count(chat.EventMessage); n != 0 {
 			t.Errorf("%d messages shown, want 0", n)
 		}
 		// A too-long message is refused by the sender too.
@@ -653,7 +617,7 @@ func TestLostFirstQueryCoveredByBurst(t *testing.T) {
 		if dropped != 2 {
 			t.Fatalf("dropped %d of alice's first datagrams, want her announce and query", dropped)
 		}
-		saw, _ := alice.rec.first(chat.EventPeerJoined, "bob")
+		saw, _ := first(alice.rec, chat.EventPeerJoined, "bob")
 		second := chat.StartupBurst()[1]
 		if d := saw.Time.Sub(begin); d < second || d > second+chat.QueryAnswerMax+5*time.Millisecond {
 			t.Errorf("alice learnt of bob %v after start, want between the second burst announce (%v) and %v later", d, second, chat.QueryAnswerMax)

@@ -117,7 +117,7 @@ func TestFaultLossWithJitter(t *testing.T) {
 		// timeout's worth (about 0.2^3 per pair and window).
 		expired := 0
 		for _, p := range peers {
-			expired += p.rec.count(chat.EventPeerExpired)
+			expired += p.rec.Count(chat.EventPeerExpired)
 		}
 		for _, m := range msgs {
 			if m.err != nil && !errors.Is(m.err, registry.ErrUnknownPeer) {
@@ -153,9 +153,9 @@ func TestFaultDuplication(t *testing.T) {
 			t.Error(err)
 		}
 		for _, p := range peers {
-			joined := p.rec.count(chat.EventPeerJoined)
-			other := p.rec.count(chat.EventPeerRestarted) + p.rec.count(chat.EventPeerUpdated) +
-				p.rec.count(chat.EventPeerLeft) + p.rec.count(chat.EventPeerExpired)
+			joined := p.rec.Count(chat.EventPeerJoined)
+			other := p.rec.Count(chat.EventPeerRestarted) + p.rec.Count(chat.EventPeerUpdated) +
+				p.rec.Count(chat.EventPeerLeft) + p.rec.Count(chat.EventPeerExpired)
 			if joined != len(peers)-1 || other != 0 {
 				t.Errorf("%v: %d joins and %d other peer events, want %d joins only", p, joined, other, len(peers)-1)
 			}

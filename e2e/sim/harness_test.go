@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/parlance-chat/parlance/client/chat"
+	"github.com/parlance-chat/parlance/client/chat/chattest"
 	"github.com/parlance-chat/parlance/e2e/original"
 	"github.com/parlance-chat/parlance/netsim"
 	"github.com/parlance-chat/parlance/protocol/registry"
@@ -109,9 +110,9 @@ type peer struct {
 	nick  string
 	tweak []func(*chat.Config)
 
-	node *chat.Node // nil while down
-	rec  *recorder  // the current (or last) instance's events
-	recs []*recorder
+	node *chat.Node         // nil while down
+	rec  *chattest.Recorder // the current (or last) instance's events
+	recs []*chattest.Recorder
 	// startedAt is when the current instance started.
 	startedAt time.Duration
 }
@@ -142,7 +143,7 @@ func (p *peer) boot() error {
 		return fmt.Errorf("start %s on %s: %w", p.nick, p.host.Name(), err)
 	}
 	p.node = n
-	p.rec = record(n)
+	p.rec = chattest.Record(n)
 	p.recs = append(p.recs, p.rec)
 	p.startedAt = p.c.nw.Now()
 	return nil
@@ -154,7 +155,7 @@ func (p *peer) up() bool { return p.node != nil }
 // quit closes the node the way a user's /quit does: it says goodbye.
 func (p *peer) quit() {
 	p.node.Close()
-	<-p.rec.done
+	<-p.rec.Done()
 	p.node = nil
 }
 
@@ -163,7 +164,7 @@ func (p *peer) quit() {
 func (p *peer) crash() {
 	p.host.Crash()
 	p.node.Close() // reaps the node's goroutines; its context is gone already
-	<-p.rec.done
+	<-p.rec.Done()
 	p.node = nil
 }
 
@@ -262,69 +263,11 @@ func listsNick(p *peer, nick string) bool {
 	return false
 }
 
-// recorder keeps every event of one node instance.
-type recorder struct {
-	instance string
-	done     chan struct{}
-	mu       sync.Mutex
-	events   []chat.Event
-}
-
-func record(n *chat.Node) *recorder {
-	r := &recorder{instance: n.Instance(), done: make(chan struct{})}
-	go func() { // ends when the node stops and closes its events
-		defer close(r.done)
-		for ev := range n.Events() {
-			r.mu.Lock()
-			r.events = append(r.events, ev)
-			r.mu.Unlock()
-		}
-	}()
-	return r
-}
-
-func (r *recorder) all() []chat.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.events)
-}
-
-// firstAbout returns the first event of one of kinds whose Peer is the
-// given instance.
-func (r *recorder) firstAbout(instance string, kinds ...chat.EventKind) (chat.Event, bool) {
-	for _, ev := range r.all() {
-		if slices.Contains(kinds, ev.Kind) && ev.Peer.Instance == instance {
-			return ev, true
-		}
-	}
-	return chat.Event{}, false
-}
-
-func (r *recorder) count(kind chat.EventKind) int {
-	n := 0
-	for _, ev := range r.all() {
-		if ev.Kind == kind {
-			n++
-		}
-	}
-	return n
-}
-
-func (r *recorder) messages() []chat.Message {
-	var ms []chat.Message
-	for _, ev := range r.all() {
-		if ev.Kind == chat.EventMessage {
-			ms = append(ms, ev.Message)
-		}
-	}
-	return ms
-}
-
 // discoveries returns when p's current instance first learnt of each
 // instance, in simulated time.
 func discoveries(p *peer) map[string]time.Duration {
 	at := map[string]time.Duration{}
-	for _, ev := range p.rec.all() {
+	for _, ev := range p.rec.All() {
 		switch ev.Kind {
 		case chat.EventPeerJoined, chat.EventPeerRestarted, chat.EventPeerUpdated:
 			if _, ok := at[ev.Peer.Instance]; !ok {
@@ -429,7 +372,7 @@ func sendAllPairs(ctx context.Context, set []*peer, tag string) []*message {
 // receipt is one message as a node showed it.
 type receipt struct {
 	at  *peer
-	rec *recorder
+	rec *chattest.Recorder
 	msg chat.Message
 }
 
@@ -439,7 +382,7 @@ func receipts(set []*peer) map[string][]receipt {
 	got := map[string][]receipt{}
 	for _, p := range set {
 		for _, r := range p.recs {
-			for _, m := range r.messages() {
+			for _, m := range r.Messages() {
 				got[m.Text] = append(got[m.Text], receipt{p, r, m})
 			}
 		}

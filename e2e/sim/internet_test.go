@@ -127,7 +127,7 @@ func startClients(c *cluster, hosts []*netsim.Host, spread time.Duration, prefix
 func registeredAfter(p *peer, t0 time.Duration) (time.Duration, bool) {
 	var at time.Duration
 	ok := false
-	for _, ev := range p.rec.all() {
+	for _, ev := range p.rec.All() {
 		if ev.Kind == chat.EventStatus && ev.Err == nil && strings.HasPrefix(ev.Text, "registered with") && p.c.at(ev.Time) >= t0 {
 			at, ok = p.c.at(ev.Time), true
 		}
@@ -255,7 +255,7 @@ func TestInternetClientDepartures(t *testing.T) {
 			tc.stop()
 			c.nw.RunFor(2*hop(wanLink) + quantum)
 			for _, o := range rest {
-				ev, ok := o.rec.firstAbout(inst, chat.EventPeerLeft)
+				ev, ok := o.rec.FirstAbout(inst, chat.EventPeerLeft)
 				if !ok {
 					t.Errorf("%v still lists %v %v after it stopped", o, tc.who, c.nw.Now()-at)
 					continue
@@ -281,7 +281,7 @@ func TestInternetClientDepartures(t *testing.T) {
 		}
 		c.nw.RunFor(latest + quantum - c.nw.Now())
 		for _, o := range rest {
-			ev, ok := o.rec.firstAbout(inst, chat.EventPeerLeft)
+			ev, ok := o.rec.FirstAbout(inst, chat.EventPeerLeft)
 			if !ok {
 				t.Errorf("%v still lists the silent %v %v after its last heartbeat", o, ghost, c.nw.Now()-last)
 				continue

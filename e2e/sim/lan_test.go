@@ -97,7 +97,7 @@ func TestLANDiscovery(t *testing.T) {
 					t.Errorf("after %v of steady state: %v", steady, err)
 				}
 				for _, p := range peers {
-					if k := p.rec.count(chat.EventPeerExpired) + p.rec.count(chat.EventPeerLeft); k != 0 {
+					if k := p.rec.Count(chat.EventPeerExpired) + p.rec.Count(chat.EventPeerLeft); k != 0 {
 						t.Errorf("%v saw %d departures on a healthy LAN", p, k)
 					}
 				}
@@ -156,7 +156,7 @@ func TestLANDeparture(t *testing.T) {
 			quitter.quit()
 			c.nw.RunFor(hop(lanLink))
 			for _, o := range append([]*peer{crasher}, others...) {
-				ev, ok := o.rec.firstAbout(old, chat.EventPeerLeft)
+				ev, ok := o.rec.FirstAbout(old, chat.EventPeerLeft)
 				if !ok || listsNick(o, quitter.nick) {
 					t.Errorf("%v still lists %s %v after its goodbye", o, quitter.nick, c.nw.Now()-quitAt)
 					continue
@@ -193,7 +193,7 @@ func TestLANDeparture(t *testing.T) {
 			}
 			c.nw.RunFor(last + quantum - c.nw.Now())
 			for _, o := range others {
-				ev, ok := o.rec.firstAbout(old, chat.EventPeerExpired)
+				ev, ok := o.rec.FirstAbout(old, chat.EventPeerExpired)
 				if !ok {
 					t.Errorf("%v never expired %s", o, crasher.nick)
 					continue
@@ -232,7 +232,7 @@ func TestLANDeparture(t *testing.T) {
 			}
 			c.nw.RunFor(hop(lanLink))
 			for _, o := range others {
-				ev, ok := o.rec.firstAbout(crasher.instance(), chat.EventPeerRestarted)
+				ev, ok := o.rec.FirstAbout(crasher.instance(), chat.EventPeerRestarted)
 				if !ok {
 					t.Errorf("%v did not see %s restart within one hop", o, crasher.nick)
 					continue
@@ -259,7 +259,7 @@ func TestLANDeparture(t *testing.T) {
 			// The old instance never expires later: it is gone already.
 			c.nw.RunFor(chat.DefaultTimeout + time.Second)
 			for _, o := range others {
-				if _, ok := o.rec.firstAbout(oldInst, chat.EventPeerExpired); ok {
+				if _, ok := o.rec.FirstAbout(oldInst, chat.EventPeerExpired); ok {
 					t.Errorf("%v expired the replaced instance of %s after the restart", o, crasher.nick)
 				}
 			}

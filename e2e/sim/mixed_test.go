@@ -29,7 +29,7 @@ func startOriginalPeer(t *testing.T, c *cluster, h *netsim.Host, nick string) *o
 // message ids they carried.
 func receivedFrom(p *peer, nick string) (texts, ids []string) {
 	for _, r := range p.recs {
-		for _, m := range r.messages() {
+		for _, m := range r.Messages() {
 			if m.From == nick {
 				texts, ids = append(texts, m.Text), append(ids, m.ID)
 			}
@@ -121,7 +121,7 @@ func TestMixedLANOriginalPeer(t *testing.T) {
 }
 
 func firstNick(p *peer, nick string) (chat.Event, bool) {
-	for _, ev := range p.rec.all() {
+	for _, ev := range p.rec.All() {
 		if ev.Kind == chat.EventPeerJoined && ev.Peer.Nickname == nick {
 			return ev, true
 		}

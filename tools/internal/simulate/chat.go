@@ -207,7 +207,7 @@ func chatChurn(w *world, cfg Config, say func(string, ...any), f *Facts) error {
 		}
 		lo, hi, early, late, n := time.Duration(1<<62), time.Duration(0), time.Duration(1<<62), time.Duration(-1<<62), 0
 		for _, o := range rest {
-			ev, ok := o.rec.firstAbout(g.inst, dropped...)
+			ev, ok := o.rec.FirstAbout(g.inst, dropped...)
 			if !ok {
 				continue
 			}
@@ -239,7 +239,7 @@ func chatChurn(w *world, cfg Config, say func(string, ...any), f *Facts) error {
 	w.nw.RunUntil(func() bool { return viewsMatch(live) }, 2*steady)
 	seenBy, last := 0, time.Duration(0)
 	for _, o := range rest {
-		if ev, ok := o.rec.firstAbout(back.instance(), learnt...); ok {
+		if ev, ok := o.rec.FirstAbout(back.instance(), learnt...); ok {
 			seenBy, last = seenBy+1, max(last, w.at(ev.Time)-restartAt)
 		}
 	}
@@ -390,7 +390,7 @@ func startServer(w *world, h *netsim.Host) error {
 func registeredAfter(p *node, t0 time.Duration) (time.Duration, bool) {
 	var at time.Duration
 	ok := false
-	for _, ev := range p.rec.all() {
+	for _, ev := range p.rec.All() {
 		if ev.Kind == chat.EventStatus && ev.Err == nil && strings.HasPrefix(ev.Text, "registered with") && p.w.at(ev.Time) >= t0 {
 			at, ok = p.w.at(ev.Time), true
 		}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/parlance-chat/parlance/client/chat"
+	"github.com/parlance-chat/parlance/client/chat/chattest"
 	"github.com/parlance-chat/parlance/netsim"
 	"github.com/parlance-chat/parlance/protocol/registry"
 )
@@ -46,9 +47,9 @@ type node struct {
 	nick  string
 	tweak func(*chat.Config)
 
-	n    *chat.Node // nil while down
-	rec  *recorder  // the current (or last) instance's events
-	recs []*recorder
+	n    *chat.Node         // nil while down
+	rec  *chattest.Recorder // the current (or last) instance's events
+	recs []*chattest.Recorder
 }
 
 // start starts a node called nick on h.
@@ -75,7 +76,7 @@ func (p *node) boot() error {
 		return fmt.Errorf("start %s on %s: %w", p.nick, p.host.Name(), err)
 	}
 	p.n = n
-	p.rec = record(n)
+	p.rec = chattest.Record(n)
 	p.recs = append(p.recs, p.rec)
 	return nil
 }
@@ -85,7 +86,7 @@ func (p *node) up() bool { return p.n != nil }
 // quit closes the node as a user's /quit does: it says goodbye.
 func (p *node) quit() {
 	p.n.Close()
-	<-p.rec.done
+	<-p.rec.Done()
 	p.n = nil
 }
 
@@ -93,7 +94,7 @@ func (p *node) quit() {
 func (p *node) crash() {
 	p.host.Crash()
 	p.n.Close() // reaps the node's goroutines; its context is gone already
-	<-p.rec.done
+	<-p.rec.Done()
 	p.n = nil
 }
 
@@ -180,42 +181,6 @@ func listsInstance(p *node, inst string) bool {
 	return false
 }
 
-// recorder keeps every event of one node instance.
-type recorder struct {
-	done   chan struct{}
-	mu     sync.Mutex
-	events []chat.Event
-}
-
-func record(n *chat.Node) *recorder {
-	r := &recorder{done: make(chan struct{})}
-	go func() { // ends when the node stops and closes its events
-		defer close(r.done)
-		for ev := range n.Events() {
-			r.mu.Lock()
-			r.events = append(r.events, ev)
-			r.mu.Unlock()
-		}
-	}()
-	return r
-}
-
-func (r *recorder) all() []chat.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return slices.Clone(r.events)
-}
-
-// firstAbout returns the first event of one of kinds about instance inst.
-func (r *recorder) firstAbout(inst string, kinds ...chat.EventKind) (chat.Event, bool) {
-	for _, ev := range r.all() {
-		if slices.Contains(kinds, ev.Kind) && ev.Peer.Instance == inst {
-			return ev, true
-		}
-	}
-	return chat.Event{}, false
-}
-
 var learnt = []chat.EventKind{chat.EventPeerJoined, chat.EventPeerRestarted, chat.EventPeerUpdated}
 
 var dropped = []chat.EventKind{chat.EventPeerLeft, chat.EventPeerExpired}
@@ -232,7 +197,7 @@ func fullDiscovery(w *world, set []*node) (last time.Duration, ok bool) {
 			if p == q || !q.up() {
 				continue
 			}
-			ev, found := p.rec.firstAbout(q.instance(), learnt...)
+			ev, found := p.rec.FirstAbout(q.instance(), learnt...)
 			if !found {
 				return 0, false
 			}
@@ -315,7 +280,7 @@ func check(set []*node, msgs []*message) tally {
 	from := map[string]string{}
 	for _, p := range set {
 		for _, r := range p.recs {
-			for _, ev := range r.all() {
+			for _, ev := range r.All() {
 				if ev.Kind == chat.EventMessage {
 					got[ev.Message.Text] = append(got[ev.Message.Text], p)
 					from[ev.Message.Text] = ev.Message.From
