@@ -206,6 +206,38 @@ func (p *Process) WaitErrLine(from int, re *regexp.Regexp, timeout time.Duration
 
 func (p *Process) waitLine(lines *[]string, what string, from int, re *regexp.Regexp, timeout time.Duration) (int, string) {
 	p.t.Helper()
+	i, line, found := from, "", false
+	if !p.waitFor(timeout, func() bool {
+		for ; i < len(*lines); i++ {
+			if re.MatchString((*lines)[i]) {
+				line, found = (*lines)[i], true
+				return true
+			}
+		}
+		return p.exited
+	}) {
+		p.t.Fatalf("%s: no line matching %q on %s within %v", p.name, re, what, timeout)
+	}
+	if !found { // p.err is set once, with exited: safe to read without p.mu now
+		p.t.Fatalf("%s exited (%v) before printing a line matching %q on %s", p.name, p.err, re, what)
+	}
+	return i, line
+}
+
+// Wait waits for the process to exit and returns its exit status, failing
+// the test after timeout.
+func (p *Process) Wait(timeout time.Duration) int {
+	p.t.Helper()
+	if !p.waitFor(timeout, func() bool { return p.exited }) {
+		p.t.Fatalf("%s did not exit within %v", p.name, timeout)
+	}
+	return p.cmd.ProcessState.ExitCode() // set before exited, never again
+}
+
+// waitFor calls done, with p.mu held, each time the process prints a line
+// or exits, until done returns true or timeout passes. It reports whether
+// done returned true.
+func (p *Process) waitFor(timeout time.Duration, done func() bool) bool {
 	deadline := time.Now().Add(timeout)
 	stop := context.AfterFunc(contextWithDeadline(deadline), func() {
 		p.mu.Lock()
@@ -215,20 +247,13 @@ func (p *Process) waitLine(lines *[]string, what string, from int, re *regexp.Re
 	defer stop()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for i := from; ; {
-		for ; i < len(*lines); i++ {
-			if re.MatchString((*lines)[i]) {
-				return i, (*lines)[i]
-			}
-		}
-		if p.exited {
-			p.t.Fatalf("%s exited (%v) before printing a line matching %q on %s", p.name, p.err, re, what)
-		}
+	for !done() {
 		if time.Now().After(deadline) {
-			p.t.Fatalf("%s: no line matching %q on %s within %v", p.name, re, what, timeout)
+			return false
 		}
 		p.cond.Wait()
 	}
+	return true
 }
 
 // contextWithDeadline returns a context that is done at deadline; its
@@ -237,28 +262,6 @@ func contextWithDeadline(deadline time.Time) context.Context {
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	context.AfterFunc(ctx, cancel)
 	return ctx
-}
-
-// Wait waits for the process to exit and returns its exit status, failing
-// the test after timeout.
-func (p *Process) Wait(timeout time.Duration) int {
-	p.t.Helper()
-	deadline := time.Now().Add(timeout)
-	stop := context.AfterFunc(contextWithDeadline(deadline), func() {
-		p.mu.Lock()
-		p.cond.Broadcast()
-		p.mu.Unlock()
-	})
-	defer stop()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for !p.exited {
-		if time.Now().After(deadline) {
-			p.t.Fatalf("%s did not exit within %v", p.name, timeout)
-		}
-		p.cond.Wait()
-	}
-	return p.cmd.ProcessState.ExitCode()
 }
 
 // Signal sends sig to the process.
