@@ -91,6 +91,57 @@ func readClose(ws *websocket.Conn) error {
 	}
 }
 
+// send writes m to ws.
+func send(t *testing.T, ws *websocket.Conn, m protocol.ClientMessage) {
+	t.Helper()
+	b, _ := protocol.EncodeClientMessage(m)
+	if err := ws.WriteMessage(websocket.TextMessage, b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// recv reads one server message from ws, waiting at most 10 s.
+func recv(t *testing.T, ws *websocket.Conn) protocol.ServerMessage {
+	t.Helper()
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, b, err := ws.ReadMessage()
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := protocol.DecodeServerMessage(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// sigterm sends SIGTERM to the server cmd and checks that it closes ws
+// and second with 1001 and exits with status 0 well under a second later.
+// Clients that answer the close frame (gorilla does while reading) let the
+// server close at once (RFC 6455 section 7.1.1): it exits in milliseconds,
+// not after the 2 s lingering close or shutdown grace.
+func sigterm(t *testing.T, cmd *exec.Cmd, ws, second *websocket.Conn) {
+	t.Helper()
+	start := time.Now()
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	read2 := make(chan error, 1)
+	go func() { read2 <- readClose(second) }()
+	if err := readClose(ws); !websocket.IsCloseError(err, websocket.CloseGoingAway) {
+		t.Fatalf("after SIGTERM: %v, want close 1001", err)
+	}
+	if err := <-read2; !websocket.IsCloseError(err, websocket.CloseGoingAway) {
+		t.Fatalf("second connection after SIGTERM: %v, want close 1001", err)
+	}
+	waitExit(t, cmd)
+	d := time.Since(start)
+	t.Logf("SIGTERM to exit: %v", d)
+	if d > time.Second {
+		t.Errorf("exit took %v after SIGTERM, want well under a second", d)
+	}
+}
+
 // TestRealProcess builds the binary, runs it on loopback inside the
 // private network namespace, speaks the protocol to it, and stops it with
 // SIGTERM: close frames, exit status 0, quickly.
@@ -115,30 +166,12 @@ func TestRealProcess(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ws.Close()
-	send := func(m protocol.ClientMessage) {
-		b, _ := protocol.EncodeClientMessage(m)
-		if err := ws.WriteMessage(websocket.TextMessage, b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	recv := func() protocol.ServerMessage {
-		ws.SetReadDeadline(time.Now().Add(10 * time.Second))
-		_, b, err := ws.ReadMessage()
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := protocol.DecodeServerMessage(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return m
-	}
-	send(&protocol.Register{Nickname: "alice", LocalAddr: "0.0.0.0:40045"})
-	if r, ok := recv().(*protocol.Registered); !ok || r.PublicAddr != "127.0.0.1:40045" {
+	send(t, ws, &protocol.Register{Nickname: "alice", LocalAddr: "0.0.0.0:40045"})
+	if r, ok := recv(t, ws).(*protocol.Registered); !ok || r.PublicAddr != "127.0.0.1:40045" {
 		t.Fatalf("registered: %+v", r)
 	}
-	send(&protocol.ListPeers{})
-	if l, ok := recv().(*protocol.PeerList); !ok || len(l.Peers) != 1 {
+	send(t, ws, &protocol.ListPeers{})
+	if l, ok := recv(t, ws).(*protocol.PeerList); !ok || len(l.Peers) != 1 {
 		t.Fatalf("peer_list: %+v", l)
 	}
 
@@ -161,25 +194,5 @@ func TestRealProcess(t *testing.T) {
 		t.Fatalf("third connection after its error: %v, want close 1013", err)
 	}
 
-	// Clients that answer the close frame (gorilla does while reading)
-	// let the server close at once (RFC 6455 section 7.1.1): it exits in
-	// milliseconds, not after the 2 s lingering close or shutdown grace.
-	start := time.Now()
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	read2 := make(chan error, 1)
-	go func() { read2 <- readClose(ws2) }()
-	if err := readClose(ws); !websocket.IsCloseError(err, websocket.CloseGoingAway) {
-		t.Fatalf("after SIGTERM: %v, want close 1001", err)
-	}
-	if err := <-read2; !websocket.IsCloseError(err, websocket.CloseGoingAway) {
-		t.Fatalf("second connection after SIGTERM: %v, want close 1001", err)
-	}
-	waitExit(t, cmd)
-	d := time.Since(start)
-	t.Logf("SIGTERM to exit: %v", d)
-	if d > time.Second {
-		t.Errorf("exit took %v after SIGTERM, want well under a second", d)
-	}
+	sigterm(t, cmd, ws, ws2)
 }

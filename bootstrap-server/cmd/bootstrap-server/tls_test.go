@@ -16,7 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -117,30 +116,12 @@ func TestRealProcessTLS(t *testing.T) {
 	if st := ws.NetConn().(*tls.Conn).ConnectionState(); st.Version < tls.VersionTLS12 {
 		t.Fatalf("TLS version %x, want 1.2 or later", st.Version)
 	}
-	send := func(m protocol.ClientMessage) {
-		b, _ := protocol.EncodeClientMessage(m)
-		if err := ws.WriteMessage(websocket.TextMessage, b); err != nil {
-			t.Fatal(err)
-		}
-	}
-	recv := func() protocol.ServerMessage {
-		ws.SetReadDeadline(time.Now().Add(10 * time.Second))
-		_, b, err := ws.ReadMessage()
-		if err != nil {
-			t.Fatal(err)
-		}
-		m, err := protocol.DecodeServerMessage(b)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return m
-	}
-	send(&protocol.Register{Nickname: "alice", LocalAddr: "0.0.0.0:40045"})
-	if r, ok := recv().(*protocol.Registered); !ok || r.PublicAddr != "127.0.0.1:40045" {
+	send(t, ws, &protocol.Register{Nickname: "alice", LocalAddr: "0.0.0.0:40045"})
+	if r, ok := recv(t, ws).(*protocol.Registered); !ok || r.PublicAddr != "127.0.0.1:40045" {
 		t.Fatalf("registered: %+v", r)
 	}
-	send(&protocol.ListPeers{})
-	if l, ok := recv().(*protocol.PeerList); !ok || len(l.Peers) != 1 || l.Peers[0].Nickname != "alice" {
+	send(t, ws, &protocol.ListPeers{})
+	if l, ok := recv(t, ws).(*protocol.PeerList); !ok || len(l.Peers) != 1 || l.Peers[0].Nickname != "alice" {
 		t.Fatalf("peer_list: %+v", l)
 	}
 
@@ -156,22 +137,5 @@ func TestRealProcessTLS(t *testing.T) {
 		t.Fatalf("GET /healthz over TLS: %s", hr.Status)
 	}
 
-	start := time.Now()
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	read2 := make(chan error, 1)
-	go func() { read2 <- readClose(byName) }()
-	if err := readClose(ws); !websocket.IsCloseError(err, websocket.CloseGoingAway) {
-		t.Fatalf("after SIGTERM: %v, want close 1001", err)
-	}
-	if err := <-read2; !websocket.IsCloseError(err, websocket.CloseGoingAway) {
-		t.Fatalf("second connection after SIGTERM: %v, want close 1001", err)
-	}
-	waitExit(t, cmd)
-	d2 := time.Since(start)
-	t.Logf("SIGTERM to exit: %v", d2)
-	if d2 > time.Second {
-		t.Errorf("exit took %v after SIGTERM, want well under a second", d2)
-	}
+	sigterm(t, cmd, ws, byName)
 }
