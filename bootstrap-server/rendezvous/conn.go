@@ -11,7 +11,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"github.com/gorilla/websocket"
 	"github.com/parlance-chat/parlance/protocol"
@@ -266,15 +265,6 @@ func (c *conn) startReading() {
 		}
 	}
 	c.end()
-}
-
-// peekReadable reports whether a read of fd would not block: data, end of
-// stream or an error are waiting. It consumes nothing.
-func peekReadable(fd uintptr) bool {
-	var b [1]byte
-	_, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
-		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
-	return errno != syscall.EAGAIN && errno != syscall.EWOULDBLOCK && errno != syscall.EINTR
 }
 
 // dispatch gives c to an idle reader, or to a new one.

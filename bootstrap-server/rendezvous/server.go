@@ -295,7 +295,7 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c := &conn{s: s, ws: ws, fc: hj.fc, ip: ip, port: port, ipst: st, done: make(chan bool, 1)}
-	if tc, ok := hj.fc.Conn.(*net.TCPConn); ok {
+	if tc, ok := hj.fc.Conn.(*net.TCPConn); ok && canPeek {
 		c.raw, _ = tc.SyscallConn()
 	}
 	c.touch()
