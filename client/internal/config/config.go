@@ -418,7 +418,8 @@ announce_interval_secs = 5
 timeout_secs = 15
 
 [log]
-# Log file; empty = standard error. Logs never go to the chat's output.
+# Log file; empty = standard error, or $XDG_STATE_HOME/parlance/parlance.log
+# in an interactive chat. Logs never go to the chat's output.
 # file = ""
 # Log level: "debug", "info", "warn" or "error".
 level = "warn"
