@@ -12,6 +12,7 @@ replace github.com/parlance-chat/parlance/protocol => ../protocol
 require (
 	github.com/parlance-chat/parlance/bootstrap-server v0.0.0
 	github.com/parlance-chat/parlance/client v0.0.0
+	github.com/parlance-chat/parlance/e2e v0.0.0
 	github.com/parlance-chat/parlance/netsim v0.0.0
 )
 
@@ -34,3 +35,5 @@ replace github.com/parlance-chat/parlance/netsim => ../netsim
 replace github.com/parlance-chat/parlance/client => ../client
 
 replace github.com/parlance-chat/parlance/bootstrap-server => ../bootstrap-server
+
+replace github.com/parlance-chat/parlance/e2e => ../e2e

@@ -66,10 +66,10 @@ func (o *outbox) post(from, to *peer, text string) {
 			}
 		})
 	}
-	node := from.node
+	node := from.Chat()
 	lane <- func() {
-		m := &message{from: from, to: to, name: to.nick, text: text, at: from.c.nw.Now()}
-		m.res, m.err = node.Send(o.ctx, to.nick, text)
+		m := &message{from: from, to: to, name: to.Nick(), text: text, at: from.c.nw.Now()}
+		m.res, m.err = node.Send(o.ctx, to.Nick(), text)
 		m.done = from.c.nw.Now()
 		o.mu.Lock()
 		o.msgs = append(o.msgs, m)
@@ -117,7 +117,7 @@ func TestFaultLossWithJitter(t *testing.T) {
 		// timeout's worth (about 0.2^3 per pair and window).
 		expired := 0
 		for _, p := range peers {
-			expired += p.rec.Count(chat.EventPeerExpired)
+			expired += p.Rec().Count(chat.EventPeerExpired)
 		}
 		for _, m := range msgs {
 			if m.err != nil && !errors.Is(m.err, registry.ErrUnknownPeer) {
@@ -153,9 +153,9 @@ func TestFaultDuplication(t *testing.T) {
 			t.Error(err)
 		}
 		for _, p := range peers {
-			joined := p.rec.Count(chat.EventPeerJoined)
-			other := p.rec.Count(chat.EventPeerRestarted) + p.rec.Count(chat.EventPeerUpdated) +
-				p.rec.Count(chat.EventPeerLeft) + p.rec.Count(chat.EventPeerExpired)
+			joined := p.Rec().Count(chat.EventPeerJoined)
+			other := p.Rec().Count(chat.EventPeerRestarted) + p.Rec().Count(chat.EventPeerUpdated) +
+				p.Rec().Count(chat.EventPeerLeft) + p.Rec().Count(chat.EventPeerExpired)
 			if joined != len(peers)-1 || other != 0 {
 				t.Errorf("%v: %d joins and %d other peer events, want %d joins only", p, joined, other, len(peers)-1)
 			}
@@ -226,7 +226,7 @@ func TestFaultPartitionHeals(t *testing.T) {
 		if err := viewsErr(b); err != nil {
 			t.Errorf("side b: %v", err)
 		}
-		late := send(t.Context(), a[0], b[0], b[0].nick, "across after expiry")
+		late := send(t.Context(), a[0], b[0], b[0].Nick(), "across after expiry")
 		all = append(all, late)
 		checkFailures(t, []*message{late}, "send to an expired peer")
 		if !errors.Is(late.err, registry.ErrUnknownPeer) {
@@ -248,7 +248,7 @@ func TestFaultPartitionHeals(t *testing.T) {
 func hostsOf(ps []*peer) []*netsim.Host {
 	hs := make([]*netsim.Host, len(ps))
 	for i, p := range ps {
-		hs[i] = p.host
+		hs[i] = p.Host()
 	}
 	return hs
 }
@@ -263,7 +263,7 @@ func TestFaultOneWayPartition(t *testing.T) {
 		peers, _ := startLAN(c, 4, time.Second)
 		mute, rest := peers[0], peers[1:]
 		converge(t, c, peers, discoveryBound(lanLink)+time.Second, "start")
-		cut := c.nw.PartitionOneWay([]*netsim.Host{mute.host}, hostsOf(rest))
+		cut := c.nw.PartitionOneWay([]*netsim.Host{mute.Host()}, hostsOf(rest))
 		cutAt := c.nw.Now()
 		ob := newOutbox(t.Context())
 		ob.post(mute, rest[0], "from the mute peer")
@@ -272,13 +272,13 @@ func TestFaultOneWayPartition(t *testing.T) {
 		checkFailures(t, msgs, "send over a one-way partition")
 
 		c.nw.RunFor(cutAt + hop(lanLink) + chat.DefaultTimeout + quantum - c.nw.Now())
-		if got, want := mute.view(), expected(mute, peers); !slices.Equal(got, want) {
+		if got, want := mute.View(), expected(mute, peers); !slices.Equal(got, want) {
 			t.Errorf("the mute peer lists %v, want everyone %v: it still hears them", got, want)
 		}
 		if err := viewsErr(rest); err != nil {
 			t.Errorf("the others should have expired the mute peer: %v", err)
 		}
-		late := send(t.Context(), rest[0], mute, mute.nick, "to the expired mute peer")
+		late := send(t.Context(), rest[0], mute, mute.Nick(), "to the expired mute peer")
 		msgs = append(msgs, late)
 		if !errors.Is(late.err, registry.ErrUnknownPeer) {
 			t.Errorf("%v: want ErrUnknownPeer", late)
@@ -307,11 +307,11 @@ func TestFaultLinkFlaps(t *testing.T) {
 			down := 500*time.Millisecond + time.Duration(c.seeds.Int64N(int64(7500*time.Millisecond)))
 			up := time.Second + time.Duration(c.seeds.Int64N(int64(3*time.Second)))
 			other := rest[c.seeds.IntN(len(rest))]
-			flapper.host.LinkDown()
+			flapper.Host().LinkDown()
 			ob.post(flapper, other, fmt.Sprintf("flap %d out", i))
 			ob.post(other, flapper, fmt.Sprintf("flap %d in", i))
 			c.nw.RunFor(down)
-			flapper.host.LinkUp()
+			flapper.Host().LinkUp()
 			ob.post(flapper, other, fmt.Sprintf("flap %d out while up", i))
 			c.nw.RunFor(up)
 		}

@@ -5,9 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net/netip"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -15,6 +13,7 @@ import (
 	"github.com/parlance-chat/parlance/client/chat"
 	"github.com/parlance-chat/parlance/client/chat/chattest"
 	"github.com/parlance-chat/parlance/e2e/original"
+	"github.com/parlance-chat/parlance/e2e/simchat"
 	"github.com/parlance-chat/parlance/netsim"
 	"github.com/parlance-chat/parlance/protocol/registry"
 )
@@ -70,31 +69,22 @@ func clusterBody(body func(t *testing.T, c *cluster)) func(t *testing.T, nw *net
 type cluster struct {
 	t     *testing.T
 	nw    *netsim.Network
+	g     *simchat.Group
 	seeds *rand.Rand // node seeds, derived from the network's seed
-	t0    time.Time  // the bubble's clock when the network was made
-	peers []*peer
 	// closers run at the end, last first (servers, doubles).
 	closers []func()
 }
 
 func newCluster(t *testing.T, nw *netsim.Network) *cluster {
-	return &cluster{
-		t:     t,
-		nw:    nw,
-		seeds: rand.New(rand.NewPCG(nw.Seed(), 0x5eed)),
-		t0:    time.Now().Add(-nw.Now()),
-	}
+	g := simchat.NewGroup(nw)
+	return &cluster{t: t, nw: nw, g: g, seeds: g.Seeds()}
 }
 
 // at converts a node's clock reading to simulated time since the start.
-func (c *cluster) at(tm time.Time) time.Duration { return tm.Sub(c.t0) }
+func (c *cluster) at(tm time.Time) time.Duration { return c.g.At(tm) }
 
 func (c *cluster) closeAll() {
-	for _, p := range c.peers {
-		if p.node != nil {
-			p.quit()
-		}
-	}
+	c.g.QuitAll()
 	for i := len(c.closers) - 1; i >= 0; i-- {
 		c.closers[i]()
 	}
@@ -105,120 +95,40 @@ func (c *cluster) onClose(f func()) { c.closers = append(c.closers, f) }
 
 // peer is one of our nodes on its host, across restarts.
 type peer struct {
-	c     *cluster
-	host  *netsim.Host
-	nick  string
-	tweak []func(*chat.Config)
-
-	node *chat.Node         // nil while down
-	rec  *chattest.Recorder // the current (or last) instance's events
-	recs []*chattest.Recorder
-	// startedAt is when the current instance started.
-	startedAt time.Duration
+	*simchat.Node
+	c *cluster
 }
 
 // start starts one of our nodes called nick on h. tweak adjusts its
 // config (mode, timeouts) on this start and every restart.
 func (c *cluster) start(h *netsim.Host, nick string, tweak ...func(*chat.Config)) *peer {
 	c.t.Helper()
-	p := &peer{c: c, host: h, nick: nick, tweak: tweak}
-	if err := p.boot(); err != nil {
+	n, err := c.g.Start(h, nick, tweak...)
+	if err != nil {
 		c.t.Fatal(err)
 	}
-	c.peers = append(c.peers, p)
-	return p
+	return &peer{Node: n, c: c}
 }
 
-func (p *peer) boot() error {
-	cfg := chat.Config{
-		Network:  p.host,
-		Nickname: p.nick,
-		Rand:     rand.New(rand.NewPCG(p.c.seeds.Uint64(), p.c.seeds.Uint64())),
-	}
-	for _, f := range p.tweak {
-		f(&cfg)
-	}
-	n, err := chat.Start(p.host.Context(), cfg)
-	if err != nil {
-		return fmt.Errorf("start %s on %s: %w", p.nick, p.host.Name(), err)
-	}
-	p.node = n
-	p.rec = chattest.Record(n)
-	p.recs = append(p.recs, p.rec)
-	p.startedAt = p.c.nw.Now()
-	return nil
-}
-
-// up reports whether the peer's node runs.
-func (p *peer) up() bool { return p.node != nil }
-
-// quit closes the node the way a user's /quit does: it says goodbye.
-func (p *peer) quit() {
-	p.node.Close()
-	<-p.rec.Done()
-	p.node = nil
-}
-
-// crash cuts the power of the peer's host: no goodbye, sockets gone, the
-// streams of its peers reset.
-func (p *peer) crash() {
-	p.host.Crash()
-	p.node.Close() // reaps the node's goroutines; its context is gone already
-	<-p.rec.Done()
-	p.node = nil
-}
-
-// restart brings a stopped peer back on its host with the same nickname
-// (and, since a fresh host hands out the same ephemeral ports, the same
-// address): a new instance.
+// restart brings a stopped peer back on its host: a new instance.
 func (p *peer) restart() {
 	p.c.t.Helper()
-	if !p.host.Up() {
-		p.host.Restart()
-	}
-	if err := p.boot(); err != nil {
+	if err := p.Restart(); err != nil {
 		p.c.t.Fatal(err)
 	}
 }
 
-// addr is where the peer accepts messages.
-func (p *peer) addr() netip.AddrPort { return netip.AddrPortFrom(p.host.IP(), p.node.Port()) }
-
-func (p *peer) instance() string { return p.node.Instance() }
-
-func (p *peer) String() string { return p.nick + "@" + p.host.Name() }
-
 // entry is one line of a /peers view, as compared by the scenarios.
-type entry struct {
-	Nick, Addr, Instance string
-}
+type entry = simchat.Entry
 
-func (e entry) String() string { return e.Nick + "@" + e.Addr + "#" + e.Instance }
-
-func entryOf(p registry.Peer) entry {
-	return entry{p.Nickname, p.Addr.String(), p.Instance}
-}
-
-// view is what the peer's node lists, sorted.
-func (p *peer) view() []entry {
-	var v []entry
-	for _, rp := range p.node.Peers() {
-		v = append(v, entryOf(rp))
-	}
-	sortEntries(v)
-	return v
-}
-
-func sortEntries(v []entry) {
-	slices.SortFunc(v, func(a, b entry) int { return strings.Compare(a.String(), b.String()) })
-}
+func sortEntries(v []entry) { simchat.SortEntries(v) }
 
 // expected is the view p should have of the live peers among set.
 func expected(p *peer, set []*peer) []entry {
 	var v []entry
 	for _, q := range set {
-		if q != p && q.up() {
-			v = append(v, entry{q.nick, q.addr().String(), q.instance()})
+		if q != p && q.Up() {
+			v = append(v, q.Entry())
 		}
 	}
 	sortEntries(v)
@@ -230,10 +140,10 @@ func expected(p *peer, set []*peer) []entry {
 func viewsErr(set []*peer) error {
 	var errs []error
 	for _, p := range set {
-		if !p.up() {
+		if !p.Up() {
 			continue
 		}
-		got, want := p.view(), expected(p, set)
+		got, want := p.View(), expected(p, set)
 		if !slices.Equal(got, want) {
 			errs = append(errs, fmt.Errorf("%v lists %v, want %v", p, got, want))
 		}
@@ -245,8 +155,8 @@ func viewsMatch(set []*peer) bool { return viewsErr(set) == nil }
 
 // lists reports whether p's node lists q's current instance.
 func lists(p, q *peer) bool {
-	for _, rp := range p.node.Peers() {
-		if rp.Instance == q.instance() && rp.Addr == q.addr() {
+	for _, rp := range p.Chat().Peers() {
+		if rp.Instance == q.Instance() && rp.Addr == q.Addr() {
 			return true
 		}
 	}
@@ -255,7 +165,7 @@ func lists(p, q *peer) bool {
 
 // listsNick reports whether p's node lists anyone called nick.
 func listsNick(p *peer, nick string) bool {
-	for _, rp := range p.node.Peers() {
+	for _, rp := range p.Chat().Peers() {
 		if rp.Nickname == nick {
 			return true
 		}
@@ -267,7 +177,7 @@ func listsNick(p *peer, nick string) bool {
 // instance, in simulated time.
 func discoveries(p *peer) map[string]time.Duration {
 	at := map[string]time.Duration{}
-	for _, ev := range p.rec.All() {
+	for _, ev := range p.Rec().All() {
 		switch ev.Kind {
 		case chat.EventPeerJoined, chat.EventPeerRestarted, chat.EventPeerUpdated:
 			if _, ok := at[ev.Peer.Instance]; !ok {
@@ -283,15 +193,15 @@ func fullDiscovery(t *testing.T, set []*peer) time.Duration {
 	t.Helper()
 	var last time.Duration
 	for _, p := range set {
-		if !p.up() {
+		if !p.Up() {
 			continue
 		}
 		at := discoveries(p)
 		for _, q := range set {
-			if p == q || !q.up() {
+			if p == q || !q.Up() {
 				continue
 			}
-			d, ok := at[q.instance()]
+			d, ok := at[q.Instance()]
 			if !ok {
 				t.Fatalf("%v has no event for %v", p, q)
 			}
@@ -307,12 +217,12 @@ func fullDiscovery(t *testing.T, set []*peer) time.Duration {
 func sizesMatch(set []*peer) bool {
 	live := 0
 	for _, p := range set {
-		if p.up() {
+		if p.Up() {
 			live++
 		}
 	}
 	for _, p := range set {
-		if p.up() && len(p.node.Peers()) != live-1 {
+		if p.Up() && len(p.Chat().Peers()) != live-1 {
 			return false
 		}
 	}
@@ -345,7 +255,7 @@ func (m *message) String() string {
 // send sends one message and records the outcome.
 func send(ctx context.Context, from, to *peer, name, text string) *message {
 	m := &message{from: from, to: to, name: name, text: text, at: from.c.nw.Now()}
-	m.res, m.err = from.node.Send(ctx, name, text)
+	m.res, m.err = from.Chat().Send(ctx, name, text)
 	m.done = from.c.nw.Now()
 	return m
 }
@@ -360,7 +270,7 @@ func sendAllPairs(ctx context.Context, set []*peer, tag string) []*message {
 		wg.Go(func() {
 			for _, q := range set {
 				if q != p {
-					out[i] = append(out[i], send(ctx, p, q, q.nick, fmt.Sprintf("%s %s->%s", tag, p.nick, q.nick)))
+					out[i] = append(out[i], send(ctx, p, q, q.Nick(), fmt.Sprintf("%s %s->%s", tag, p.Nick(), q.Nick())))
 				}
 			}
 		})
@@ -381,7 +291,7 @@ type receipt struct {
 func receipts(set []*peer) map[string][]receipt {
 	got := map[string][]receipt{}
 	for _, p := range set {
-		for _, r := range p.recs {
+		for _, r := range p.Recs() {
 			for _, m := range r.Messages() {
 				got[m.Text] = append(got[m.Text], receipt{p, r, m})
 			}
@@ -428,11 +338,11 @@ func deliveryErrs(set []*peer, msgs []*message) []error {
 			if r.at != m.to {
 				errs = append(errs, fmt.Errorf("message %v arrived at %v, the wrong peer", m, r.at))
 			}
-			if r.msg.From != m.from.nick {
-				errs = append(errs, fmt.Errorf("message %v arrived from %q, want %q", m, r.msg.From, m.from.nick))
+			if r.msg.From != m.from.Nick() {
+				errs = append(errs, fmt.Errorf("message %v arrived from %q, want %q", m, r.msg.From, m.from.Nick()))
 			}
-			if r.msg.Remote.Addr() != m.from.host.IP() {
-				errs = append(errs, fmt.Errorf("message %v came from address %v, want the sender's %v", m, r.msg.Remote, m.from.host.IP()))
+			if r.msg.Remote.Addr() != m.from.Host().IP() {
+				errs = append(errs, fmt.Errorf("message %v came from address %v, want the sender's %v", m, r.msg.Remote, m.from.Host().IP()))
 			}
 		}
 	}

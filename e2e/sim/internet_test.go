@@ -127,7 +127,7 @@ func startClients(c *cluster, hosts []*netsim.Host, spread time.Duration, prefix
 func registeredAfter(p *peer, t0 time.Duration) (time.Duration, bool) {
 	var at time.Duration
 	ok := false
-	for _, ev := range p.rec.All() {
+	for _, ev := range p.Rec().All() {
 		if ev.Kind == chat.EventStatus && ev.Err == nil && strings.HasPrefix(ev.Text, "registered with") && p.c.at(ev.Time) >= t0 {
 			at, ok = p.c.at(ev.Time), true
 		}
@@ -181,11 +181,11 @@ func TestInternetServerRestart(t *testing.T) {
 		// A client leaves while the server is away: the others keep the
 		// server's last list until they register again and get a new one.
 		gone := peers[len(peers)-1]
-		gone.quit()
+		gone.Quit()
 		peers = peers[:len(peers)-1]
 		c.nw.RunFor(50 * time.Second)
 		for _, p := range peers {
-			if !listsNick(p, gone.nick) {
+			if !listsNick(p, gone.Nick()) {
 				t.Errorf("%v dropped %v while the server was away", p, gone)
 			}
 		}
@@ -250,12 +250,12 @@ func TestInternetClientDepartures(t *testing.T) {
 		for _, tc := range []struct {
 			who  *peer
 			stop func()
-		}{{quitter, quitter.quit}, {crasher, crasher.crash}} {
-			inst, at := tc.who.instance(), c.nw.Now()
+		}{{quitter, quitter.Quit}, {crasher, crasher.Crash}} {
+			inst, at := tc.who.Instance(), c.nw.Now()
 			tc.stop()
 			c.nw.RunFor(2*hop(wanLink) + quantum)
 			for _, o := range rest {
-				ev, ok := o.rec.FirstAbout(inst, chat.EventPeerLeft)
+				ev, ok := o.Rec().FirstAbout(inst, chat.EventPeerLeft)
 				if !ok {
 					t.Errorf("%v still lists %v %v after it stopped", o, tc.who, c.nw.Now()-at)
 					continue
@@ -266,22 +266,22 @@ func TestInternetClientDepartures(t *testing.T) {
 			}
 		}
 
-		inst := ghost.instance()
-		c.nw.Isolate(ghost.host) // never healed: its reset never arrives
-		ghost.crash()
+		inst := ghost.Instance()
+		c.nw.Isolate(ghost.Host()) // never healed: its reset never arrives
+		ghost.Crash()
 		mu.Lock()
-		last := lastFrom[ghost.host]
+		last := lastFrom[ghost.Host()]
 		mu.Unlock()
 		earliest, latest := last+rendezvous.DefaultExpiry, last+rendezvous.DefaultExpiry+rendezvous.DefaultSweep+hop(wanLink)
 		c.nw.RunFor(earliest - c.nw.Now())
 		for _, o := range rest {
-			if !listsNick(o, ghost.nick) {
+			if !listsNick(o, ghost.Nick()) {
 				t.Errorf("%v dropped the silent %v before the server's expiry", o, ghost)
 			}
 		}
 		c.nw.RunFor(latest + quantum - c.nw.Now())
 		for _, o := range rest {
-			ev, ok := o.rec.FirstAbout(inst, chat.EventPeerLeft)
+			ev, ok := o.Rec().FirstAbout(inst, chat.EventPeerLeft)
 			if !ok {
 				t.Errorf("%v still lists the silent %v %v after its last heartbeat", o, ghost, c.nw.Now()-last)
 				continue
@@ -306,7 +306,7 @@ func TestInternetDeterminism(t *testing.T) {
 		peers, _ := startClients(c, hosts, time.Second, "i")
 		c.nw.RunFor(time.Second)
 		for _, p := range peers[1:] {
-			send(t.Context(), peers[0], p, p.nick, "hi "+p.nick)
+			send(t.Context(), peers[0], p, p.Nick(), "hi "+p.Nick())
 		}
 		boot.Crash()
 		c.nw.RunFor(20 * time.Second)

@@ -97,7 +97,7 @@ func TestLANDiscovery(t *testing.T) {
 					t.Errorf("after %v of steady state: %v", steady, err)
 				}
 				for _, p := range peers {
-					if k := p.rec.Count(chat.EventPeerExpired) + p.rec.Count(chat.EventPeerLeft); k != 0 {
+					if k := p.Rec().Count(chat.EventPeerExpired) + p.Rec().Count(chat.EventPeerLeft); k != 0 {
 						t.Errorf("%v saw %d departures on a healthy LAN", p, k)
 					}
 				}
@@ -151,55 +151,55 @@ func TestLANDeparture(t *testing.T) {
 		quitter, crasher, others := peers[0], peers[1], peers[2:]
 
 		{ // quit
-			old := quitter.instance()
+			old := quitter.Instance()
 			quitAt := c.nw.Now()
-			quitter.quit()
+			quitter.Quit()
 			c.nw.RunFor(hop(lanLink))
 			for _, o := range append([]*peer{crasher}, others...) {
-				ev, ok := o.rec.FirstAbout(old, chat.EventPeerLeft)
-				if !ok || listsNick(o, quitter.nick) {
-					t.Errorf("%v still lists %s %v after its goodbye", o, quitter.nick, c.nw.Now()-quitAt)
+				ev, ok := o.Rec().FirstAbout(old, chat.EventPeerLeft)
+				if !ok || listsNick(o, quitter.Nick()) {
+					t.Errorf("%v still lists %s %v after its goodbye", o, quitter.Nick(), c.nw.Now()-quitAt)
 					continue
 				}
 				if d := c.at(ev.Time) - quitAt; d > hop(lanLink) {
-					t.Errorf("%v dropped %s %v after it quit, want within one hop (%v)", o, quitter.nick, d, hop(lanLink))
+					t.Errorf("%v dropped %s %v after it quit, want within one hop (%v)", o, quitter.Nick(), d, hop(lanLink))
 				}
 			}
 		}
 
 		{ // crash
-			old := crasher.instance()
-			crasher.crash()
+			old := crasher.Instance()
+			crasher.Crash()
 			c.nw.RunFor(hop(lanLink)) // announces already in flight land
 			// When each survivor last heard the crashed peer.
 			deadline := map[*peer]time.Duration{}
 			first, last := time.Duration(1<<63-1), time.Duration(0)
 			for _, o := range others {
-				for _, rp := range o.node.Peers() {
+				for _, rp := range o.Chat().Peers() {
 					if rp.Instance == old {
 						deadline[o] = c.at(rp.LastSeen) + chat.DefaultTimeout
 						first, last = min(first, deadline[o]), max(last, deadline[o])
 					}
 				}
 				if _, ok := deadline[o]; !ok {
-					t.Fatalf("%v dropped %s before its timeout", o, crasher.nick)
+					t.Fatalf("%v dropped %s before its timeout", o, crasher.Nick())
 				}
 			}
 			c.nw.RunFor(first - quantum - c.nw.Now())
 			for _, o := range others {
-				if !listsNick(o, crasher.nick) {
-					t.Errorf("%v dropped %s a quantum before the timeout", o, crasher.nick)
+				if !listsNick(o, crasher.Nick()) {
+					t.Errorf("%v dropped %s a quantum before the timeout", o, crasher.Nick())
 				}
 			}
 			c.nw.RunFor(last + quantum - c.nw.Now())
 			for _, o := range others {
-				ev, ok := o.rec.FirstAbout(old, chat.EventPeerExpired)
+				ev, ok := o.Rec().FirstAbout(old, chat.EventPeerExpired)
 				if !ok {
-					t.Errorf("%v never expired %s", o, crasher.nick)
+					t.Errorf("%v never expired %s", o, crasher.Nick())
 					continue
 				}
 				if got := c.at(ev.Time); got < deadline[o] || got > deadline[o]+quantum {
-					t.Errorf("%v expired %s at %v, want at its timeout %v", o, crasher.nick, got, deadline[o])
+					t.Errorf("%v expired %s at %v, want at its timeout %v", o, crasher.Nick(), got, deadline[o])
 				}
 			}
 			if err := viewsErr(others); err != nil {
@@ -215,26 +215,26 @@ func TestLANDeparture(t *testing.T) {
 			if !c.nw.RunUntil(func() bool { return viewsMatch(append([]*peer{crasher}, others...)) }, discoveryBound(lanLink)+quantum) {
 				t.Fatalf("restarted peer not rediscovered: %v", viewsErr(append([]*peer{crasher}, others...)))
 			}
-			oldInst := crasher.instance()
-			oldAddr := crasher.addr()
+			oldInst := crasher.Instance()
+			oldAddr := crasher.Addr()
 			c.nw.RunFor(2 * time.Second)
-			crasher.crash()
+			crasher.Crash()
 			c.nw.RunFor(time.Second) // well within the timeout: everyone still lists it
 			for _, o := range others {
-				if !listsNick(o, crasher.nick) {
-					t.Fatalf("%v dropped the crashed %s within a second", o, crasher.nick)
+				if !listsNick(o, crasher.Nick()) {
+					t.Fatalf("%v dropped the crashed %s within a second", o, crasher.Nick())
 				}
 			}
 			restartAt := c.nw.Now()
 			crasher.restart()
-			if crasher.addr() != oldAddr {
-				t.Fatalf("restarted on %v, was %v: a fresh host should hand out the same port", crasher.addr(), oldAddr)
+			if crasher.Addr() != oldAddr {
+				t.Fatalf("restarted on %v, was %v: a fresh host should hand out the same port", crasher.Addr(), oldAddr)
 			}
 			c.nw.RunFor(hop(lanLink))
 			for _, o := range others {
-				ev, ok := o.rec.FirstAbout(crasher.instance(), chat.EventPeerRestarted)
+				ev, ok := o.Rec().FirstAbout(crasher.Instance(), chat.EventPeerRestarted)
 				if !ok {
-					t.Errorf("%v did not see %s restart within one hop", o, crasher.nick)
+					t.Errorf("%v did not see %s restart within one hop", o, crasher.Nick())
 					continue
 				}
 				if ev.Old.Instance != oldInst {
@@ -244,23 +244,23 @@ func TestLANDeparture(t *testing.T) {
 					t.Errorf("%v saw the restart %v after it, want within one hop", o, d)
 				}
 				n := 0
-				for _, rp := range o.node.Peers() {
-					if rp.Nickname == crasher.nick {
+				for _, rp := range o.Chat().Peers() {
+					if rp.Nickname == crasher.Nick() {
 						n++
-						if rp.Instance != crasher.instance() {
-							t.Errorf("%v lists %s as instance %s, want the new %s", o, crasher.nick, rp.Instance, crasher.instance())
+						if rp.Instance != crasher.Instance() {
+							t.Errorf("%v lists %s as instance %s, want the new %s", o, crasher.Nick(), rp.Instance, crasher.Instance())
 						}
 					}
 				}
 				if n != 1 {
-					t.Errorf("%v lists %s %d times, want once", o, crasher.nick, n)
+					t.Errorf("%v lists %s %d times, want once", o, crasher.Nick(), n)
 				}
 			}
 			// The old instance never expires later: it is gone already.
 			c.nw.RunFor(chat.DefaultTimeout + time.Second)
 			for _, o := range others {
-				if _, ok := o.rec.FirstAbout(oldInst, chat.EventPeerExpired); ok {
-					t.Errorf("%v expired the replaced instance of %s after the restart", o, crasher.nick)
+				if _, ok := o.Rec().FirstAbout(oldInst, chat.EventPeerExpired); ok {
+					t.Errorf("%v expired the replaced instance of %s after the restart", o, crasher.Nick())
 				}
 			}
 			if err := viewsErr(append([]*peer{crasher}, others...)); err != nil {
@@ -286,7 +286,7 @@ func TestLANDuplicateNicknames(t *testing.T) {
 		if !c.nw.RunUntil(func() bool { return viewsMatch(all) }, discoveryBound(lanLink)+quantum) {
 			t.Fatalf("no discovery: %v", viewsErr(all))
 		}
-		_, err := alice.node.Send(t.Context(), "bob", "which one?")
+		_, err := alice.Chat().Send(t.Context(), "bob", "which one?")
 		var amb *registry.AmbiguousError
 		if !errors.As(err, &amb) || len(amb.Candidates) != 2 {
 			t.Fatalf(`send to "bob": %v, want an AmbiguousError naming both bobs`, err)
@@ -294,7 +294,7 @@ func TestLANDuplicateNicknames(t *testing.T) {
 		if !strings.Contains(err.Error(), registry.Selector(amb.Candidates[0])) || !strings.Contains(err.Error(), registry.Selector(amb.Candidates[1])) {
 			t.Errorf("the ambiguity error %q does not show how to pick each bob", err)
 		}
-		byAddr := map[string]*peer{bob1.addr().String(): bob1, bob2.addr().String(): bob2}
+		byAddr := map[string]*peer{bob1.Addr().String(): bob1, bob2.Addr().String(): bob2}
 		var msgs []*message
 		for i, cand := range amb.Candidates {
 			to := byAddr[cand.Addr.String()]
@@ -302,7 +302,7 @@ func TestLANDuplicateNicknames(t *testing.T) {
 				t.Fatalf("candidate %v is neither bob", cand)
 			}
 			msgs = append(msgs, send(t.Context(), alice, to, registry.Selector(cand), fmt.Sprintf("by selector %d", i)))
-			msgs = append(msgs, send(t.Context(), alice, to, "bob#"+to.instance()[:6], fmt.Sprintf("by instance %d", i)))
+			msgs = append(msgs, send(t.Context(), alice, to, "bob#"+to.Instance()[:6], fmt.Sprintf("by instance %d", i)))
 		}
 		msgs = append(msgs, send(t.Context(), bob1, bob2, "bob", "bob to the other bob"))
 		msgs = append(msgs, send(t.Context(), bob2, bob1, "bob", "the other bob back"))
@@ -321,10 +321,10 @@ func TestLANDeterminism(t *testing.T) {
 		peers, _ := startLAN(c, 10, time.Second)
 		c.nw.RunUntil(func() bool { return viewsMatch(peers) }, 2*time.Second)
 		for _, p := range peers[1:] {
-			send(t.Context(), peers[0], p, p.nick, "hi "+p.nick)
+			send(t.Context(), peers[0], p, p.Nick(), "hi "+p.Nick())
 		}
-		peers[3].crash()
-		peers[4].quit()
+		peers[3].Crash()
+		peers[4].Quit()
 		c.nw.RunFor(20 * time.Second)
 	}))
 }
@@ -338,11 +338,11 @@ func TestLANSendInterruptedByClose(t *testing.T) {
 		peers, _ := startLAN(c, 2, 0)
 		alice, bob := peers[0], peers[1]
 		c.nw.RunFor(discoveryBound(lanLink) + quantum)
-		bob.crash() // alice's dial to bob now waits for an answer
+		bob.Crash() // alice's dial to bob now waits for an answer
 		ob := newOutbox(t.Context())
 		ob.post(alice, bob, "into the void")
 		c.nw.RunFor(time.Second)
-		alice.quit()
+		alice.Quit()
 		msgs := ob.wait()
 		if len(msgs) != 1 || !errors.Is(msgs[0].err, chat.ErrClosed) {
 			t.Errorf("send interrupted by Close: %v, want ErrClosed", msgs)

@@ -28,7 +28,7 @@ func startOriginalPeer(t *testing.T, c *cluster, h *netsim.Host, nick string) *o
 // receivedFrom returns the texts p's instances showed from nick, with the
 // message ids they carried.
 func receivedFrom(p *peer, nick string) (texts, ids []string) {
-	for _, r := range p.recs {
+	for _, r := range p.Recs() {
 		for _, m := range r.Messages() {
 			if m.From == nick {
 				texts, ids = append(texts, m.Text), append(ids, m.ID)
@@ -71,27 +71,27 @@ func TestMixedLANOriginalPeer(t *testing.T) {
 		}
 
 		for i, p := range []*peer{alice, bob} {
-			text := fmt.Sprintf("hello olga from %s", p.nick)
-			res, err := p.node.Send(t.Context(), "olga", text)
+			text := fmt.Sprintf("hello olga from %s", p.Nick())
+			res, err := p.Chat().Send(t.Context(), "olga", text)
 			if err != nil || res.Status != chat.Sent || res.ID != "" {
 				t.Errorf("%v -> olga: %+v %v, want status Sent without id", p, res, err)
 			}
 			c.nw.RunFor(hop(lanLink)) // Sent means written, not arrived
 			got := olga.Received()
-			if len(got) != i+1 || got[i].From != p.nick || got[i].Content != text || got[i].ID != "" {
-				t.Errorf("the original peer received %+v, want %q from %s without id", got, text, p.nick)
+			if len(got) != i+1 || got[i].From != p.Nick() || got[i].Content != text || got[i].ID != "" {
+				t.Errorf("the original peer received %+v, want %q from %s without id", got, text, p.Nick())
 			}
 		}
 		for _, p := range []*peer{alice, bob} {
-			if err := olga.Send(t.Context(), p.nick, "hi "+p.nick); err != nil {
+			if err := olga.Send(t.Context(), p.Nick(), "hi "+p.Nick()); err != nil {
 				t.Fatalf("olga -> %v: %v", p, err)
 			}
 		}
 		c.nw.RunFor(hop(lanLink))
 		for _, p := range []*peer{alice, bob} {
 			texts, ids := receivedFrom(p, "olga")
-			if !slices.Equal(texts, []string{"hi " + p.nick}) || ids[0] != "" {
-				t.Errorf("%v got %q (ids %q) from olga, want [hi %s] without id", p, texts, ids, p.nick)
+			if !slices.Equal(texts, []string{"hi " + p.Nick()}) || ids[0] != "" {
+				t.Errorf("%v got %q (ids %q) from olga, want [hi %s] without id", p, texts, ids, p.Nick())
 			}
 		}
 		// Steady state: ours keep the original (it announces every 5 s,
@@ -112,7 +112,7 @@ func TestMixedLANOriginalPeer(t *testing.T) {
 		before := olga.UnknownTypes()
 		carol := c.start(c.nw.AddHost("h4", lan), "carol")
 		c.nw.RunFor(lastBurst() + time.Second)
-		carol.quit()
+		carol.Quit()
 		c.nw.RunFor(hop(lanLink))
 		if n := olga.UnknownTypes() - before; n > 1 {
 			t.Errorf("one start-up and quit of ours cost the original %d warnings (unknown datagram types), want at most 1", n)
@@ -121,7 +121,7 @@ func TestMixedLANOriginalPeer(t *testing.T) {
 }
 
 func firstNick(p *peer, nick string) (chat.Event, bool) {
-	for _, ev := range p.rec.All() {
+	for _, ev := range p.Rec().All() {
 		if ev.Kind == chat.EventPeerJoined && ev.Peer.Nickname == nick {
 			return ev, true
 		}
@@ -133,7 +133,7 @@ func firstNick(p *peer, nick string) (chat.Event, bool) {
 // not relay them.
 func namesAndAddrs(p *peer) []entry {
 	var v []entry
-	for _, e := range p.view() {
+	for _, e := range p.View() {
 		e.Instance = ""
 		v = append(v, e)
 	}
@@ -169,7 +169,7 @@ func TestMixedOurClientOriginalServer(t *testing.T) {
 		var full time.Duration
 		for _, p := range peers {
 			for _, q := range peers {
-				if ev, ok := firstNick(p, q.nick); ok {
+				if ev, ok := firstNick(p, q.Nick()); ok {
 					full = max(full, c.at(ev.Time))
 				}
 			}
@@ -230,25 +230,25 @@ func TestMixedOriginalClientOurServer(t *testing.T) {
 			}
 		}
 		for i, p := range peers {
-			text := "hello olga from " + p.nick
-			res, err := p.node.Send(t.Context(), "olga", text)
+			text := "hello olga from " + p.Nick()
+			res, err := p.Chat().Send(t.Context(), "olga", text)
 			if err != nil || res.Status != chat.Sent {
 				t.Errorf("%v -> olga: %+v %v, want Sent", p, res, err)
 			}
 			c.nw.RunFor(hop(wanLink)) // Sent means written, not arrived
-			if got := op.Received(); len(got) != i+1 || got[i].From != p.nick || got[i].Content != text {
+			if got := op.Received(); len(got) != i+1 || got[i].From != p.Nick() || got[i].Content != text {
 				t.Errorf("the original received %+v", got)
 			}
-			info, ok := oc.Peer(p.nick)
+			info, ok := oc.Peer(p.Nick())
 			if !ok {
 				t.Fatalf("the original client does not know %v", p)
 			}
-			err = original.SendLine(t.Context(), oh, info.PublicAddr, &protocol.ChatMessage{From: "olga", Content: "hi " + p.nick, Timestamp: time.Now().Unix()})
+			err = original.SendLine(t.Context(), oh, info.PublicAddr, &protocol.ChatMessage{From: "olga", Content: "hi " + p.Nick(), Timestamp: time.Now().Unix()})
 			if err != nil {
 				t.Fatalf("olga -> %v at %s: %v", p, info.PublicAddr, err)
 			}
 			c.nw.RunFor(hop(wanLink))
-			if texts, _ := receivedFrom(p, "olga"); !slices.Equal(texts, []string{"hi " + p.nick}) {
+			if texts, _ := receivedFrom(p, "olga"); !slices.Equal(texts, []string{"hi " + p.Nick()}) {
 				t.Errorf("%v got %q from olga", p, texts)
 			}
 		}

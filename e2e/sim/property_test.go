@@ -163,19 +163,19 @@ func runSchedule(t *testing.T, nw *netsim.Network, s schedule, st *scheduleStats
 			nw.RunFor(o.D)
 		case opSend:
 			from, to := peers[o.A], peers[o.B]
-			if from.up() && o.A != o.B {
+			if from.Up() && o.A != o.B {
 				ob.post(from, to, fmt.Sprintf("m%d n%d->n%d", i, o.A, o.B))
 			}
 		case opQuit:
-			if p := peers[o.A]; p.up() {
-				p.quit()
+			if p := peers[o.A]; p.Up() {
+				p.Quit()
 			}
 		case opCrash:
-			if p := peers[o.A]; p.up() {
-				p.crash()
+			if p := peers[o.A]; p.Up() {
+				p.Crash()
 			}
 		case opRestart:
-			if p := peers[o.A]; !p.up() {
+			if p := peers[o.A]; !p.Up() {
 				p.restart()
 			}
 		case opPartition:

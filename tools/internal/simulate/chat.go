@@ -168,18 +168,18 @@ func chatChurn(w *world, cfg Config, say func(string, ...any), f *Facts) error {
 	var departed []gone
 	stopAt := w.nw.Now()
 	for _, p := range quitters {
-		departed = append(departed, gone{p: p, inst: p.instance()})
-		p.quit()
+		departed = append(departed, gone{p: p, inst: p.Instance()})
+		p.Quit()
 	}
 	for _, p := range crashers {
-		g := gone{p: p, inst: p.instance(), crash: true, heard: map[*node]time.Duration{}}
-		p.crash()
+		g := gone{p: p, inst: p.Instance(), crash: true, heard: map[*node]time.Duration{}}
+		p.Crash()
 		departed = append(departed, g)
 	}
 	w.nw.RunFor(5 * time.Millisecond) // announces in flight land
 	for _, g := range departed {
 		for _, o := range rest {
-			for _, rp := range o.n.Peers() {
+			for _, rp := range o.Chat().Peers() {
 				if g.crash && rp.Instance == g.inst {
 					g.heard[o] = w.at(rp.LastSeen)
 				}
@@ -207,7 +207,7 @@ func chatChurn(w *world, cfg Config, say func(string, ...any), f *Facts) error {
 		}
 		lo, hi, early, late, n := time.Duration(1<<62), time.Duration(0), time.Duration(1<<62), time.Duration(-1<<62), 0
 		for _, o := range rest {
-			ev, ok := o.rec.FirstAbout(g.inst, dropped...)
+			ev, ok := o.Rec().FirstAbout(g.inst, dropped...)
 			if !ok {
 				continue
 			}
@@ -232,14 +232,14 @@ func chatChurn(w *world, cfg Config, say func(string, ...any), f *Facts) error {
 
 	back := crashers[0]
 	restartAt := w.nw.Now()
-	if err := back.restart(); err != nil {
+	if err := back.Restart(); err != nil {
 		return err
 	}
 	live := append(slices.Clone(rest), back)
 	w.nw.RunUntil(func() bool { return viewsMatch(live) }, 2*steady)
 	seenBy, last := 0, time.Duration(0)
 	for _, o := range rest {
-		if ev, ok := o.rec.FirstAbout(back.instance(), learnt...); ok {
+		if ev, ok := o.Rec().FirstAbout(back.Instance(), learnt...); ok {
 			seenBy, last = seenBy+1, max(last, w.at(ev.Time)-restartAt)
 		}
 	}
@@ -351,7 +351,7 @@ func errSummary(tl tally) string {
 func hosts(ps []*node) []*netsim.Host {
 	hs := make([]*netsim.Host, len(ps))
 	for i, p := range ps {
-		hs[i] = p.host
+		hs[i] = p.Host()
 	}
 	return hs
 }
@@ -390,7 +390,7 @@ func startServer(w *world, h *netsim.Host) error {
 func registeredAfter(p *node, t0 time.Duration) (time.Duration, bool) {
 	var at time.Duration
 	ok := false
-	for _, ev := range p.rec.All() {
+	for _, ev := range p.Rec().All() {
 		if ev.Kind == chat.EventStatus && ev.Err == nil && strings.HasPrefix(ev.Text, "registered with") && p.w.at(ev.Time) >= t0 {
 			at, ok = p.w.at(ev.Time), true
 		}
@@ -433,7 +433,7 @@ func chatInternet(w *world, cfg Config, say func(string, ...any), f *Facts) erro
 	w.nw.RunFor(20 * time.Second)
 	keep := 0
 	for _, p := range nodes {
-		if len(p.n.Peers()) == len(nodes)-1 {
+		if len(p.Chat().Peers()) == len(nodes)-1 {
 			keep++
 		}
 	}

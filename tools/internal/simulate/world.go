@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -13,7 +12,7 @@ import (
 	"time"
 
 	"github.com/parlance-chat/parlance/client/chat"
-	"github.com/parlance-chat/parlance/client/chat/chattest"
+	"github.com/parlance-chat/parlance/e2e/simchat"
 	"github.com/parlance-chat/parlance/netsim"
 	"github.com/parlance-chat/parlance/protocol/registry"
 )
@@ -23,148 +22,69 @@ import (
 type world struct {
 	t     *testing.T
 	nw    *netsim.Network
+	g     *simchat.Group
 	seeds *rand.Rand // node seeds and scenario choices, derived from the network's seed
-	t0    time.Time  // the bubble's clock when the network was made
-	nodes []*node
 }
 
 func newWorld(t *testing.T, nw *netsim.Network) *world {
-	return &world{
-		t:     t,
-		nw:    nw,
-		seeds: rand.New(rand.NewPCG(nw.Seed(), 0x5eed)),
-		t0:    time.Now().Add(-nw.Now()),
-	}
+	g := simchat.NewGroup(nw)
+	return &world{t: t, nw: nw, g: g, seeds: g.Seeds()}
 }
 
 // at converts a node's clock reading to simulated time since the start.
-func (w *world) at(tm time.Time) time.Duration { return tm.Sub(w.t0) }
+func (w *world) at(tm time.Time) time.Duration { return w.g.At(tm) }
 
 // node is one real Parlance node (chat.Node) on its host, across restarts.
 type node struct {
-	w     *world
-	host  *netsim.Host
-	nick  string
-	tweak func(*chat.Config)
-
-	n    *chat.Node         // nil while down
-	rec  *chattest.Recorder // the current (or last) instance's events
-	recs []*chattest.Recorder
+	*simchat.Node
+	w *world
 }
 
-// start starts a node called nick on h.
+// start starts a node called nick on h; tweak, if not nil, adjusts its
+// config.
 func (w *world) start(h *netsim.Host, nick string, tweak func(*chat.Config)) (*node, error) {
-	p := &node{w: w, host: h, nick: nick, tweak: tweak}
-	if err := p.boot(); err != nil {
+	var tweaks []func(*chat.Config)
+	if tweak != nil {
+		tweaks = append(tweaks, tweak)
+	}
+	n, err := w.g.Start(h, nick, tweaks...)
+	if err != nil {
 		return nil, err
 	}
-	w.nodes = append(w.nodes, p)
-	return p, nil
+	return &node{Node: n, w: w}, nil
 }
 
-func (p *node) boot() error {
-	cfg := chat.Config{
-		Network:  p.host,
-		Nickname: p.nick,
-		Rand:     rand.New(rand.NewPCG(p.w.seeds.Uint64(), p.w.seeds.Uint64())),
-	}
-	if p.tweak != nil {
-		p.tweak(&cfg)
-	}
-	n, err := chat.Start(p.host.Context(), cfg)
-	if err != nil {
-		return fmt.Errorf("start %s on %s: %w", p.nick, p.host.Name(), err)
-	}
-	p.n = n
-	p.rec = chattest.Record(n)
-	p.recs = append(p.recs, p.rec)
-	return nil
-}
-
-func (p *node) up() bool { return p.n != nil }
-
-// quit closes the node as a user's /quit does: it says goodbye.
-func (p *node) quit() {
-	p.n.Close()
-	<-p.rec.Done()
-	p.n = nil
-}
-
-// crash cuts the power of the node's host: no goodbye.
-func (p *node) crash() {
-	p.host.Crash()
-	p.n.Close() // reaps the node's goroutines; its context is gone already
-	<-p.rec.Done()
-	p.n = nil
-}
-
-// restart brings a stopped node back on its host: a new instance.
-func (p *node) restart() error {
-	if !p.host.Up() {
-		p.host.Restart()
-	}
-	return p.boot()
-}
-
-func (p *node) addr() netip.AddrPort { return netip.AddrPortFrom(p.host.IP(), p.n.Port()) }
-
-func (p *node) instance() string { return p.n.Instance() }
-
-func (p *node) String() string { return p.nick }
+func (p *node) String() string { return p.Nick() }
 
 // closeAll quits every running node.
-func (w *world) closeAll() {
-	for _, p := range w.nodes {
-		if p.up() {
-			p.quit()
-		}
-	}
-}
-
-// entry is one line of a /peers view.
-type entry struct{ Nick, Addr, Instance string }
-
-func (p *node) view() []entry {
-	var v []entry
-	for _, rp := range p.n.Peers() {
-		v = append(v, entry{rp.Nickname, rp.Addr.String(), rp.Instance})
-	}
-	sortEntries(v)
-	return v
-}
-
-func sortEntries(v []entry) {
-	slices.SortFunc(v, func(a, b entry) int {
-		return strings.Compare(a.Nick+a.Addr+a.Instance, b.Nick+b.Addr+b.Instance)
-	})
-}
+func (w *world) closeAll() { w.g.QuitAll() }
 
 // viewsMatch reports whether every running node of set lists exactly the
 // other running nodes of set.
 func viewsMatch(set []*node) bool {
 	live := 0
 	for _, p := range set {
-		if p.up() {
+		if p.Up() {
 			live++
 		}
 	}
 	for _, p := range set { // cheap test first
-		if p.up() && len(p.n.Peers()) != live-1 {
+		if p.Up() && len(p.Chat().Peers()) != live-1 {
 			return false
 		}
 	}
 	for _, p := range set {
-		if !p.up() {
+		if !p.Up() {
 			continue
 		}
-		var want []entry
+		var want []simchat.Entry
 		for _, q := range set {
-			if q != p && q.up() {
-				want = append(want, entry{q.nick, q.addr().String(), q.instance()})
+			if q != p && q.Up() {
+				want = append(want, q.Entry())
 			}
 		}
-		sortEntries(want)
-		if !slices.Equal(p.view(), want) {
+		simchat.SortEntries(want)
+		if !slices.Equal(p.View(), want) {
 			return false
 		}
 	}
@@ -173,7 +93,7 @@ func viewsMatch(set []*node) bool {
 
 // listsInstance reports whether p's node lists the instance inst.
 func listsInstance(p *node, inst string) bool {
-	for _, rp := range p.n.Peers() {
+	for _, rp := range p.Chat().Peers() {
 		if rp.Instance == inst {
 			return true
 		}
@@ -190,14 +110,14 @@ var dropped = []chat.EventKind{chat.EventPeerLeft, chat.EventPeerExpired}
 // did.
 func fullDiscovery(w *world, set []*node) (last time.Duration, ok bool) {
 	for _, p := range set {
-		if !p.up() {
+		if !p.Up() {
 			continue
 		}
 		for _, q := range set {
-			if p == q || !q.up() {
+			if p == q || !q.Up() {
 				continue
 			}
-			ev, found := p.rec.FirstAbout(q.instance(), learnt...)
+			ev, found := p.Rec().FirstAbout(q.Instance(), learnt...)
 			if !found {
 				return 0, false
 			}
@@ -228,14 +148,14 @@ func (w *world) sendAll(ctx context.Context, pairs [][2]*node, tag string) []*me
 			order = append(order, from)
 		}
 		bySender[from] = append(bySender[from], &message{from: from, to: to,
-			text: fmt.Sprintf("%s %s->%s #%d", tag, from.nick, to.nick, len(bySender[from]))})
+			text: fmt.Sprintf("%s %s->%s #%d", tag, from.Nick(), to.Nick(), len(bySender[from]))})
 	}
 	var wg sync.WaitGroup
 	for _, from := range order {
 		wg.Go(func() {
 			for _, m := range bySender[from] {
 				m.at = w.nw.Now()
-				m.res, m.err = from.n.Send(ctx, m.to.nick, m.text)
+				m.res, m.err = from.Chat().Send(ctx, m.to.Nick(), m.text)
 				m.took = w.nw.Now() - m.at
 			}
 		})
@@ -279,7 +199,7 @@ func check(set []*node, msgs []*message) tally {
 	got := map[string][]*node{}
 	from := map[string]string{}
 	for _, p := range set {
-		for _, r := range p.recs {
+		for _, r := range p.Recs() {
 			for _, ev := range r.All() {
 				if ev.Kind == chat.EventMessage {
 					got[ev.Message.Text] = append(got[ev.Message.Text], p)
@@ -296,7 +216,7 @@ func check(set []*node, msgs []*message) tally {
 		rs := got[m.text]
 		if m.err == nil {
 			tl.Delivered++
-			if len(rs) != 1 || rs[0] != m.to || from[m.text] != m.from.nick {
+			if len(rs) != 1 || rs[0] != m.to || from[m.text] != m.from.Nick() {
 				tl.Violations++
 			}
 			continue

@@ -1,0 +1,56 @@
+package simchat_test
+
+import (
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/parlance-chat/parlance/e2e/simchat"
+	"github.com/parlance-chat/parlance/netsim"
+)
+
+// Two nodes on a LAN find each other; one crashes, comes back as a new
+// instance at the same address, and is listed again; QuitAll stops both.
+func TestStartCrashRestartQuit(t *testing.T) {
+	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
+		g := simchat.NewGroup(nw)
+		lan := nw.AddSegment("lan")
+		a, err := g.Start(nw.AddHost("h1", lan), "alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := g.Start(nw.AddHost("h2", lan), "bob")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer g.QuitAll()
+		lists := func(p, q *simchat.Node) func() bool {
+			return func() bool { return slices.Equal(p.View(), []simchat.Entry{q.Entry()}) }
+		}
+		if !nw.RunUntil(func() bool { return lists(a, b)() && lists(b, a)() }, 10*time.Second) {
+			t.Fatalf("alice lists %v, bob lists %v", a.View(), b.View())
+		}
+		inst, addr := b.Instance(), b.Addr()
+		b.Crash()
+		if b.Up() || b.Chat() != nil || b.Host().Up() {
+			t.Fatal("bob still up after the crash")
+		}
+		if err := b.Restart(); err != nil {
+			t.Fatal(err)
+		}
+		if b.Instance() == inst || b.Addr() != addr || len(b.Recs()) != 2 || b.Rec() != b.Recs()[1] {
+			t.Fatalf("restarted bob: instance %s (was %s), addr %v (was %v), %d recorders",
+				b.Instance(), inst, b.Addr(), addr, len(b.Recs()))
+		}
+		if !nw.RunUntil(lists(a, b), 10*time.Second) {
+			t.Fatalf("alice lists %v after bob's restart, want %v", a.View(), b.Entry())
+		}
+		if got := b.String(); got != "bob@h2" {
+			t.Errorf("String() = %q, want bob@h2", got)
+		}
+		g.QuitAll()
+		if a.Up() || b.Up() {
+			t.Error("QuitAll left a node running")
+		}
+	})
+}
