@@ -229,6 +229,33 @@ func (h *Host) srcIPFor(dst netip.Addr) netip.Addr {
 }
 
 // allocPortLocked returns a free ephemeral port for the given protocol.
+// bindLocked checks that h may bind a socket to ap and picks its port: an
+// ephemeral one when ap's port is 0, else ap's own unless inUse says it is
+// taken. It also returns the address the socket shows as its own (the
+// host's first address for an unspecified one). The caller holds h.n.mu.
+func (h *Host) bindLocked(ap netip.AddrPort, udp bool, inUse func(port uint16) bool) (port uint16, shown netip.Addr, err error) {
+	if !h.up || h.n.closed {
+		return 0, netip.Addr{}, net.ErrClosed
+	}
+	ip := ap.Addr()
+	if !ip.IsUnspecified() && !ip.IsLoopback() && !h.hasIP(ip) {
+		return 0, netip.Addr{}, syscallErr("bind", syscall.EADDRNOTAVAIL)
+	}
+	port = ap.Port()
+	if port == 0 {
+		if port, err = h.allocPortLocked(udp); err != nil {
+			return 0, netip.Addr{}, syscallErr("bind", syscall.EADDRNOTAVAIL)
+		}
+	} else if inUse(port) {
+		return 0, netip.Addr{}, syscallErr("bind", syscall.EADDRINUSE)
+	}
+	shown = ip
+	if ip.IsUnspecified() {
+		shown = h.IP()
+	}
+	return port, shown, nil
+}
+
 func (h *Host) allocPortLocked(udp bool) (uint16, error) {
 	for range 65536 - firstEphemeral {
 		p := h.nextPort

@@ -573,26 +573,11 @@ func (h *Host) Listen(ctx context.Context, network, addr string) (net.Listener, 
 	n := h.n
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if !h.up || n.closed {
-		return nil, opError("listen", network, nil, tcpAddr(ap), net.ErrClosed)
+	port, shown, err := h.bindLocked(ap, false, func(port uint16) bool { return h.listeners[port] != nil })
+	if err != nil {
+		return nil, opError("listen", network, nil, tcpAddr(ap), err)
 	}
-	ip := ap.Addr()
-	if !ip.IsUnspecified() && !ip.IsLoopback() && !h.hasIP(ip) {
-		return nil, opError("listen", network, nil, tcpAddr(ap), syscallErr("bind", syscall.EADDRNOTAVAIL))
-	}
-	port := ap.Port()
-	if port == 0 {
-		if port, err = h.allocPortLocked(false); err != nil {
-			return nil, opError("listen", network, nil, tcpAddr(ap), syscallErr("bind", syscall.EADDRNOTAVAIL))
-		}
-	} else if h.listeners[port] != nil {
-		return nil, opError("listen", network, nil, tcpAddr(ap), syscallErr("bind", syscall.EADDRINUSE))
-	}
-	shown := ip
-	if ip.IsUnspecified() {
-		shown = h.IP()
-	}
-	ln := &listener{n: n, h: h, port: port, bind: ip, addr: tcpAddr(netip.AddrPortFrom(shown, port)),
+	ln := &listener{n: n, h: h, port: port, bind: ap.Addr(), addr: tcpAddr(netip.AddrPortFrom(shown, port)),
 		ready: make(chan struct{}, 1), closedCh: make(chan struct{})}
 	if h.listeners == nil {
 		h.listeners = make(map[uint16]*listener)

@@ -8,7 +8,6 @@ import (
 	"os"
 	"slices"
 	"sync"
-	"syscall"
 	"time"
 )
 
@@ -101,26 +100,16 @@ func (h *Host) listenUDP(network string, ap netip.AddrPort, group netip.AddrPort
 	n := h.n
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if !h.up || n.closed {
-		return nil, opError("listen", network, nil, udpAddr(ap), net.ErrClosed)
+	// A group port is shared by every socket joined to a group
+	// (SO_REUSEPORT); any other port by none.
+	port, shown, err := h.bindLocked(ap, true, func(port uint16) bool {
+		others := h.udp[port]
+		return len(others) > 0 && (!group.IsValid() || !others[0].group.IsValid())
+	})
+	if err != nil {
+		return nil, opError("listen", network, nil, udpAddr(ap), err)
 	}
 	ip := ap.Addr()
-	if !ip.IsUnspecified() && !ip.IsLoopback() && !h.hasIP(ip) {
-		return nil, opError("listen", network, nil, udpAddr(ap), syscallErr("bind", syscall.EADDRNOTAVAIL))
-	}
-	port := ap.Port()
-	if port == 0 {
-		var err error
-		if port, err = h.allocPortLocked(true); err != nil {
-			return nil, opError("listen", network, nil, udpAddr(ap), syscallErr("bind", err.(syscall.Errno)))
-		}
-	} else if others := h.udp[port]; len(others) > 0 && (!group.IsValid() || !others[0].group.IsValid()) {
-		return nil, opError("listen", network, nil, udpAddr(ap), syscallErr("bind", syscall.EADDRINUSE))
-	}
-	shown := ip
-	if ip.IsUnspecified() {
-		shown = h.IP()
-	}
 	h.nextID++
 	readable := make(chan struct{}, 1)
 	p := &packetConn{n: n, h: h, id: h.nextID, port: port, bind: ip, local: udpAddr(netip.AddrPortFrom(shown, port)),
