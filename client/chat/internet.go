@@ -117,7 +117,7 @@ func (ls *loopState) applyUpdate(now time.Time, up rendezvous.Update) {
 			ls.report(now, c)
 		}
 	case rendezvous.Left:
-		if c, ok := ls.reg.Remove(registry.Key("id:" + up.PeerID)); ok {
+		if c, ok := ls.reg.RemoveID(up.PeerID); ok {
 			ls.report(now, c)
 		}
 	}

@@ -7,19 +7,28 @@
 // # Identity
 //
 // A peer is keyed by where it can be reached, never by nickname: a LAN peer
-// by the announce's source IP and tcp_port, a peer learnt from a bootstrap
-// server by its peer_id. Two peers named bob are two entries. A process holds
-// its TCP port exclusively, so an announce from a known address with a new
-// instance id means that peer restarted: the entry is replaced (a Restarted
-// change). The registry ignores announces that carry its own instance id, so
-// a node never lists itself, even when another peer shares its nickname.
+// by the announce's source IP and tcp_port ("lan:ip:port"). Two peers named
+// bob are two entries. A process holds its TCP port exclusively, so an
+// announce from a known address with a new instance id means that peer
+// restarted: the entry is replaced (a Restarted change). The registry
+// ignores announces that carry its own instance id, so a node never lists
+// itself, even when another peer shares its nickname.
+//
+// A peer learnt from a bootstrap server is keyed by its instance id
+// ("inst:<instance>") when it has one, and by the server's peer_id
+// ("id:<peer_id>") otherwise (original clients send no instance). A peer_id
+// names a registration, not a process: a restarted server hands every
+// client a new one. Keying by instance keeps such a peer one entry across
+// the restart; seeing it with a new peer_id (or address) updates the entry
+// (an Updated change), it does not leave and join again. RemoveID removes a
+// bootstrap peer by the peer_id the server's peer_left names.
 //
 // # Expiry
 //
 // LAN peers expire Timeout (default 15 s) after their last announce; a
 // goodbye removes one at once. Bootstrap peers do not time out here: the
 // server expires them, and the caller mirrors its lists with Sync and
-// Remove.
+// RemoveID.
 //
 // # Bound
 //
@@ -103,9 +112,14 @@ type Observation struct {
 	ID string
 }
 
-// Key returns the key of the entry the observation refers to.
+// Key returns the key of the entry the observation refers to: for a
+// bootstrap peer its instance id if it has one, else its peer_id; for a LAN
+// peer its address.
 func (o Observation) Key() Key {
 	if o.Source == SourceBootstrap {
+		if o.Instance != "" {
+			return Key("inst:" + o.Instance)
+		}
 		return Key("id:" + o.ID)
 	}
 	return Key("lan:" + o.Addr.String())
@@ -119,7 +133,8 @@ const (
 	Refreshed ChangeKind = iota
 	// Joined: a new peer.
 	Joined
-	// Updated: a known peer changed nickname or capabilities.
+	// Updated: a known peer changed nickname, capabilities, address or
+	// (bootstrap) peer_id.
 	Updated
 	// Restarted: the peer at a known address is a new instance.
 	Restarted
@@ -203,9 +218,9 @@ func (r *Registry) Observe(now time.Time, o Observation) (Change, error) {
 		return Change{Kind: Restarted, Peer: p.clone(), Old: old}, nil
 	}
 	kind := Refreshed
-	if p.Nickname != o.Nickname || !slices.Equal(p.Caps, o.Caps) || p.Addr != o.Addr {
+	if p.Nickname != o.Nickname || !slices.Equal(p.Caps, o.Caps) || p.Addr != o.Addr || p.ID != o.ID {
 		kind = Updated
-		p.Nickname, p.Caps, p.Addr = o.Nickname, slices.Clone(o.Caps), o.Addr
+		p.Nickname, p.Caps, p.Addr, p.ID = o.Nickname, slices.Clone(o.Caps), o.Addr, o.ID
 	}
 	if now.After(p.LastSeen) {
 		p.LastSeen = now
@@ -253,6 +268,23 @@ func (r *Registry) Remove(k Key) (Change, bool) {
 	return Change{Kind: Left, Peer: p.clone()}, true
 }
 
+// RemoveID deletes the bootstrap peer the server calls id, as a peer_left
+// asks. Should several entries carry id (a stale one from before a server
+// restart that reused it), the one seen last goes.
+func (r *Registry) RemoveID(id string) (Change, bool) {
+	var found *Peer
+	for _, key := range r.sortedKeys() {
+		p := r.peers[key]
+		if p.Source == SourceBootstrap && p.ID == id && id != "" && (found == nil || p.LastSeen.After(found.LastSeen)) {
+			found = p
+		}
+	}
+	if found == nil {
+		return Change{}, false
+	}
+	return r.Remove(found.Key)
+}
+
 // RemoveSource deletes every peer found through src, for example when the
 // bootstrap server's list is about to be replaced.
 func (r *Registry) RemoveSource(src Source) []Change {
@@ -267,8 +299,9 @@ func (r *Registry) RemoveSource(src Source) []Change {
 }
 
 // Sync makes the bootstrap peers equal to list, as of now: peers missing
-// from list leave, the others are observed. It returns the changes in a
-// stable order, Refreshed ones omitted.
+// from list (by key: instance id, else peer_id) leave, the others are
+// observed, so a known instance under a new peer_id is Updated. It returns
+// the changes in a stable order, Refreshed ones omitted.
 func (r *Registry) Sync(now time.Time, list []Observation) []Change {
 	keep := make(map[Key]bool, len(list))
 	for _, o := range list {

@@ -125,6 +125,103 @@ func TestSyncMirrorsBootstrapList(t *testing.T) {
 	}
 }
 
+func boot(id, instance, nick, addr string) Observation {
+	return Observation{Source: SourceBootstrap, ID: id, Instance: instance, Nickname: nick, Addr: netip.MustParseAddrPort(addr)}
+}
+
+// A bootstrap peer is keyed by its instance when it has one, so the new
+// peer_id a restarted server hands it updates the entry in place; an
+// original client (no instance) is keyed by peer_id.
+func TestBootstrapPeerKeyedByInstance(t *testing.T) {
+	r := New(Config{Self: "me"})
+	c := mustObserve(t, r, t0, boot("p1", "b1", "bob", "192.0.2.2:4000"), Joined)
+	if c.Peer.Key != "inst:b1" {
+		t.Errorf("key = %q, want inst:b1", c.Peer.Key)
+	}
+	if c := mustObserve(t, r, t0, boot("p2", "", "old", "192.0.2.3:4000"), Joined); c.Peer.Key != "id:p2" {
+		t.Errorf("original client's key = %q, want id:p2", c.Peer.Key)
+	}
+	mustObserve(t, r, t0.Add(time.Second), boot("p1", "b1", "bob", "192.0.2.2:4000"), Refreshed)
+	c = mustObserve(t, r, t0.Add(2*time.Second), boot("q1", "b1", "bob", "192.0.2.2:4000"), Updated)
+	if c.Peer.ID != "q1" || c.Peer.Key != "inst:b1" || !c.Peer.FirstSeen.Equal(t0) {
+		t.Errorf("after a new peer_id: %+v", c.Peer)
+	}
+	c = mustObserve(t, r, t0.Add(3*time.Second), boot("q1", "b1", "bob", "192.0.2.9:5000"), Updated)
+	if c.Peer.Addr != netip.MustParseAddrPort("192.0.2.9:5000") || r.Len() != 2 {
+		t.Errorf("after a new address: %+v, %d peers", c.Peer, r.Len())
+	}
+	if _, err := r.Observe(t0, boot("p9", "me", "me", "192.0.2.1:4000")); !errors.Is(err, ErrSelf) {
+		t.Errorf("own registration: %v, want ErrSelf", err)
+	}
+}
+
+// After a server restart every client has a new peer_id: Sync updates the
+// peers that have an instance and replaces only the original clients.
+func TestSyncAcrossServerRestart(t *testing.T) {
+	r := New(Config{})
+	r.Sync(t0, []Observation{
+		boot("p1", "a1", "alice", "192.0.2.2:4000"),
+		boot("p2", "b1", "bob", "192.0.2.3:4000"),
+		boot("p3", "", "old", "192.0.2.4:4000"),
+	})
+	if r.Len() != 3 {
+		t.Fatalf("first sync: %d peers", r.Len())
+	}
+	changes := r.Sync(t0.Add(time.Minute), []Observation{
+		boot("q1", "a1", "alice", "192.0.2.2:4000"),
+		boot("q2", "b1", "bob", "192.0.2.3:4000"),
+		boot("q3", "", "old", "192.0.2.4:4000"),
+	})
+	var got []string
+	for _, c := range changes {
+		got = append(got, c.Kind.String()+" "+c.Peer.Nickname+" "+c.Peer.ID)
+	}
+	want := []string{"left old p3", "updated alice q1", "updated bob q2", "joined old q3"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("second sync: %q, want %q", got, want)
+	}
+	changes = r.Sync(t0.Add(2*time.Minute), []Observation{boot("q2", "b1", "bob", "192.0.2.3:4000")})
+	got = got[:0]
+	for _, c := range changes {
+		got = append(got, c.Kind.String()+" "+c.Peer.Nickname)
+	}
+	if want := []string{"left old", "left alice"}; !slices.Equal(got, want) {
+		t.Fatalf("third sync: %q, want %q", got, want)
+	}
+	if r.Len() != 1 {
+		t.Fatalf("after the third sync: %d peers, want 1", r.Len())
+	}
+}
+
+// RemoveID removes the bootstrap peer a peer_left names, whatever its key.
+func TestRemoveID(t *testing.T) {
+	r := New(Config{})
+	mustObserve(t, r, t0, boot("p1", "a1", "alice", "192.0.2.2:4000"), Joined)
+	mustObserve(t, r, t0, boot("p2", "", "old", "192.0.2.3:4000"), Joined)
+	mustObserve(t, r, t0, lan("10.0.0.2", 4000, "lanpeer", ""), Joined)
+	if _, ok := r.RemoveID("nope"); ok {
+		t.Fatal("RemoveID of an unknown peer_id removed something")
+	}
+	if _, ok := r.RemoveID(""); ok {
+		t.Fatal("RemoveID of the empty peer_id removed something")
+	}
+	for _, id := range []string{"p1", "p2"} {
+		c, ok := r.RemoveID(id)
+		if !ok || c.Kind != Left || c.Peer.ID != id {
+			t.Fatalf("RemoveID(%s) = %+v, %v", id, c, ok)
+		}
+	}
+	if _, ok := r.RemoveID("p1"); ok || r.Len() != 1 {
+		t.Fatalf("second RemoveID(p1) removed something; %d peers left", r.Len())
+	}
+	// A stale entry sharing a peer_id with a fresher one: the fresher goes.
+	mustObserve(t, r, t0, boot("x", "s1", "stale", "192.0.2.5:4000"), Joined)
+	mustObserve(t, r, t0.Add(time.Minute), boot("x", "f1", "fresh", "192.0.2.6:4000"), Joined)
+	if c, ok := r.RemoveID("x"); !ok || c.Peer.Nickname != "fresh" {
+		t.Fatalf("RemoveID(x) = %+v, %v; want fresh", c, ok)
+	}
+}
+
 func mustObserve(t *testing.T, r *Registry, now time.Time, o Observation, want ChangeKind) Change {
 	t.Helper()
 	c, err := r.Observe(now, o)
