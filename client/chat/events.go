@@ -24,7 +24,8 @@ const (
 	// EventPeerRestarted: the peer at a known address is a new instance
 	// (Event.Peer; Event.Old is the one it replaced).
 	EventPeerRestarted
-	// EventPeerUpdated: a known peer changed nickname or capabilities.
+	// EventPeerUpdated: a known peer changed nickname, capabilities,
+	// address or, after a bootstrap server restart, peer_id.
 	EventPeerUpdated
 	// EventStatus: a note about the node itself (Event.Text), for example
 	// the bootstrap connection in internet mode; Err is set on trouble.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
@@ -11,6 +12,23 @@ import (
 	"github.com/parlance-chat/parlance/protocol"
 	"github.com/parlance-chat/parlance/protocol/registry"
 )
+
+// BootstrapGrace is how long, after registering again with the bootstrap
+// server, a peer missing from the server's first list stays listed
+// (unconfirmed) before it is dropped.
+//
+// A server that restarts comes back empty, and every client lost it at the
+// same moment: each registers again on its own reconnect schedule, so the
+// first list a client gets lacks the others that have not reconnected yet,
+// not because they left. They come back within ReconnectWithin (an attempt
+// under way may hang for the 10 s handshake timeout, then the backoff waits
+// at most 30 s; after a long outage every client is at that maximum, so 5 s
+// would not cover them), and a pushed peer_joined (or the next poll) shows
+// them. The 5 s on top cover their handshake and registration round trips
+// on a slow link. A peer that really left while the server was away is
+// therefore dropped at most this late; one that leaves once the server is
+// back is dropped at once by its peer_left.
+const BootstrapGrace = rendezvous.ReconnectWithin + 5*time.Second
 
 // updateQueue carries rendezvous updates to the event loop. OnUpdate must
 // not block, so it appends under a short lock and signals.
@@ -83,6 +101,10 @@ func (ls *loopState) applyUpdate(now time.Time, up rendezvous.Update) {
 	n := ls.n
 	switch up.Kind {
 	case rendezvous.Registered:
+		// The first list after registering again may predate the
+		// other clients' own return (see BootstrapGrace).
+		ls.graceNext = ls.registered
+		ls.registered = true
 		n.emit(Event{Kind: EventStatus, Time: now, Text: fmt.Sprintf("registered with %s as %s", n.cfg.BootstrapServer, up.PublicAddr)})
 	case rendezvous.Disconnected:
 		// The reason is part of the text: without it a user whose
@@ -100,9 +122,17 @@ func (ls *loopState) applyUpdate(now time.Time, up rendezvous.Update) {
 				obs = append(obs, o)
 			}
 		}
+		if ls.graceNext {
+			ls.graceNext = false
+			ls.holdMissing(now, obs)
+			return
+		}
 		for _, c := range ls.reg.Sync(now, obs) {
 			ls.report(now, c)
 		}
+		// The registry now mirrors the list: every unconfirmed peer is
+		// either in it or gone.
+		ls.unconfirmed, ls.graceAt = nil, time.Time{}
 	case rendezvous.Joined:
 		for _, p := range up.Peers {
 			o, ok := ls.bootstrapObservation(p)
@@ -114,13 +144,87 @@ func (ls *loopState) applyUpdate(now time.Time, up rendezvous.Update) {
 				n.log.Debug("bootstrap peer ignored", "peer", p.Nickname, "err", err)
 				continue
 			}
+			ls.confirm(c.Peer.Key)
 			ls.report(now, c)
 		}
 	case rendezvous.Left:
 		if c, ok := ls.reg.RemoveID(up.PeerID); ok {
+			ls.confirm(c.Peer.Key)
 			ls.report(now, c)
 		}
 	}
+}
+
+// holdMissing applies the first list after registering again: the peers
+// in it are observed, the bootstrap peers missing from it become
+// unconfirmed until BootstrapGrace from now rather than leaving at once.
+// Peers without an instance id (original clients) are keyed by peer_id,
+// which a restarted server changes, so their entry cannot be confirmed
+// again: they leave at once, as before, and come back under the new id.
+func (ls *loopState) holdMissing(now time.Time, obs []registry.Observation) {
+	listed := make(map[registry.Key]bool, len(obs))
+	for _, o := range obs {
+		listed[o.Key()] = true
+	}
+	for _, p := range ls.reg.List() {
+		if p.Source != registry.SourceBootstrap || listed[p.Key] {
+			continue
+		}
+		if p.Instance == "" {
+			if c, ok := ls.reg.Remove(p.Key); ok {
+				ls.report(now, c)
+			}
+			continue
+		}
+		if ls.unconfirmed == nil {
+			ls.unconfirmed = make(map[registry.Key]bool)
+		}
+		ls.unconfirmed[p.Key] = true
+	}
+	for _, o := range obs {
+		c, err := ls.reg.Observe(now, o)
+		if err != nil {
+			ls.n.log.Debug("bootstrap peer ignored", "peer", o.Nickname, "err", err)
+			continue
+		}
+		ls.confirm(c.Peer.Key)
+		if c.Kind != registry.Refreshed {
+			ls.report(now, c)
+		}
+	}
+	if len(ls.unconfirmed) > 0 {
+		ls.graceAt = now.Add(BootstrapGrace)
+		ls.n.log.Info("bootstrap peers unconfirmed after registering again", "peers", len(ls.unconfirmed), "grace", BootstrapGrace)
+	} else {
+		ls.graceAt = time.Time{}
+	}
+}
+
+// confirm marks a bootstrap peer as shown again by the server.
+func (ls *loopState) confirm(k registry.Key) {
+	delete(ls.unconfirmed, k)
+	if len(ls.unconfirmed) == 0 {
+		ls.unconfirmed, ls.graceAt = nil, time.Time{}
+	}
+}
+
+// expireUnconfirmed drops the bootstrap peers still unconfirmed when the
+// grace period is over.
+func (ls *loopState) expireUnconfirmed(now time.Time) {
+	if ls.graceAt.IsZero() || now.Before(ls.graceAt) {
+		return
+	}
+	keys := make([]registry.Key, 0, len(ls.unconfirmed))
+	for k := range ls.unconfirmed {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		if c, ok := ls.reg.Remove(k); ok {
+			ls.report(now, c)
+		}
+	}
+	ls.unconfirmed, ls.graceAt = nil, time.Time{}
 }
 
 func (ls *loopState) bootstrapObservation(p protocol.PeerInfo) (registry.Observation, bool) {

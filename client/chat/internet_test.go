@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 
@@ -57,6 +58,125 @@ func TestInternetMode(t *testing.T) {
 		bob.close()
 		if !nw.RunUntil(func() bool { return !hasPeer(alice, "bob") }, 5*time.Second) {
 			t.Error("bob still listed after closing")
+		}
+	})
+}
+
+// serveRendezvous runs a fresh bootstrap server on h:8080 until h crashes.
+func serveRendezvous(t *testing.T, h *netsim.Host, seed byte) {
+	t.Helper()
+	srv, err := rendezvous.NewServer(rendezvous.Config{Rand: rand.NewChaCha8([32]byte{seed})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := h.Listen(h.Context(), "tcp", ":8080")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.Go(func(ctx context.Context) {
+		srv.Serve(ctx, ln)
+		srv.Close()
+	})
+}
+
+// registrations returns when tn reported being registered, in order.
+func registrations(tn *testNode) []time.Time {
+	var at []time.Time
+	for _, ev := range tn.rec.All() {
+		if ev.Kind == chat.EventStatus && ev.Err == nil && strings.HasPrefix(ev.Text, "registered with") {
+			at = append(at, ev.Time)
+		}
+	}
+	return at
+}
+
+// The bootstrap server crashes and comes back empty, handing out new
+// peer_ids: the clients that stay see no left or joined for each other
+// (they are keyed by instance, and missing from the first list after
+// registering again only for BootstrapGrace), can message each other as
+// soon as they are registered again, and a client that quit while the
+// server was away is dropped one BootstrapGrace after the first list.
+func TestInternetServerRestartNoChurn(t *testing.T) {
+	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
+		wan := nw.AddSegment("wan")
+		sh := nw.AddHost("server", wan)
+		serveRendezvous(t, sh, 1)
+		url := fmt.Sprintf("ws://%s:8080/", sh.IP())
+		internet := func(c *chat.Config) { c.Mode = chat.ModeInternet; c.BootstrapServer = url }
+		alice := start(t, nw.AddHost("a", wan), "alice", 1, internet)
+		bob := start(t, nw.AddHost("b", wan), "bob", 2, internet)
+		carol := start(t, nw.AddHost("c", wan), "carol", 3, internet)
+		stay := []*testNode{alice, bob}
+		if !nw.RunUntil(func() bool {
+			return hasPeer(alice, "bob") && hasPeer(bob, "alice") && hasPeer(alice, "carol") && hasPeer(bob, "carol")
+		}, 10*time.Second) {
+			t.Fatalf("no mutual discovery: alice %v, bob %v", alice.Peers(), bob.Peers())
+		}
+		idBefore := alice.Peers()[0].ID
+
+		sh.Crash()
+		nw.RunFor(10 * time.Second)
+		carol.close() // its unregister cannot reach the server
+		nw.RunFor(50 * time.Second)
+		for _, tn := range stay {
+			if !hasPeer(tn, "carol") {
+				t.Errorf("%s dropped carol while the server was away", tn.Nickname())
+			}
+		}
+		sh.Restart()
+		serveRendezvous(t, sh, 2)
+		if !nw.RunUntil(func() bool { return len(registrations(alice)) >= 2 && len(registrations(bob)) >= 2 }, time.Minute) {
+			t.Fatalf("not registered again: alice %v, bob %v", registrations(alice), registrations(bob))
+		}
+		for _, pair := range [][2]*testNode{{alice, bob}, {bob, alice}} {
+			res, err := pair[0].Send(t.Context(), pair[1].Nickname(), "still here")
+			if err != nil || res.Status != chat.Delivered {
+				t.Errorf("%s to %s right after registering again: %v %v", pair[0].Nickname(), pair[1].Nickname(), res, err)
+			}
+		}
+		if p := alice.Peers()[0]; p.Nickname != "bob" || p.ID == idBefore {
+			t.Errorf("alice lists %+v, want bob under the new server's peer_id (old %s)", p, idBefore)
+		}
+
+		// carol goes BootstrapGrace after the first list, not before.
+		regs := map[*testNode]time.Time{}
+		for _, tn := range stay {
+			regs[tn] = registrations(tn)[1]
+		}
+		early := regs[alice]
+		if regs[bob].Before(early) {
+			early = regs[bob]
+		}
+		nw.RunFor(early.Add(chat.BootstrapGrace - 100*time.Millisecond).Sub(time.Now()))
+		for _, tn := range stay {
+			if !hasPeer(tn, "carol") {
+				t.Errorf("%s dropped carol before the grace period was over", tn.Nickname())
+			}
+		}
+		nw.RunFor(time.Second + regs[bob].Sub(regs[alice]).Abs())
+		for _, tn := range stay {
+			if hasPeer(tn, "carol") {
+				t.Errorf("%s still lists carol %v after registering again", tn.Nickname(), chat.BootstrapGrace+time.Second)
+				continue
+			}
+			ev, _ := first(tn.rec, chat.EventPeerLeft, "carol")
+			if d := ev.Time.Sub(regs[tn]); d < chat.BootstrapGrace || d > chat.BootstrapGrace+100*time.Millisecond {
+				t.Errorf("%s dropped carol %v after registering again, want %v", tn.Nickname(), d, chat.BootstrapGrace)
+			}
+		}
+		for _, pair := range [][2]*testNode{{alice, bob}, {bob, alice}} {
+			rec, other := pair[0].rec, pair[1].Nickname()
+			for _, kind := range []chat.EventKind{chat.EventPeerJoined, chat.EventPeerLeft, chat.EventPeerRestarted} {
+				n := 0
+				for _, ev := range rec.All() {
+					if ev.Kind == kind && ev.Peer.Nickname == other {
+						n++
+					}
+				}
+				if want := map[chat.EventKind]int{chat.EventPeerJoined: 1}[kind]; n != want {
+					t.Errorf("%s saw %d %v events about %s, want %d", pair[0].Nickname(), n, kind, other, want)
+				}
+			}
 		}
 	})
 }

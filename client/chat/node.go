@@ -275,6 +275,12 @@ type loopState struct {
 	expiryAt   time.Time       // next registry expiry; zero if none
 
 	updates *updateQueue // rendezvous updates; nil in local mode
+
+	// Internet mode, see BootstrapGrace.
+	registered  bool                  // registered with the server before
+	graceNext   bool                  // the next Snapshot is the first after registering again
+	unconfirmed map[registry.Key]bool // bootstrap peers the server has not listed since
+	graceAt     time.Time             // when unconfirmed peers are dropped; zero if none
 }
 
 func newLoopState(n *Node, now time.Time) *loopState {
@@ -321,6 +327,8 @@ func (n *Node) loop(ls *loopState) {
 		now := time.Now()
 		if local {
 			ls.fire(now)
+		} else {
+			ls.expireUnconfirmed(now)
 		}
 		if next, ok := ls.next(); ok {
 			timer.Reset(next.Sub(now))
@@ -399,7 +407,7 @@ func (ls *loopState) next() (time.Time, bool) {
 			ts = append(ts, ls.boot.Add(ls.burst[0]))
 		}
 	}
-	for _, t := range []time.Time{ls.answerAt, ls.expiryAt} {
+	for _, t := range []time.Time{ls.answerAt, ls.expiryAt, ls.graceAt} {
 		if !t.IsZero() {
 			ts = append(ts, t)
 		}

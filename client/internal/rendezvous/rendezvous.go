@@ -117,6 +117,13 @@ const (
 	closeTimeout     = time.Second // for unregister + close frame at the end
 )
 
+// ReconnectWithin bounds, with the default backoff, how long after a lost
+// server is reachable again Run connects to it again: an attempt already
+// under way may hang for the handshake timeout, and the wait before the
+// next one is at most DefaultMaxBackoff. Registering takes one more round
+// trip.
+const ReconnectWithin = handshakeTimeout + DefaultMaxBackoff
+
 // errServerRefused reports an error message from the server that ends the
 // session (anything but the expiry errors, which re-register).
 var errServerRefused = errors.New("rendezvous: server refused")
