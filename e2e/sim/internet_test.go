@@ -164,10 +164,13 @@ func TestInternetDiscovery(t *testing.T) {
 	})
 }
 
-// The server crashes (power cut) and comes back a minute later, empty:
-// every client registers again within the handshake timeout plus the
-// maximum backoff of the server's return, and the views are exact again
-// (a client that left while the server was away is gone).
+// The server crashes (power cut) and comes back a minute later, empty,
+// handing out new peer_ids: every client registers again within the
+// handshake timeout plus the maximum backoff of the server's return, the
+// clients that stay never see each other leave or join again (they are
+// keyed by instance id, and kept through the first, incomplete list), and
+// the views are exact again once chat.BootstrapGrace has passed (a client
+// that left while the server was away is gone by then).
 func TestInternetServerRestart(t *testing.T) {
 	simTest(t, func(t *testing.T, c *cluster) {
 		boot, hosts := internetWorld(c, 5)
@@ -176,11 +179,13 @@ func TestInternetServerRestart(t *testing.T) {
 		converge(t, c, peers, registerHops*hop(wanLink)+quantum, "start")
 		c.nw.RunFor(15 * time.Second)
 
+		crashed := c.nw.Now()
 		boot.Crash()
 		c.nw.RunFor(10 * time.Second)
 		// A client leaves while the server is away: the others keep the
 		// server's last list until they register again and get a new one.
 		gone := peers[len(peers)-1]
+		goneInst := gone.Instance()
 		gone.Quit()
 		peers = peers[:len(peers)-1]
 		c.nw.RunFor(50 * time.Second)
@@ -203,7 +208,42 @@ func TestInternetServerRestart(t *testing.T) {
 			}
 			return true
 		}, bound+time.Second)
-		converge(t, c, peers, registerHops*hop(wanLink)+quantum, "after every client registered again")
+		// The one that left while the server was away goes only when the
+		// grace period after each client's first list is over: the first
+		// list comes within a hop of the registration, before now.
+		converge(t, c, peers, chat.BootstrapGrace+registerHops*hop(wanLink)+quantum, "after every client registered again")
+		for _, p := range peers {
+			at, _ := registeredAfter(p, back)
+			ev, ok := p.Rec().FirstAbout(goneInst, chat.EventPeerLeft)
+			if !ok {
+				continue // converge reported it
+			}
+			if d := c.at(ev.Time) - at; d < chat.BootstrapGrace || d > chat.BootstrapGrace+hop(wanLink) {
+				t.Errorf("%v dropped %v %v after registering again, want %v after its first list", p, gone, d, chat.BootstrapGrace)
+			}
+		}
+		// No churn among the clients that stayed: each learnt of each
+		// other once and never lost it.
+		for _, p := range peers {
+			for _, q := range peers {
+				if p == q {
+					continue
+				}
+				for _, ev := range p.Rec().All() {
+					if ev.Peer.Instance != q.Instance() {
+						continue
+					}
+					switch ev.Kind {
+					case chat.EventPeerLeft, chat.EventPeerExpired:
+						t.Errorf("%v saw %v leave at %v (server crashed at %v, back at %v)", p, q, c.at(ev.Time), crashed, back)
+					case chat.EventPeerJoined:
+						if c.at(ev.Time) > crashed {
+							t.Errorf("%v saw %v join again at %v", p, q, c.at(ev.Time))
+						}
+					}
+				}
+			}
+		}
 		for _, p := range peers {
 			at, ok := registeredAfter(p, back)
 			if !ok {
