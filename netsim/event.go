@@ -49,8 +49,6 @@ func (a *event) less(b *event) bool {
 // per-event allocation).
 type eventHeap struct{ s []event }
 
-func (h *eventHeap) len() int { return len(h.s) }
-
 func (h *eventHeap) peek() (int64, bool) {
 	if len(h.s) == 0 {
 		return 0, false

@@ -85,12 +85,11 @@ type Network struct {
 	done    chan struct{}
 	stopped chan struct{}
 
-	faults   faultState
-	stats    Stats
-	counts   [numFaults]int64
-	hook     func(Packet) Verdict
-	tr       tracer
-	nextConn uint64
+	faults faultState
+	stats  Stats
+	counts [numFaults]int64
+	hook   func(Packet) Verdict
+	tr     tracer
 }
 
 // New builds a network whose every random choice derives from seed. It must

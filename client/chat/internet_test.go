@@ -147,7 +147,7 @@ func TestInternetServerRestartNoChurn(t *testing.T) {
 		if regs[bob].Before(early) {
 			early = regs[bob]
 		}
-		nw.RunFor(early.Add(chat.BootstrapGrace - 100*time.Millisecond).Sub(time.Now()))
+		nw.RunFor(time.Until(early.Add(chat.BootstrapGrace - 100*time.Millisecond)))
 		for _, tn := range stay {
 			if !hasPeer(tn, "carol") {
 				t.Errorf("%s dropped carol before the grace period was over", tn.Nickname())

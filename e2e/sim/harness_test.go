@@ -153,16 +153,6 @@ func viewsErr(set []*peer) error {
 
 func viewsMatch(set []*peer) bool { return viewsErr(set) == nil }
 
-// lists reports whether p's node lists q's current instance.
-func lists(p, q *peer) bool {
-	for _, rp := range p.Chat().Peers() {
-		if rp.Instance == q.Instance() && rp.Addr == q.Addr() {
-			return true
-		}
-	}
-	return false
-}
-
 // listsNick reports whether p's node lists anyone called nick.
 func listsNick(p *peer, nick string) bool {
 	for _, rp := range p.Chat().Peers() {
@@ -209,24 +199,6 @@ func fullDiscovery(t *testing.T, set []*peer) time.Duration {
 		}
 	}
 	return last
-}
-
-// sizesMatch is a cheap test for polling: every live peer of set lists as
-// many peers as there are other live peers. viewsErr says whether they are
-// the right ones.
-func sizesMatch(set []*peer) bool {
-	live := 0
-	for _, p := range set {
-		if p.Up() {
-			live++
-		}
-	}
-	for _, p := range set {
-		if p.Up() && len(p.Chat().Peers()) != live-1 {
-			return false
-		}
-	}
-	return true
 }
 
 // addHosts adds n hosts named prefix1..prefixN.
