@@ -26,6 +26,9 @@ type Register struct {
 	Instance  string   `json:"instance,omitempty"`
 	Caps      []string `json:"caps,omitempty"`
 	Namespace string   `json:"namespace,omitempty"`
+	// Signature: the client's identity key and its signature over the
+	// fields above (see Sign). A server that lists the key checks it.
+	Signature
 }
 
 // ListPeers asks for a PeerList.
@@ -53,6 +56,9 @@ type PeerInfo struct {
 	LastSeen   int64    `json:"last_seen"`
 	Instance   string   `json:"instance,omitempty"`
 	Caps       []string `json:"caps,omitempty"`
+	// Key is the peer's identity key, listed only when its registration
+	// was signed by it.
+	Key string `json:"key,omitempty"`
 }
 
 // PeerList lists every registered peer, the requester included.
@@ -138,6 +144,7 @@ func DecodeClientMessage(b []byte) (ClientMessage, error) {
 			Instance  string   `json:"instance"`
 			Caps      []string `json:"caps"`
 			Namespace string   `json:"namespace"`
+			Signature
 		}
 		if err := unmarshal("register", b, &w); err != nil {
 			return nil, err
@@ -157,7 +164,10 @@ func DecodeClientMessage(b []byte) (ClientMessage, error) {
 		if err := checkNamespace(w.Namespace); err != nil {
 			return nil, err
 		}
-		return &Register{Nickname: *w.Nickname, LocalAddr: *w.LocalAddr, Instance: w.Instance, Caps: nilIfEmpty(w.Caps), Namespace: w.Namespace}, nil
+		if err := w.Signature.check("register"); err != nil {
+			return nil, err
+		}
+		return &Register{Nickname: *w.Nickname, LocalAddr: *w.LocalAddr, Instance: w.Instance, Caps: nilIfEmpty(w.Caps), Namespace: w.Namespace, Signature: w.Signature}, nil
 	case "list_peers", "heartbeat", "unregister":
 		// The original ignores extra fields; so do we, but the frame must
 		// still be a JSON object.
@@ -332,6 +342,7 @@ type wirePeer struct {
 	LastSeen   *int64   `json:"last_seen"`
 	Instance   string   `json:"instance"`
 	Caps       []string `json:"caps"`
+	Key        string   `json:"key"`
 }
 
 func (w *wirePeer) check(what string) (PeerInfo, error) {
@@ -350,5 +361,10 @@ func (w *wirePeer) check(what string) (PeerInfo, error) {
 	if err := checkIdentity(what, *w.Nickname, w.Instance, w.Caps); err != nil {
 		return PeerInfo{}, err
 	}
-	return PeerInfo{PeerID: *w.PeerID, Nickname: *w.Nickname, PublicAddr: *w.PublicAddr, LocalAddr: *w.LocalAddr, LastSeen: *w.LastSeen, Instance: w.Instance, Caps: nilIfEmpty(w.Caps)}, nil
+	if w.Key != "" {
+		if _, err := ParsePublicKey(w.Key); err != nil {
+			return PeerInfo{}, fmt.Errorf("%s: field `key`: %v: %w", what, err, ErrMalformed)
+		}
+	}
+	return PeerInfo{PeerID: *w.PeerID, Nickname: *w.Nickname, PublicAddr: *w.PublicAddr, LocalAddr: *w.LocalAddr, LastSeen: *w.LastSeen, Instance: w.Instance, Caps: nilIfEmpty(w.Caps), Key: w.Key}, nil
 }

@@ -43,7 +43,8 @@ func EncodeChatLine(m *ChatMessage) ([]byte, error) {
 	return b, nil
 }
 
-// DecodeChatLine parses one message line, with or without its newline.
+// DecodeChatLine parses one message line, with or without its newline. It
+// does not validate from as a nickname: see ValidateNickname.
 func DecodeChatLine(line []byte) (*ChatMessage, error) {
 	const what = "message"
 	if err := checkInput(what, line, MaxLineSize); err != nil {
@@ -68,9 +69,10 @@ func DecodeChatLine(line []byte) (*ChatMessage, error) {
 	case w.Timestamp == nil:
 		return nil, missing(what, "timestamp")
 	}
-	if err := ValidateNickname(*w.From); err != nil {
-		return nil, fmt.Errorf("%s: field `from`: %v: %w", what, err, ErrMalformed)
-	}
+	// An invalid from (control characters, too long) is not refused
+	// here: the receiver shows such a message with the name escaped and
+	// marked, so the user sees that something arrived. Check it with
+	// ValidateNickname.
 	if err := checkMessageID(what, w.ID); err != nil {
 		return nil, err
 	}

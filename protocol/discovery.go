@@ -40,12 +40,16 @@ type Announce struct {
 	Instance string `json:"instance,omitempty"`
 	// Caps lists optional features; empty for original peers.
 	Caps []string `json:"caps,omitempty"`
+	// Signature holds the sender's identity key and its signature over
+	// the fields above (see Sign); empty from original peers.
+	Signature
 }
 
 // Goodbye says "I am leaving".
 type Goodbye struct {
 	Nickname string `json:"nickname"`
 	Instance string `json:"instance,omitempty"`
+	Signature
 }
 
 // Query asks every peer that supports CapQuery to announce now.
@@ -130,6 +134,7 @@ func decodeDatagramSlow(b []byte) (Datagram, error) {
 			TCPPort  *uint16  `json:"tcp_port"`
 			Instance string   `json:"instance"`
 			Caps     []string `json:"caps"`
+			Signature
 		}
 		if err := unmarshal("announce", b, &w); err != nil {
 			return nil, err
@@ -146,11 +151,15 @@ func decodeDatagramSlow(b []byte) (Datagram, error) {
 		if err := checkIdentity("announce", *w.Nickname, w.Instance, w.Caps); err != nil {
 			return nil, err
 		}
-		return &Announce{Nickname: *w.Nickname, TCPPort: *w.TCPPort, Instance: w.Instance, Caps: nilIfEmpty(w.Caps)}, nil
+		if err := w.Signature.check("announce"); err != nil {
+			return nil, err
+		}
+		return &Announce{Nickname: *w.Nickname, TCPPort: *w.TCPPort, Instance: w.Instance, Caps: nilIfEmpty(w.Caps), Signature: w.Signature}, nil
 	case "goodbye":
 		var w struct {
 			Nickname *string `json:"nickname"`
 			Instance string  `json:"instance"`
+			Signature
 		}
 		if err := unmarshal("goodbye", b, &w); err != nil {
 			return nil, err
@@ -161,7 +170,10 @@ func decodeDatagramSlow(b []byte) (Datagram, error) {
 		if err := checkIdentity("goodbye", *w.Nickname, w.Instance, nil); err != nil {
 			return nil, err
 		}
-		return &Goodbye{Nickname: *w.Nickname, Instance: w.Instance}, nil
+		if err := w.Signature.check("goodbye"); err != nil {
+			return nil, err
+		}
+		return &Goodbye{Nickname: *w.Nickname, Instance: w.Instance, Signature: w.Signature}, nil
 	case "query":
 		var w Query
 		if err := unmarshal("query", b, &w); err != nil {

@@ -99,6 +99,26 @@ func (r *fastReader) port() (uint16, bool) {
 	return uint16(v), true
 }
 
+// int consumes a positive decimal integer of at most 18 digits without
+// leading zeros.
+func (r *fastReader) int() (int64, bool) {
+	var v int64
+	j := r.i
+	for ; j < len(r.b) && j-r.i < 19; j++ {
+		c := r.b[j]
+		if c < '0' || c > '9' {
+			break
+		}
+		v = v*10 + int64(c-'0')
+	}
+	n := j - r.i
+	if n == 0 || n > 18 || r.b[r.i] == '0' {
+		return 0, false
+	}
+	r.i = j
+	return v, true
+}
+
 // end reports whether the input ends here with the object's closing brace.
 func (r *fastReader) end() bool { return r.i == len(r.b)-1 && r.b[r.i] == '}' }
 
@@ -152,13 +172,25 @@ func (r *fastReader) announce() (Datagram, bool) {
 			}
 		}
 	}
+	var sig Signature
+	if r.lit(`,"key":"`) {
+		if sig.Key, ok = r.str(); !ok || !r.lit(`,"ts":`) {
+			return nil, false
+		}
+		if sig.TS, ok = r.int(); !ok || !r.lit(`,"sig":"`) {
+			return nil, false
+		}
+		if sig.Sig, ok = r.str(); !ok {
+			return nil, false
+		}
+	}
 	if !r.end() {
 		return nil, false
 	}
-	if !validNickname(nick) || checkInstance("announce", inst) != nil || checkCaps("announce", caps) != nil {
+	if !validNickname(nick) || checkInstance("announce", inst) != nil || checkCaps("announce", caps) != nil || sig.check("announce") != nil {
 		return nil, false
 	}
-	return &Announce{Nickname: nick, TCPPort: port, Instance: inst, Caps: caps}, true
+	return &Announce{Nickname: nick, TCPPort: port, Instance: inst, Caps: caps, Signature: sig}, true
 }
 
 func (r *fastReader) goodbye() (Datagram, bool) {
@@ -225,4 +257,4 @@ func (r *fastReader) capStr() (string, bool) {
 	return r.str()
 }
 
-var knownCaps = [...]string{CapQuery, CapGoodbye, CapAck, CapPush}
+var knownCaps = [...]string{CapQuery, CapGoodbye, CapAck, CapPush, CapNoise}

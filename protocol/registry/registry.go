@@ -46,6 +46,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/parlance-chat/parlance/protocol"
 )
 
 // Defaults for Config.
@@ -94,7 +96,10 @@ type Peer struct {
 	Addr     netip.AddrPort
 	Instance string
 	Caps     []string
-	Source   Source
+	// PubKey is the identity key the peer announced (protocol wire form,
+	// signature checked by the caller); empty for original peers.
+	PubKey string
+	Source Source
 	// ID is the bootstrap server's peer_id; empty for LAN peers.
 	ID        string
 	FirstSeen time.Time
@@ -108,6 +113,8 @@ type Observation struct {
 	Nickname string
 	Instance string
 	Caps     []string
+	// PubKey is the announced identity key; empty for original peers.
+	PubKey string
 	// ID is the bootstrap peer_id; required for SourceBootstrap.
 	ID string
 }
@@ -218,9 +225,9 @@ func (r *Registry) Observe(now time.Time, o Observation) (Change, error) {
 		return Change{Kind: Restarted, Peer: p.clone(), Old: old}, nil
 	}
 	kind := Refreshed
-	if p.Nickname != o.Nickname || !slices.Equal(p.Caps, o.Caps) || p.Addr != o.Addr || p.ID != o.ID {
+	if p.Nickname != o.Nickname || !slices.Equal(p.Caps, o.Caps) || p.Addr != o.Addr || p.ID != o.ID || p.PubKey != o.PubKey {
 		kind = Updated
-		p.Nickname, p.Caps, p.Addr, p.ID = o.Nickname, slices.Clone(o.Caps), o.Addr, o.ID
+		p.Nickname, p.Caps, p.Addr, p.ID, p.PubKey = o.Nickname, slices.Clone(o.Caps), o.Addr, o.ID, o.PubKey
 	}
 	if now.After(p.LastSeen) {
 		p.LastSeen = now
@@ -231,7 +238,7 @@ func (r *Registry) Observe(now time.Time, o Observation) (Change, error) {
 func newPeer(key Key, now time.Time, o Observation) *Peer {
 	return &Peer{
 		Key: key, Nickname: o.Nickname, Addr: o.Addr, Instance: o.Instance,
-		Caps: slices.Clone(o.Caps), Source: o.Source, ID: o.ID,
+		Caps: slices.Clone(o.Caps), PubKey: o.PubKey, Source: o.Source, ID: o.ID,
 		FirstSeen: now, LastSeen: now,
 	}
 }
@@ -408,7 +415,9 @@ func Selector(p Peer) string {
 // Resolve finds the one peer a user means by name. name is a nickname, or
 // a nickname with a suffix that tells same-named peers apart:
 // "bob@10.0.0.2:41135" (address), "bob@10.0.0.2" (IP, if that is enough) or
-// "bob#8c1d" (a prefix of the instance id). A name matching no peer gives
+// "bob#8c1d" (a prefix of the instance id or of the fingerprint of the
+// peer's identity key, as protocol.Fingerprint writes it, in any case and
+// with or without dashes). A name matching no peer gives
 // ErrUnknownPeer; one matching several gives *AmbiguousError listing them.
 func (r *Registry) Resolve(name string) (Peer, error) {
 	match := func(p *Peer) bool { return p.Nickname == name }
@@ -421,8 +430,19 @@ func (r *Registry) Resolve(name string) (Peer, error) {
 			}
 		} else if i := strings.LastIndexByte(name, '#'); i > 0 && i < len(name)-1 {
 			nick, prefix := name[:i], name[i+1:]
+			fpPrefix, fpOK := protocol.NormalizeFingerprint(prefix)
 			match = func(p *Peer) bool {
-				return p.Nickname == nick && p.Instance != "" && strings.HasPrefix(p.Instance, prefix)
+				if p.Nickname != nick {
+					return false
+				}
+				if p.Instance != "" && strings.HasPrefix(p.Instance, prefix) {
+					return true
+				}
+				if !fpOK || p.PubKey == "" {
+					return false
+				}
+				fp, _ := protocol.NormalizeFingerprint(protocol.KeyFingerprint(p.PubKey))
+				return strings.HasPrefix(fp, fpPrefix)
 			}
 		}
 	}
