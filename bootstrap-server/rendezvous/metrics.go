@@ -18,6 +18,8 @@ const (
 	errKindWrite             = "write_failed"
 	errKindHandshake         = "handshake_failed"
 	errKindInternal          = "internal"
+	errKindBadSignature      = "bad_signature"   // a register's signature does not verify
+	errKindStaleSignature    = "stale_signature" // a register's ts is outside SignatureWindow
 )
 
 type metrics struct {
@@ -85,7 +87,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.msgs[t] = m.messages.WithLabelValues(t)
 	}
 	for _, k := range []string{errKindInvalid, errKindTooLarge, errKindNotRegistered, errKindPeerNotRegistered,
-		errKindRateLimited, errKindTooManyConns, errKindServerFull, errKindSlowReader, errKindReadTimeout, errKindWrite, errKindHandshake, errKindInternal} {
+		errKindRateLimited, errKindTooManyConns, errKindServerFull, errKindSlowReader, errKindReadTimeout, errKindWrite, errKindHandshake, errKindInternal,
+		errKindBadSignature, errKindStaleSignature} {
 		m.errs[k] = m.errors.WithLabelValues(k)
 	}
 	m.peers.WithLabelValues("")

@@ -38,6 +38,15 @@ const (
 	// ErrTextFrameTooLarge follows protocol.ErrTextInvalidPrefix when a
 	// frame exceeds MaxFrame; the connection is closed after it.
 	ErrTextFrameTooLarge = "frame exceeds the limit of %d bytes"
+	// ErrTextBadSignature follows protocol.ErrTextInvalidPrefix when the
+	// signature of a register with a key does not verify. The register
+	// is refused like a malformed one: nothing is registered, and a
+	// registration the connection already had stays.
+	ErrTextBadSignature = "register: signature does not verify"
+	// ErrTextStaleSignature (a format taking SignatureWindow) follows
+	// protocol.ErrTextInvalidPrefix when a register with a key has a ts
+	// outside SignatureWindow of the server's clock; refused likewise.
+	ErrTextStaleSignature = "register: field `ts` is more than %v away from the server's clock"
 )
 
 // ErrServerClosed is returned by Serve after Close or Shutdown.
@@ -419,12 +428,24 @@ func (s *Server) sweep(now time.Time) {
 // handle processes one decoded message from c. Called from c's reader.
 func (s *Server) handle(c *conn, m protocol.ClientMessage) {
 	now := time.Now()
+	var (
+		key, kind, why string
+		keyOK          bool
+	)
+	if r, isReg := m.(*protocol.Register); isReg {
+		key, keyOK, kind, why = checkRegister(r, now) // before s.mu: it verifies a signature
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	switch m := m.(type) {
 	case *protocol.Register:
 		s.metrics.msg("register")
-		s.registerLocked(c, m, now)
+		if !keyOK {
+			s.log.Debug("register refused", "ip", c.ip, "nickname", m.Nickname, "reason", why)
+			s.sendErrorLocked(c, kind, protocol.ErrTextInvalidPrefix+why)
+			return
+		}
+		s.registerLocked(c, m, key, now)
 	case *protocol.ListPeers:
 		s.metrics.msg("list_peers")
 		ns := s.namespaces[""]
@@ -485,7 +506,10 @@ func (s *Server) sendErrorLocked(c *conn, kind, text string) {
 	c.send(outMsg{kind: msgText, data: encodeServer(&protocol.Error{Message: text})})
 }
 
-func (s *Server) registerLocked(c *conn, m *protocol.Register, now time.Time) {
+// registerLocked registers c as m describes. key is m's key once
+// checkRegister has verified it, "" for an unsigned register: only a
+// checked key is ever listed.
+func (s *Server) registerLocked(c *conn, m *protocol.Register, key string, now time.Time) {
 	if c.peer != nil {
 		// A second register replaces the first: no orphan entry.
 		s.removePeerLocked(c.peer)
@@ -518,6 +542,7 @@ func (s *Server) registerLocked(c *conn, m *protocol.Register, now time.Time) {
 			LastSeen:   now.Unix(),
 			Instance:   m.Instance,
 			Caps:       m.Caps,
+			Key:        key,
 		},
 		lastSeen: now,
 		conn:     c,
@@ -549,7 +574,7 @@ func (s *Server) registerLocked(c *conn, m *protocol.Register, now time.Time) {
 		c.send(outMsg{kind: msgText, data: s.listLocked(ns, now)})
 		ns.subs[c] = struct{}{}
 	}
-	s.log.Debug("peer registered", "peer", id, "nickname", m.Nickname, "public_addr", publicAddr, "namespace", ns.name, "push", push)
+	s.log.Debug("peer registered", "peer", id, "nickname", m.Nickname, "public_addr", publicAddr, "namespace", ns.name, "push", push, "signed", key != "")
 }
 
 // removePeerLocked removes p from the registry and tells subscribers.

@@ -2,6 +2,7 @@ package rendezvous_test
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/gorilla/websocket"
 	"github.com/parlance-chat/parlance/protocol"
@@ -22,6 +23,18 @@ func (o *originalServer) remove(id string) {
 			return
 		}
 	}
+}
+
+// received is a register as the server decoded it, and when.
+type received struct {
+	msg *protocol.Register
+	at  time.Time
+}
+
+func (o *originalServer) received() []received {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]received(nil), o.registers...)
 }
 
 func (o *originalServer) requests() int {
@@ -50,16 +63,21 @@ func (o *originalServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		o.mu.Lock()
 		switch m := m.(type) {
 		case *protocol.Register:
+			o.registers = append(o.registers, received{m, time.Now()})
 			o.peers = append(o.peers, protocol.PeerInfo{PeerID: "self", Nickname: m.Nickname, PublicAddr: "192.0.2.1:4001", LocalAddr: m.LocalAddr})
 			reply = &protocol.Registered{PeerID: "self", PublicAddr: "192.0.2.1:4001"}
 		case *protocol.ListPeers:
 			o.lists++
 			reply = &protocol.PeerList{Peers: append([]protocol.PeerInfo(nil), o.peers...)}
 		}
+		hangUp := o.hangUp
 		o.mu.Unlock()
 		if reply != nil {
 			b, _ := protocol.EncodeServerMessage(reply)
 			ws.WriteMessage(websocket.TextMessage, b)
+		}
+		if _, ok := m.(*protocol.Register); ok && hangUp {
+			return
 		}
 	}
 }

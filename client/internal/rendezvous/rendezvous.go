@@ -19,10 +19,18 @@
 // server no longer lists disappear from the next Snapshot, which replaces
 // the caller's whole set of bootstrap peers. Internet mode never touches
 // multicast: the only socket is the one Config.Dial returns.
+//
+// With Config.Identity, every register is signed at the moment it is
+// sent, so a reconnect or a re-register after expiry carries a fresh ts,
+// and our server lists the key with our entry once it has checked the
+// signature. Register is the only message that carries a signature;
+// list_peers, heartbeat and unregister act on the connection's
+// registration.
 package rendezvous
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -46,6 +54,9 @@ type Config struct {
 	Instance  string   // our instance id (extension field)
 	Caps      []string // our capabilities to advertise (e.g. "ack"); rendezvous adds protocol.CapPush itself
 	Namespace string   // optional; "" is the default namespace original clients share
+	// Identity signs every register (protocol.Register.Sign) when it is
+	// sent. Nil registers unsigned, as the original client does.
+	Identity ed25519.PrivateKey
 	// Dial opens the TCP connection to the server: a netsim host's
 	// DialContext or a net.Dialer's. Required.
 	Dial      func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -167,6 +178,8 @@ func (cfg *Config) check() error {
 		return errors.New("rendezvous: Config.Dial is required")
 	case cfg.Rand == nil:
 		return errors.New("rendezvous: Config.Rand is required")
+	case cfg.Identity != nil && len(cfg.Identity) != ed25519.PrivateKeySize:
+		return fmt.Errorf("rendezvous: Config.Identity has %d bytes, want an Ed25519 private key of %d", len(cfg.Identity), ed25519.PrivateKeySize)
 	}
 	u, err := url.Parse(cfg.URL)
 	if err != nil {
@@ -315,14 +328,21 @@ func (s *sess) write(m protocol.ClientMessage) error {
 	return nil
 }
 
+// register sends a register, signed now when there is an identity: the
+// server refuses a ts too far from its clock, so a register signed once
+// and sent again on a later connection could be refused.
 func (s *sess) register() error {
-	return s.write(&protocol.Register{
+	m := &protocol.Register{
 		Nickname:  s.cfg.Nickname,
 		LocalAddr: "0.0.0.0:" + strconv.Itoa(int(s.cfg.TCPPort)),
 		Instance:  s.cfg.Instance,
 		Caps:      s.cfg.Caps,
 		Namespace: s.cfg.Namespace,
-	})
+	}
+	if s.cfg.Identity != nil {
+		m.Sign(s.cfg.Identity, time.Now())
+	}
+	return s.write(m)
 }
 
 func (s *sess) handle(m protocol.ServerMessage) error {

@@ -107,7 +107,8 @@ type node struct {
 	done    chan error
 }
 
-func (w *world) run(name, ip string, port uint16, seed uint64) *node {
+// run starts a client; opts adjust its Config.
+func (w *world) run(name, ip string, port uint16, seed uint64, opts ...func(*rendezvous.Config)) *node {
 	n := &node{peers: map[string]protocol.PeerInfo{}, done: make(chan error, 1)}
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
@@ -118,6 +119,9 @@ func (w *world) run(name, ip string, port uint16, seed uint64) *node {
 		Dial:     w.host(ip).DialContext,
 		Rand:     rand.New(rand.NewPCG(seed, 0)),
 		OnUpdate: n.apply,
+	}
+	for _, o := range opts {
+		o(&cfg)
 	}
 	go func() { n.done <- rendezvous.Run(ctx, cfg) }()
 	w.t.Cleanup(n.stop)
@@ -240,10 +244,13 @@ func TestServerRestartIsSurvived(t *testing.T) {
 
 // originalServer behaves like the original: no caps, lists on request
 // only, everyone in one list.
+// With hangUp it closes each connection once it has answered a register.
 type originalServer struct {
-	mu    sync.Mutex
-	peers []protocol.PeerInfo
-	lists int
+	mu        sync.Mutex
+	peers     []protocol.PeerInfo
+	lists     int
+	hangUp    bool
+	registers []received
 }
 
 func TestPollsAnOriginalServer(t *testing.T) {
