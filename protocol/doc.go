@@ -40,6 +40,9 @@
 //
 // # Direct messages (TCP, one JSON line per message)
 //
+// (Between two of our peers these lines travel inside an encrypted session,
+// see above; with an original peer, in plaintext.)
+//
 // Each line is at most [MaxLineSize] bytes including its newline:
 //
 //	{"from":"alice","content":"hello bob","timestamp":1795739259}
@@ -54,7 +57,61 @@
 //	{"ack":"5f0c1a2b3c4d5e6f"}
 //
 // An original receiver ignores the id and never answers; an original sender
-// sends no id and gets no answer.
+// sends no id and gets no answer. A from that is not a valid nickname is
+// not a decoding error: the receiver shows such a message marked.
+//
+// # Identity keys and signed discovery
+//
+// Each of our peers has a long-term Ed25519 identity key. It adds [CapNoise]
+// to its caps and three optional fields to announce and goodbye (and to
+// register, below): key, its public key in standard base64 (44
+// characters); ts, the time of signing in Unix milliseconds; sig, the
+// Ed25519 signature (88 characters of base64):
+//
+//	{"type":"announce","nickname":"bob","tcp_port":41135,"instance":"8c1d2e4f5a6b7c8d","caps":["query","goodbye","ack","noise"],"key":"iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w=","ts":1795739259123,"sig":"+t69M5uItBNZ/COTpU8Ik/RizcgiRhge59tsMaxvl0OOsNFUu/lCN4NAJdN1kvfFe+kJDYm51QN7Grq64CIpAw=="}
+//	{"type":"goodbye","nickname":"bob","instance":"8c1d2e4f5a6b7c8d","key":"iojj…","ts":1795739262001,"sig":"…"}
+//
+// The signature covers "parlance/announce/v1", a zero byte, then nickname,
+// tcp_port (decimal), instance, caps joined by commas and ts (decimal),
+// each preceded by its length as a uvarint; a goodbye signs
+// "parlance/goodbye/v1" with nickname, instance and ts, a register
+// "parlance/register/v1" with nickname, local_addr, instance, caps,
+// namespace and ts. Either all three fields are present or none; an
+// original peer ignores them. A receiver takes an announce that places a
+// key somewhere new (new peer, address, nickname, caps or instance) only
+// with a valid signature, a ts within 10 minutes of its clock and newer
+// than the last it saw from that key, so a forged or replayed announce
+// cannot attach a known key to another address; it refuses an unsigned
+// announce or goodbye for an instance that signed before (stripped caps).
+// The source address is not signed (a sender cannot know it); the session
+// handshake proves the key at that address before anything is sent.
+//
+// A fingerprint is the SHA-256 of the public key in base32, in four blocks
+// of 13 characters each followed by a Luhn mod 32 check character, shown in
+// eight groups of seven: GR2Q7GF-5LH6PZD-FDNURNK-VPUTHPX-QVJJFVB-FHBYSVU-7IKDGKB-PTZF7A6.
+// Its first group is the short form users see and type (bob#GR2Q7GF).
+//
+// # Encrypted sessions (direct messages between our peers)
+//
+// A sender whose receiver listed [CapNoise] and a key opens its TCP
+// connection with the 8-byte preamble "\x00PRLNC1\n" (a NUL can never
+// start a JSON line, so a receiver tells it from an original sender's
+// plaintext by the first byte), then runs the Noise handshake
+// Noise_XX_25519_ChaChaPoly_BLAKE2s. Every handshake and transport message
+// is a 2-byte big-endian length and that many bytes (at most 65,535). The
+// second and third handshake messages carry a payload of at most
+// [MaxHandshakePayloadSize] bytes that binds the identity key to the Noise
+// static key, as libp2p-noise does: sig signs "parlance-noise-static-key:"
+// followed by the sender's 32-byte Noise static public key:
+//
+//	{"key":"iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w=","sig":"…","nickname":"bob","instance":"8c1d2e4f5a6b7c8d"}
+//
+// The initiator refuses a session whose key is not the one the peer
+// announced. After the handshake, the chat lines and acks described below
+// travel inside transport messages (a line may span several); the line
+// bound applies to the decrypted stream. Replayed, dropped, reordered or
+// altered transport messages fail authentication and end the connection.
+// An original sender's connection carries plaintext lines as before.
 //
 // # Internet discovery (WebSocket bootstrap server)
 //
@@ -73,7 +130,10 @@
 //	{"type":"peer_list","peers":[{"peer_id":"19c5e1eb-b897-49e4-b781-d187d0de38d6","nickname":"probe","public_addr":"127.0.0.1:40000","local_addr":"0.0.0.0:40000","last_seen":1795739225}]}
 //	{"type":"error","message":"Not registered"}
 //
-// Extensions: register may carry instance, caps and namespace; peers in
+// Extensions: register may carry instance, caps, namespace and the
+// signature fields key, ts and sig described above; a server lists the key
+// in peer_list and peer_joined entries ("key":"iojj…") only after checking
+// the signature. Peers in
 // different namespaces never see each other, and the absent namespace is
 // the default one that original clients share. A client that lists
 // [CapPush] in register gets caps in its registered answer when the server

@@ -70,7 +70,7 @@ func (s *Signature) verify(fields func(ts int64) []byte) error {
 	if err != nil {
 		return err
 	}
-	sig, err := base64.StdEncoding.DecodeString(s.Sig)
+	sig, err := base64.StdEncoding.Strict().DecodeString(s.Sig)
 	if err != nil || len(sig) != ed25519.SignatureSize {
 		return fmt.Errorf("protocol: field `sig` is not a base64 Ed25519 signature: %w", ErrBadSignature)
 	}
@@ -95,7 +95,7 @@ func (s *Signature) check(what string) error {
 	if len(s.Sig) != sigTextLen {
 		return fmt.Errorf("%s: field `sig` must be a base64 Ed25519 signature (%d characters): %w", what, sigTextLen, ErrMalformed)
 	}
-	if b, err := base64.StdEncoding.DecodeString(s.Sig); err != nil || len(b) != ed25519.SignatureSize {
+	if b, err := base64.StdEncoding.Strict().DecodeString(s.Sig); err != nil || len(b) != ed25519.SignatureSize {
 		return fmt.Errorf("%s: field `sig` must be a base64 Ed25519 signature (%d characters): %w", what, sigTextLen, ErrMalformed)
 	}
 	return nil
@@ -111,7 +111,7 @@ func ParsePublicKey(s string) (ed25519.PublicKey, error) {
 	if len(s) != keyTextLen {
 		return nil, fmt.Errorf("not a base64 Ed25519 public key (%d characters)", keyTextLen)
 	}
-	b, err := base64.StdEncoding.DecodeString(s)
+	b, err := base64.StdEncoding.Strict().DecodeString(s)
 	if err != nil || len(b) != ed25519.PublicKeySize {
 		return nil, fmt.Errorf("not a base64 Ed25519 public key (%d characters)", keyTextLen)
 	}

@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"crypto/ed25519"
 	crand "crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/parlance-chat/parlance/client/trust"
 	"github.com/parlance-chat/parlance/protocol"
 )
 
@@ -60,7 +62,7 @@ func StartupBurst() []time.Duration {
 
 // Caps are the capabilities this node advertises.
 func Caps() []string {
-	return []string{protocol.CapQuery, protocol.CapGoodbye, protocol.CapAck}
+	return []string{protocol.CapQuery, protocol.CapGoodbye, protocol.CapAck, protocol.CapNoise}
 }
 
 // Config configures a node. Network, Nickname and either Rand or Seed
@@ -102,6 +104,23 @@ type Config struct {
 	HeartbeatInterval time.Duration
 	PeerTimeout       time.Duration
 
+	// Identity is the node's long-term identity key: it signs announces
+	// and registrations and authenticates every session. Nil means a
+	// fresh key for this run only (tests, embedding); the parlance
+	// program passes the profile's key (client/identity).
+	Identity ed25519.PrivateKey
+	// Trust is the known-peers store that pins nicknames to keys. Nil
+	// means a store in memory only, empty at start. The node's event
+	// loop owns it: nobody else may use it while the node runs.
+	Trust *trust.Store
+	// RequireEncryption refuses to send to or accept messages from peers
+	// without a key (original clients).
+	RequireEncryption bool
+	// CryptoRand feeds the identity key made when Identity is nil and
+	// the session keys. Nil means crypto/rand; only a simulation passes a
+	// seeded reader, so that its runs replay.
+	CryptoRand io.Reader
+
 	// Logger receives the node's logs; nil discards them.
 	Logger *slog.Logger
 	// Rand is the node's only source of randomness (instance id, message
@@ -120,6 +139,17 @@ var (
 	ErrTimeout   = errors.New("chat: timed out")
 	ErrTooLong   = errors.New("chat: message too long")
 	ErrBroken    = errors.New("chat: connection lost")
+	// ErrKeyChanged: the peer's key is not the one pinned for its
+	// nickname; nothing is sent until the user trusts the new key.
+	ErrKeyChanged = errors.New("chat: key changed")
+	// ErrDowngrade: the peer announces no key, but its nickname is pinned
+	// to one: plaintext to it is refused.
+	ErrDowngrade = errors.New("chat: peer announces no key, but its nickname is pinned to one")
+	// ErrUnencrypted: RequireEncryption is set and the peer has no key.
+	ErrUnencrypted = errors.New("chat: peer cannot encrypt")
+	// ErrKeyMismatch: the peer's handshake proved a key other than the
+	// one it announced.
+	ErrKeyMismatch = errors.New("chat: peer proved another key than it announced")
 )
 
 func (c Config) withDefaults() (Config, error) {
@@ -155,6 +185,21 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if c.CryptoRand == nil {
+		c.CryptoRand = crand.Reader
+	}
+	if c.Identity == nil {
+		_, priv, err := ed25519.GenerateKey(c.CryptoRand)
+		if err != nil {
+			return c, fmt.Errorf("chat: make an identity key: %w", err)
+		}
+		c.Identity = priv
+	} else if len(c.Identity) != ed25519.PrivateKeySize {
+		return c, fmt.Errorf("chat: identity key has %d bytes, want %d", len(c.Identity), ed25519.PrivateKeySize)
+	}
+	if c.Trust == nil {
+		c.Trust = trust.Memory()
 	}
 	if c.Rand == nil {
 		seed := c.Seed

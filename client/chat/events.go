@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/parlance-chat/parlance/client/trust"
 	"github.com/parlance-chat/parlance/protocol/registry"
 )
 
@@ -30,6 +31,10 @@ const (
 	// EventStatus: a note about the node itself (Event.Text), for example
 	// the bootstrap connection in internet mode; Err is set on trouble.
 	EventStatus
+	// EventSecurity: something the user must know about keys and
+	// encryption (Event.Text): a handshake that proved another key than
+	// announced, a refused unencrypted connection, a forged message.
+	EventSecurity
 )
 
 func (k EventKind) String() string {
@@ -48,6 +53,8 @@ func (k EventKind) String() string {
 		return "peer-updated"
 	case EventStatus:
 		return "status"
+	case EventSecurity:
+		return "security"
 	}
 	return "event(?)"
 }
@@ -79,6 +86,17 @@ type Message struct {
 	ID string
 	// Instance is the sender's instance id; empty from original peers.
 	Instance string
+	// Encrypted says the message came inside a session; From is then the
+	// nickname the sender's key proved, Key that key (wire form).
+	Encrypted bool
+	Key       string
+	// Trust is the state of From with Key when the message arrived:
+	// trust.StateUnencrypted for plaintext, trust.StateChanged when From
+	// is pinned to another key (or, plaintext, to any key).
+	Trust trust.State
+	// InvalidFrom says From is not a valid nickname (control characters,
+	// too long): show it escaped and marked.
+	InvalidFrom bool
 }
 
 // maxQueuedEvents bounds the events waiting for a slow reader. Past it the

@@ -69,6 +69,7 @@ func (n *Node) startInternet(ls *loopState) error {
 		Instance:          n.instance,
 		Caps:              Caps(),
 		Namespace:         n.cfg.Namespace,
+		Identity:          n.cfg.Identity,
 		Dial:              n.cfg.Network.DialContext,
 		Rand:              rand.New(rand.NewPCG(ls.rnd.Uint64(), ls.rnd.Uint64())),
 		Logger:            n.log.With("component", "rendezvous"),
@@ -236,6 +237,6 @@ func (ls *loopState) bootstrapObservation(p protocol.PeerInfo) (registry.Observa
 	return registry.Observation{
 		Source: registry.SourceBootstrap, ID: p.PeerID,
 		Addr:     netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()),
-		Nickname: p.Nickname, Instance: p.Instance, Caps: p.Caps,
+		Nickname: p.Nickname, Instance: p.Instance, Caps: p.Caps, PubKey: p.Key,
 	}, true
 }

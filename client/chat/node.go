@@ -2,6 +2,7 @@ package chat
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -12,6 +13,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/parlance-chat/parlance/client/session"
+	"github.com/parlance-chat/parlance/client/trust"
 	"github.com/parlance-chat/parlance/protocol"
 	"github.com/parlance-chat/parlance/protocol/registry"
 )
@@ -22,6 +25,8 @@ type Node struct {
 	log      *slog.Logger
 	instance string
 	port     uint16
+	pubKey   string         // the identity key in wire form
+	local    *session.Local // our side of every session
 
 	ln net.Listener
 	pc net.PacketConn // nil in internet mode
@@ -70,6 +75,10 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		seen:      newRecentIDs(1024),
 	}
 	n.log = n.log.With("node", cfg.Nickname, "instance", n.instance)
+	n.pubKey = protocol.EncodePublicKey(cfg.Identity.Public().(ed25519.PublicKey))
+	if n.local, err = session.NewLocal(cfg.Identity, cfg.Nickname, n.instance, cfg.CryptoRand); err != nil {
+		return nil, fmt.Errorf("chat: %w", err)
+	}
 
 	ln, err := cfg.Network.Listen(ctx, "tcp", "0.0.0.0:0")
 	if err != nil {
@@ -132,6 +141,12 @@ func (n *Node) Instance() string { return n.instance }
 
 // Nickname returns the node's nickname.
 func (n *Node) Nickname() string { return n.cfg.Nickname }
+
+// PublicKey returns the node's identity key in protocol wire form.
+func (n *Node) PublicKey() string { return n.pubKey }
+
+// Fingerprint returns the fingerprint of the node's identity key.
+func (n *Node) Fingerprint() string { return protocol.KeyFingerprint(n.pubKey) }
 
 // Port returns the TCP port the node accepts messages on.
 func (n *Node) Port() uint16 { return n.port }
@@ -264,10 +279,16 @@ func udpSource(a net.Addr) (netip.Addr, bool) {
 
 // loopState is owned by the event loop goroutine.
 type loopState struct {
-	n    *Node
-	rnd  *rand.Rand
-	reg  *registry.Registry
-	boot time.Time
+	n     *Node
+	rnd   *rand.Rand
+	reg   *registry.Registry
+	trust *trust.Store
+	boot  time.Time
+
+	// lastSigned is the newest signing time seen per identity key, so a
+	// replayed announce (from anywhere) cannot move a peer. Bounded like
+	// the registry: cleared when it grows past twice its bound.
+	lastSigned map[string]int64
 
 	burst      []time.Duration // remaining start-up burst offsets
 	nextSteady time.Time       // next steady-state announce
@@ -285,10 +306,12 @@ type loopState struct {
 
 func newLoopState(n *Node, now time.Time) *loopState {
 	return &loopState{
-		n:    n,
-		rnd:  n.cfg.Rand,
-		reg:  registry.New(registry.Config{Self: n.instance, Timeout: n.cfg.Timeout}),
-		boot: now,
+		n:          n,
+		rnd:        n.cfg.Rand,
+		reg:        registry.New(registry.Config{Self: n.instance, Timeout: n.cfg.Timeout}),
+		trust:      n.cfg.Trust,
+		boot:       now,
+		lastSigned: make(map[string]int64),
 	}
 }
 
@@ -430,10 +453,22 @@ func (ls *loopState) handleDatagram(now time.Time, d datagram) {
 	n := ls.n
 	switch m := d.msg.(type) {
 	case *protocol.Announce:
-		c, err := ls.reg.Observe(now, registry.Observation{
+		o := registry.Observation{
 			Source: registry.SourceLAN, Addr: netip.AddrPortFrom(d.src, m.TCPPort),
-			Nickname: m.Nickname, Instance: m.Instance, Caps: m.Caps,
-		})
+			Nickname: m.Nickname, Instance: m.Instance, Caps: m.Caps, PubKey: m.Key,
+		}
+		if m.Instance == n.instance {
+			return
+		}
+		if err := ls.checkAnnounce(now, o, m); err != nil {
+			level := slog.LevelWarn
+			if errors.Is(err, errReplay) {
+				level = slog.LevelDebug
+			}
+			n.log.Log(n.ctx, level, "announce ignored", "from", d.src, "peer", m.Nickname, "err", err)
+			return
+		}
+		c, err := ls.reg.Observe(now, o)
 		switch {
 		case errors.Is(err, registry.ErrSelf):
 			return
@@ -452,6 +487,10 @@ func (ls *loopState) handleDatagram(now time.Time, d datagram) {
 			}
 		}
 	case *protocol.Goodbye:
+		if err := ls.checkGoodbye(d.src, m); err != nil {
+			n.log.Warn("goodbye ignored", "from", d.src, "peer", m.Nickname, "err", err)
+			return
+		}
 		for _, c := range ls.reg.Goodbye(d.src, m.Nickname, m.Instance) {
 			ls.report(now, c)
 		}
@@ -491,11 +530,15 @@ func (ls *loopState) report(now time.Time, c registry.Change) {
 
 func (n *Node) sendAnnounce(why string) {
 	n.log.Debug("announce", "why", why)
-	n.sendDatagram(&protocol.Announce{Nickname: n.cfg.Nickname, TCPPort: n.port, Instance: n.instance, Caps: Caps()})
+	a := &protocol.Announce{Nickname: n.cfg.Nickname, TCPPort: n.port, Instance: n.instance, Caps: Caps()}
+	a.Sign(n.cfg.Identity, time.Now())
+	n.sendDatagram(a)
 }
 
 func (n *Node) sendGoodbye() {
-	n.sendDatagram(&protocol.Goodbye{Nickname: n.cfg.Nickname, Instance: n.instance})
+	g := &protocol.Goodbye{Nickname: n.cfg.Nickname, Instance: n.instance}
+	g.Sign(n.cfg.Identity, time.Now())
+	n.sendDatagram(g)
 }
 
 func (n *Node) sendDatagram(d protocol.Datagram) {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/parlance-chat/parlance/client/chat"
 	"github.com/parlance-chat/parlance/client/chat/chattest"
+	"github.com/parlance-chat/parlance/client/trust"
 	"github.com/parlance-chat/parlance/netsim"
 	"github.com/parlance-chat/parlance/protocol"
 	"github.com/parlance-chat/parlance/protocol/registry"
@@ -39,7 +40,7 @@ type testNode struct {
 // node is closed at the end of the test unless closed before.
 func start(t *testing.T, h *netsim.Host, nick string, seed uint64, tweak ...func(*chat.Config)) *testNode {
 	t.Helper()
-	cfg := chat.Config{Network: h, Nickname: nick, Rand: rand.New(rand.NewPCG(seed, 1))}
+	cfg := chat.Config{Network: h, Nickname: nick, Rand: rand.New(rand.NewPCG(seed, 1)), CryptoRand: rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), 1})}
 	for _, f := range tweak {
 		f(&cfg)
 	}
@@ -311,18 +312,38 @@ func TestSendDeliveredAndAmbiguous(t *testing.T) {
 		if !errors.As(err, &amb) || len(amb.Candidates) != 2 {
 			t.Fatalf("send to two bobs: got %v, want an AmbiguousError with 2 candidates", err)
 		}
-		for i, b := range []*testNode{bob1, bob2} {
-			sel := registry.Selector(amb.Candidates[i])
-			res, err := alice.Send(ctx, sel, fmt.Sprintf("hi %d", i))
-			if err != nil || res.Status != chat.Delivered {
-				t.Fatalf("send to %s: %v, %v", sel, res.Status, err)
-			}
-			_ = b
+		sel0, sel1 := registry.Selector(amb.Candidates[0]), registry.Selector(amb.Candidates[1])
+		res, err := alice.Send(ctx, sel0, "hi 0")
+		if err != nil || res.Status != chat.Delivered || !res.Encrypted || res.Trust != trust.StateNew {
+			t.Fatalf("send to %s: %+v, %v", sel0, res, err)
+		}
+		// That first session pinned the nickname bob to the key of the
+		// bob that got it (trust on first use): "bob" now means that one.
+		if res, err = alice.Send(ctx, "bob", "hi again"); err != nil || res.Peer.Key != amb.Candidates[0].Key {
+			t.Fatalf("send to bob after pinning: %+v, %v", res.Peer, err)
+		}
+		// The other bob has another key: nothing goes to it until the user
+		// accepts its key, by fingerprint.
+		if _, err = alice.Send(ctx, sel1, "hi 1"); !errors.Is(err, chat.ErrKeyChanged) {
+			t.Fatalf("send to the other bob: %v, want ErrKeyChanged", err)
+		}
+		if _, err = alice.Trust(sel1); !errors.Is(err, chat.ErrKeyChanged) {
+			t.Fatalf("trust the other bob without its fingerprint: %v, want ErrKeyChanged", err)
+		}
+		fp1 := protocol.KeyFingerprint(amb.Candidates[1].PubKey)
+		if st, err := alice.Trust("bob#" + strings.ToLower(fp1[:7])); err != nil || st.Trust != trust.StateVerified {
+			t.Fatalf("trust bob#%s: %+v, %v", fp1[:7], st, err)
+		}
+		if res, err = alice.Send(ctx, sel1, "hi 1"); err != nil || res.Status != chat.Delivered || res.Trust != trust.StateVerified {
+			t.Fatalf("send to %s after trusting it: %+v, %v", sel1, res, err)
+		}
+		if _, err = alice.Send(ctx, sel0, "hi 0"); !errors.Is(err, chat.ErrKeyChanged) {
+			t.Fatalf("send to the first bob after trusting the other: %v, want ErrKeyChanged", err)
 		}
 		nw.Settle()
 		got := bob1.rec.Count(chat.EventMessage) + bob2.rec.Count(chat.EventMessage)
-		if got != 2 {
-			t.Errorf("bobs got %d messages, want 2", got)
+		if got != 3 {
+			t.Errorf("bobs got %d messages, want 3", got)
 		}
 		// Back: bob1 sends to alice twice on one kept-open connection.
 		for i := range 2 {

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/parlance-chat/parlance/client/session"
+	"github.com/parlance-chat/parlance/client/trust"
 	"github.com/parlance-chat/parlance/protocol"
 	"github.com/parlance-chat/parlance/protocol/registry"
 )
@@ -41,6 +43,11 @@ type SendResult struct {
 	Status Status
 	// ID is the message id; empty for original peers.
 	ID string
+	// Encrypted says the message went inside a session with the peer's
+	// key; false for a peer without a key (an original client).
+	Encrypted bool
+	// Trust is the peer's trust state when the message was sent.
+	Trust trust.State
 }
 
 // Send sends text to the peer a user means by name: a nickname, or
@@ -63,12 +70,13 @@ func (n *Node) Send(ctx context.Context, name, text string) (SendResult, error) 
 
 	var (
 		peer    registry.Peer
+		state   trust.State
 		id      string
 		sentAt  time.Time
 		resolve error
 	)
 	err := n.call(ctx, func(ls *loopState) {
-		peer, resolve = ls.reg.Resolve(name)
+		peer, state, resolve = ls.resolveTrusted(name)
 		if resolve == nil && protocol.HasCap(peer.Caps, protocol.CapAck) {
 			id = fmt.Sprintf("%016x", ls.rnd.Uint64())
 		}
@@ -78,7 +86,7 @@ func (n *Node) Send(ctx context.Context, name, text string) (SendResult, error) 
 		return SendResult{}, err
 	}
 	if resolve != nil {
-		return SendResult{}, resolve
+		return SendResult{Peer: peer, Trust: state}, resolve
 	}
 	line, err := protocol.EncodeChatLine(&protocol.ChatMessage{From: n.cfg.Nickname, Content: text, Timestamp: sentAt.Unix(), ID: id, Instance: n.instance})
 	if err != nil {
@@ -91,7 +99,7 @@ func (n *Node) Send(ctx context.Context, name, text string) (SendResult, error) 
 	stop := context.AfterFunc(n.ctx, cancel)
 	defer stop()
 
-	res := SendResult{Peer: peer, ID: id}
+	res := SendResult{Peer: peer, ID: id, Encrypted: encrypts(peer), Trust: state}
 	if id == "" {
 		res.Status = Sent
 		err = n.sendOnce(ctx, peer, line)
@@ -108,11 +116,11 @@ func (n *Node) Send(ctx context.Context, name, text string) (SendResult, error) 
 
 // sendOnce is the original's way: connect, write one line, close.
 func (n *Node) sendOnce(ctx context.Context, peer registry.Peer, line []byte) error {
-	c, err := n.dial(ctx, peer)
+	c, raw, err := n.connect(ctx, peer)
 	if err != nil {
 		return err
 	}
-	defer n.untrackConn(c)
+	defer n.untrackConn(raw)
 	if err := n.write(ctx, c, line); err != nil {
 		return sendError(peer, "write", err)
 	}
@@ -142,12 +150,53 @@ func (n *Node) write(ctx context.Context, c net.Conn, line []byte) error {
 	return err
 }
 
+// connect dials peer and, when the peer has a key, runs the session
+// handshake, which must prove that key. It returns the conn to use and the
+// raw conn the node tracks (the same for a peer without a key); closing
+// the raw one ends both.
+func (n *Node) connect(ctx context.Context, peer registry.Peer) (c, raw net.Conn, err error) {
+	raw, err = n.dial(ctx, peer)
+	if err != nil || !encrypts(peer) {
+		return raw, raw, err
+	}
+	expect, err := protocol.ParsePublicKey(peer.PubKey)
+	if err != nil { // the decoder checked it
+		n.untrackConn(raw)
+		return nil, nil, sendError(peer, "handshake", err)
+	}
+	hctx, cancel := context.WithTimeout(ctx, n.cfg.DialTimeout)
+	defer cancel()
+	sc, err := session.Client(hctx, raw, n.local, expect)
+	if err != nil {
+		n.untrackConn(raw)
+		if errors.Is(err, session.ErrKeyMismatch) {
+			n.emit(Event{Kind: EventSecurity, Time: time.Now(), Peer: peer,
+				Text: fmt.Sprintf("refused %s: it announced key %s but proved another (%v)", registry.Selector(peer), protocol.ShortFingerprint(expect), err)})
+			return nil, nil, fmt.Errorf("%s: %w: %w", registry.Selector(peer), ErrKeyMismatch, err)
+		}
+		return nil, nil, sendError(peer, "handshake", err)
+	}
+	if got := sc.Remote().Nickname; got != peer.Nickname {
+		n.untrackConn(raw)
+		return nil, nil, fmt.Errorf("%s: %w: it announced nickname %q but its session says %q", registry.Selector(peer), ErrKeyMismatch, peer.Nickname, got)
+	}
+	n.pinFirst(peer.Nickname, peer.PubKey)
+	return sc, raw, nil
+}
+
+// encrypts reports whether messages to peer travel inside a session: it
+// announced a key and the capability.
+func encrypts(peer registry.Peer) bool {
+	return peer.PubKey != "" && protocol.HasCap(peer.Caps, protocol.CapNoise)
+}
+
 // peerConn is a connection kept open to an ack-capable peer. token is a
-// one-slot semaphore: whoever holds it owns conn and lr. A channel rather
-// than a mutex, because the holder blocks in I/O.
+// one-slot semaphore: whoever holds it owns conn, raw and lr. A channel
+// rather than a mutex, because the holder blocks in I/O.
 type peerConn struct {
 	token    chan struct{}
-	conn     net.Conn
+	conn     net.Conn // the session, or raw for a peer without a key
+	raw      net.Conn // the tracked TCP conn
 	lr       *protocol.LineReader
 	lastUsed time.Time
 	idle     *time.Timer
@@ -189,11 +238,11 @@ func (n *Node) sendAcked(ctx context.Context, peer registry.Peer, line []byte, i
 	for attempt := 0; ; attempt++ {
 		reused := pc.conn != nil
 		if !reused {
-			c, err := n.dial(ctx, peer)
+			c, raw, err := n.connect(ctx, peer)
 			if err != nil {
 				return err
 			}
-			pc.conn, pc.lr = c, protocol.NewLineReader(c)
+			pc.conn, pc.raw, pc.lr = c, raw, protocol.NewLineReader(c)
 		}
 		err := n.exchange(ctx, pc, line, id)
 		if err == nil {
@@ -201,8 +250,8 @@ func (n *Node) sendAcked(ctx context.Context, peer registry.Peer, line []byte, i
 			n.armIdle(pc)
 			return nil
 		}
-		n.untrackConn(pc.conn)
-		pc.conn, pc.lr = nil, nil
+		n.untrackConn(pc.raw)
+		pc.conn, pc.raw, pc.lr = nil, nil, nil
 		err = sendError(peer, "send", err)
 		if reused && attempt == 0 && errors.Is(err, ErrBroken) && ctx.Err() == nil {
 			n.log.Debug("kept-open connection was closed; redialling", "peer", peer.Nickname, "addr", peer.Addr)
@@ -259,8 +308,8 @@ func (n *Node) armIdle(pc *peerConn) {
 		}
 		defer func() { <-pc.token }()
 		if pc.conn != nil && time.Since(pc.lastUsed) >= n.cfg.IdleTimeout {
-			n.untrackConn(pc.conn)
-			pc.conn, pc.lr = nil, nil
+			n.untrackConn(pc.raw)
+			pc.conn, pc.raw, pc.lr = nil, nil, nil
 		}
 	})
 }

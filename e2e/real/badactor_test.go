@@ -109,8 +109,8 @@ func TestRealBadActorLocal(t *testing.T) {
 			"\x00\xff\xfe\x1b[2J\x9b\n" +
 			"{\"from\":\"x\"}\n" +
 			"\r\n\n"
-		// Escapes in the sender's nickname make the line invalid (skipped);
-		// in the text they are carried, and must be printed escaped.
+		// Escapes in the sender's nickname or text are carried, and must be
+		// printed escaped; an invalid nickname is marked as such.
 		badFrom, _ := protocol.EncodeChatLine(&protocol.ChatMessage{
 			From: "\x1b]0;pwned\x07mallory", Content: "hidden", Timestamp: time.Now().Unix(), ID: "bad-0",
 		})
@@ -122,13 +122,17 @@ func TestRealBadActorLocal(t *testing.T) {
 		if _, err := io.WriteString(c, junk+string(badFrom)+string(evil)); err != nil {
 			t.Fatal(err)
 		}
-		// The invalid lines were skipped, not fatal: the valid one after
-		// them on the same connection, and only it, is acknowledged.
-		ack, err := bufio.NewReader(c).ReadString('\n')
-		if err != nil || !strings.Contains(ack, `"ack":"bad-1"`) {
-			t.Fatalf("after junk lines: read %q, %v; want the ack of the valid line", ack, err)
+		// The invalid lines were skipped, not fatal: the two messages after
+		// them on the same connection, and only they, are acknowledged.
+		br := bufio.NewReader(c)
+		for _, id := range []string{"bad-0", "bad-1"} {
+			ack, err := br.ReadString('\n')
+			if err != nil || !strings.Contains(ack, `"ack":"`+id+`"`) {
+				t.Fatalf("after junk lines: read %q, %v; want the ack of %s", ack, err, id)
+			}
 		}
-		alice.WaitLine(m, re(`\[\d\d:\d\d:\d\d\] %s: %s$`,
+		alice.WaitLine(m, re(`\[\d\d:\d\d:\d\d\] \(plain, invalid name\) %s: hidden$`, q(`\x1b]0;pwned\x07mallory`)), wait)
+		alice.WaitLine(m, re(`\[\d\d:\d\d:\d\d\] \(plain\) %s: %s$`,
 			q(`mal\u202elory`), q(`\x1b[2J\x1b[31mred \u009b1m \u202eevil\r\rhidden`)), wait)
 
 		// A line over 64 KiB: the connection is closed.

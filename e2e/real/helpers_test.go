@@ -130,6 +130,14 @@ func (p *peer) waitMessage(from int, sender, text string) {
 	p.WaitLine(from, re(`\[\d\d:\d\d:\d\d\] %s: %s$`, q(sender), q(text)), wait)
 }
 
+// waitPlainMessage waits for "[HH:MM:SS] (plain) from: text": a message
+// that came unencrypted (from an original client, or through an original
+// bootstrap server, which does not pass keys on).
+func (p *peer) waitPlainMessage(from int, sender, text string) {
+	p.t.Helper()
+	p.WaitLine(from, re(`\[\d\d:\d\d:\d\d\] \(plain\) %s: %s$`, q(sender), q(text)), wait)
+}
+
 // chat sends text from p to r and checks it arrives with the right sender.
 func chat(p, r *peer, text string) {
 	p.t.Helper()

@@ -37,7 +37,7 @@ func TestRealOriginalPeerLocal(t *testing.T) {
 	if err := olivia.Send(ctx, "alice", "hello from the original"); err != nil {
 		t.Fatal(err)
 	}
-	alice.waitMessage(m, "olivia", "hello from the original")
+	alice.waitPlainMessage(m, "olivia", "hello from the original")
 
 	alice.sendUnconfirmed("olivia", "hello from parlance")
 	eventually(t, wait, "the original peer receives alice's message", func() bool {
@@ -90,7 +90,7 @@ func TestRealOriginalClientOnServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	alice.waitMessage(m, "oscar", "hi alice")
+	alice.waitPlainMessage(m, "oscar", "hi alice")
 
 	// The original client leaves by closing its connection: gone at once.
 	m = alice.Mark()
@@ -148,10 +148,10 @@ func TestRealInternetOriginalServer(t *testing.T) {
 	// so each takes the other for an original client: no acks.
 	m := bob.Mark()
 	alice.sendUnconfirmed("bob", "hi bob, via the original server")
-	bob.waitMessage(m, "alice", "hi bob, via the original server")
+	bob.waitPlainMessage(m, "alice", "hi bob, via the original server")
 	m = alice.Mark()
 	bob.sendUnconfirmed("alice", "hi alice")
-	alice.waitMessage(m, "bob", "hi alice")
+	alice.waitPlainMessage(m, "bob", "hi alice")
 	alice.wantPeers("bob")
 	noTerminalControls(t, alice, bob)
 	// No goodbye assertion: against a server that does not push, a peer

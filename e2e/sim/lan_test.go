@@ -9,6 +9,7 @@ import (
 
 	"github.com/parlance-chat/parlance/client/chat"
 	"github.com/parlance-chat/parlance/netsim"
+	"github.com/parlance-chat/parlance/protocol"
 	"github.com/parlance-chat/parlance/protocol/registry"
 )
 
@@ -272,8 +273,11 @@ func TestLANDeparture(t *testing.T) {
 
 // Duplicate nicknames: two bobs are two entries; a plain "bob" is refused
 // as ambiguous, naming both; each can be picked by the selector the error
-// offers (nickname@ip:port) and by an instance prefix, and each gets
-// exactly its own message. The bobs see each other too.
+// offers (nickname@ip:port), by an instance prefix and by a fingerprint
+// prefix, and each gets exactly its own messages. alice's first session
+// pins the nickname bob to the first bob's key (trust on first use), so
+// the second bob is a key change to her: nothing reaches it until she
+// accepts its key by fingerprint. The bobs see each other too.
 func TestLANDuplicateNicknames(t *testing.T) {
 	simTest(t, func(t *testing.T, c *cluster) {
 		c.nw.SetDefaultLink(lanLink)
@@ -301,8 +305,18 @@ func TestLANDuplicateNicknames(t *testing.T) {
 			if to == nil {
 				t.Fatalf("candidate %v is neither bob", cand)
 			}
+			fp := protocol.KeyFingerprint(cand.PubKey)
+			if i == 1 {
+				if _, err := alice.Chat().Send(t.Context(), registry.Selector(cand), "to a key not pinned"); !errors.Is(err, chat.ErrKeyChanged) {
+					t.Errorf("send to the second bob before trusting its key: %v, want ErrKeyChanged", err)
+				}
+				if _, err := alice.Chat().Trust("bob#" + fp[:7]); err != nil {
+					t.Fatalf("trust the second bob: %v", err)
+				}
+			}
 			msgs = append(msgs, send(t.Context(), alice, to, registry.Selector(cand), fmt.Sprintf("by selector %d", i)))
 			msgs = append(msgs, send(t.Context(), alice, to, "bob#"+to.Instance()[:6], fmt.Sprintf("by instance %d", i)))
+			msgs = append(msgs, send(t.Context(), alice, to, "bob#"+fp[:7], fmt.Sprintf("by fingerprint %d", i)))
 		}
 		msgs = append(msgs, send(t.Context(), bob1, bob2, "bob", "bob to the other bob"))
 		msgs = append(msgs, send(t.Context(), bob2, bob1, "bob", "the other bob back"))

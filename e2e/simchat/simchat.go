@@ -10,7 +10,10 @@
 package simchat
 
 import (
+	"crypto/ed25519"
+	"encoding/binary"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -19,6 +22,7 @@ import (
 
 	"github.com/parlance-chat/parlance/client/chat"
 	"github.com/parlance-chat/parlance/client/chat/chattest"
+	"github.com/parlance-chat/parlance/client/trust"
 	"github.com/parlance-chat/parlance/netsim"
 )
 
@@ -40,6 +44,17 @@ func NewGroup(nw *netsim.Network) *Group {
 	}
 }
 
+// cryptoRand returns a reader for keys drawn from the group's seeds, so
+// that keys and session bytes replay with the seed. Only a simulation
+// does this: real nodes use crypto/rand.
+func (g *Group) cryptoRand() io.Reader {
+	var seed [32]byte
+	for i := range 4 {
+		binary.LittleEndian.PutUint64(seed[8*i:], g.seeds.Uint64())
+	}
+	return rand.NewChaCha8(seed)
+}
+
 // Seeds is the group's source of randomness, derived from the network's
 // seed. Every start of a node draws from it; scenarios may draw their own
 // choices from it too.
@@ -51,8 +66,12 @@ func (g *Group) At(tm time.Time) time.Duration { return tm.Sub(g.t0) }
 
 // Start starts a node called nick on h. tweak adjusts its config (mode,
 // timeouts) on this start and on every restart.
+//
+// The node keeps one identity key and one known-peers store (in memory)
+// across restarts, as a profile on disk does.
 func (g *Group) Start(h *netsim.Host, nick string, tweak ...func(*chat.Config)) (*Node, error) {
-	n := &Node{g: g, host: h, nick: nick, tweak: tweak}
+	n := &Node{g: g, host: h, nick: nick, tweak: tweak, trust: trust.Memory()}
+	_, n.identity, _ = ed25519.GenerateKey(g.cryptoRand())
 	if err := n.boot(); err != nil {
 		return nil, err
 	}
@@ -76,6 +95,9 @@ type Node struct {
 	nick  string
 	tweak []func(*chat.Config)
 
+	identity ed25519.PrivateKey
+	trust    *trust.Store
+
 	node *chat.Node         // nil while down
 	rec  *chattest.Recorder // the current (or last) instance's events
 	recs []*chattest.Recorder
@@ -83,9 +105,12 @@ type Node struct {
 
 func (n *Node) boot() error {
 	cfg := chat.Config{
-		Network:  n.host,
-		Nickname: n.nick,
-		Rand:     rand.New(rand.NewPCG(n.g.seeds.Uint64(), n.g.seeds.Uint64())),
+		Network:    n.host,
+		Nickname:   n.nick,
+		Rand:       rand.New(rand.NewPCG(n.g.seeds.Uint64(), n.g.seeds.Uint64())),
+		Identity:   n.identity,
+		Trust:      n.trust,
+		CryptoRand: n.g.cryptoRand(),
 	}
 	for _, f := range n.tweak {
 		f(&cfg)

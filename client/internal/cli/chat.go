@@ -13,6 +13,8 @@ import (
 
 	"github.com/parlance-chat/parlance/client/chat"
 	"github.com/parlance-chat/parlance/client/internal/display"
+	"github.com/parlance-chat/parlance/client/trust"
+	"github.com/parlance-chat/parlance/protocol"
 	"github.com/parlance-chat/parlance/protocol/registry"
 )
 
@@ -27,6 +29,11 @@ func runChat(ctx context.Context, s Settings, env Env, logger *slog.Logger) int 
 	if s.ConfigFile != "" {
 		logger.Info("configuration read", "file", s.ConfigFile)
 	}
+	prof, err := openProfile(s, env.Getenv)
+	if err != nil {
+		fmt.Fprintf(env.Stderr, "parlance: %v\n", err)
+		return exitFailure
+	}
 	secs := func(n int64) time.Duration { return time.Duration(n) * time.Second }
 	node, err := chat.Start(ctx, chat.Config{
 		Network:           env.Network,
@@ -38,6 +45,9 @@ func runChat(ctx context.Context, s Settings, env Env, logger *slog.Logger) int 
 		BootstrapServer:   s.Config.Network.BootstrapServer,
 		HeartbeatInterval: secs(s.Config.Discovery.HeartbeatIntervalSecs),
 		PeerTimeout:       secs(s.Config.Discovery.PeerTimeoutSecs),
+		Identity:          prof.key,
+		Trust:             prof.trust,
+		RequireEncryption: s.Config.Security.RequireEncryption,
 		Logger:            logger,
 	})
 	if err != nil {
@@ -46,7 +56,8 @@ func runChat(ctx context.Context, s Settings, env Env, logger *slog.Logger) int 
 	}
 	ui := &chatUI{
 		node: node, env: env, scr: newScreen(env.Stdout, env.Terminal && env.Prompter == nil),
-		now: env.Now, loc: env.Location,
+		now: env.Now, loc: env.Location, prof: prof, mode: s.Config.Network.Mode,
+		plainTold: make(map[string]bool),
 	}
 	if ui.now == nil {
 		ui.now = time.Now
@@ -63,7 +74,12 @@ type chatUI struct {
 	scr   *screen
 	now   func() time.Time
 	loc   *time.Location
+	prof  *profile
+	mode  string
 	sends sync.WaitGroup // /send commands in flight
+
+	mu        sync.Mutex
+	plainTold map[string]bool // peers told about once: "not encrypted"
 }
 
 type input struct {
@@ -85,6 +101,9 @@ func (ui *chatUI) run(ctx context.Context, s Settings) int {
 	mode := s.Config.Network.Mode
 	ui.scr.Print(fmt.Sprintf("parlance %s: you are %s (%s mode, messages on port %d). Type /help for commands.",
 		Version, display.Sanitize(s.Nickname), mode, ui.node.Port()))
+	if ui.prof.created {
+		ui.scr.Print(fmt.Sprintf("Created your identity key in %s. Your fingerprint: %s", display.Sanitize(ui.prof.identityFile), ui.node.Fingerprint()))
+	}
 
 	// Events are printed as they come, above the prompt.
 	var wg sync.WaitGroup
@@ -163,12 +182,24 @@ func (ui *chatUI) handle(ctx context.Context, line string) bool {
 	case CmdHelp:
 		ui.scr.Print(HelpText)
 	case CmdPeers:
-		ui.scr.Print(formatPeers(ui.node.Peers(), ui.now()))
+		ui.scr.Print(formatPeers(ui.node.PeerStatuses(), ui.now()))
+	case CmdWhoami:
+		ui.scr.Print(ui.whoami())
+	case CmdVerify:
+		ui.scr.Print(verifyText(ui.node.Verify(cmd.Name)))
+	case CmdTrust:
+		ui.scr.Print(trustText(ui.node.Trust(cmd.Name)))
+	case CmdForget:
+		ok, err := ui.node.Forget(cmd.Name)
+		ui.scr.Print(forgetText(cmd.Name, ok, err))
 	case CmdSend:
 		// The prompt comes back at once; the outcome is printed above it
 		// when known (a peer that vanished can take the dial timeout).
 		ui.sends.Go(func() {
 			res, err := ui.node.Send(ctx, cmd.Name, cmd.Text)
+			if note := ui.plainNote(res, err); note != "" {
+				ui.scr.Println(note)
+			}
 			ui.scr.Println(sendOutcome(cmd.Name, res, err))
 		})
 	default:
@@ -182,7 +213,9 @@ func (ui *chatUI) eventLine(ev chat.Event) (string, bool) {
 	switch ev.Kind {
 	case chat.EventMessage:
 		m := ev.Message
-		return display.MessageLine(m.Received, ui.loc, senderName(ui.node.Peers(), m), m.Text), true
+		return display.MarkedMessageLine(m.Received, ui.loc, messageMark(m), senderName(ui.node.Peers(), m), m.Text), true
+	case chat.EventSecurity:
+		return "! " + display.Sanitize(ev.Text), true
 	case chat.EventPeerJoined:
 		return fmt.Sprintf("* %s joined (%s)", display.Sanitize(p.Nickname), p.Addr), true
 	case chat.EventPeerLeft:
@@ -206,6 +239,9 @@ func senderName(peers []registry.Peer, m chat.Message) string {
 		if p.Nickname == m.From {
 			same = append(same, p)
 		}
+	}
+	if m.Trust == trust.StateChanged && m.Key != "" {
+		return m.From + "#" + protocol.KeyFingerprint(m.Key)[:7]
 	}
 	if len(same) < 2 {
 		return m.From
@@ -244,22 +280,31 @@ func peerNames(peers []registry.Peer) []string {
 }
 
 // formatPeers is /peers: one line per peer, nicknames shared by several
-// peers shown as the selector that picks each.
-func formatPeers(peers []registry.Peer, now time.Time) string {
+// peers shown as the selector that picks each, with the key's short
+// fingerprint and its trust state.
+func formatPeers(peers []chat.PeerStatus, now time.Time) string {
 	if len(peers) == 0 {
 		return "No peers discovered yet."
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "%d peer(s):\n", len(peers))
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
-	names := peerNames(peers)
+	regs := make([]registry.Peer, len(peers))
+	for i, p := range peers {
+		regs[i] = p.Peer
+	}
+	names := peerNames(regs)
 	for i, p := range peers {
 		how := p.Source.String()
 		if p.Instance == "" {
 			how += ", original client"
 		}
+		fp := "-"
+		if p.Fingerprint != "" {
+			fp = p.Fingerprint[:7]
+		}
 		ago := max(0, int(now.Sub(p.LastSeen).Seconds()))
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%ds ago\n", display.Sanitize(names[i]), p.Addr, how, ago)
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%ds ago\n", display.Sanitize(names[i]), fp, p.Trust, p.Addr, how, ago)
 	}
 	tw.Flush()
 	return strings.TrimRight(b.String(), "\n")
@@ -281,6 +326,9 @@ func sendOutcome(name string, res chat.SendResult, err error) string {
 		}
 		return fmt.Sprintf("Not sent: %d peers are called %s: %s. Pick one, e.g. /send %s <message>",
 			len(sel), name, strings.Join(sel, ", "), sel[0])
+	case errors.Is(err, chat.ErrKeyChanged), errors.Is(err, chat.ErrDowngrade),
+		errors.Is(err, chat.ErrUnencrypted), errors.Is(err, chat.ErrKeyMismatch):
+		return fmt.Sprintf("Not sent to %s: %s.", name, display.Sanitize(strings.TrimPrefix(err.Error(), "chat: ")))
 	case errors.Is(err, registry.ErrUnknownPeer):
 		return fmt.Sprintf("Not sent: no peer called %s. /peers lists the peers found.", name)
 	case errors.Is(err, chat.ErrRefused):

@@ -73,7 +73,8 @@ type Settings struct {
 // options are the parsed flags.
 type options struct {
 	nickname, configFile, generate, mode, bootstrap, iface, logFile, logLevel string
-	version                                                                   bool
+	dataDir, identityFile                                                     string
+	version, requireEncryption                                                bool
 	set                                                                       map[string]bool
 }
 
@@ -91,6 +92,12 @@ Options:
       --log-file <FILE>         write logs to FILE (default: standard error, or
                                 $XDG_STATE_HOME/parlance/parlance.log when interactive)
       --log-level <LEVEL>       debug, info, warn (default) or error
+      --data-dir <DIR>          where profiles live (default: $XDG_DATA_HOME/parlance
+                                or ~/.local/share/parlance); this nickname's identity
+                                key and known peers are in DIR/<nickname>/
+      --identity <FILE>         identity key file (default: <profile dir>/identity)
+      --require-encryption      refuse to send to or accept messages from peers
+                                that cannot encrypt (original clients)
   -h, --help                    print this help
   -V, --version                 print the version
 
@@ -116,6 +123,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	str(&o.iface, "i", "interface")
 	str(&o.logFile, "log-file")
 	str(&o.logLevel, "log-level")
+	str(&o.dataDir, "data-dir")
+	str(&o.identityFile, "identity")
+	fs.BoolVar(&o.requireEncryption, "require-encryption", false, "")
 	fs.BoolVar(&o.version, "V", false, "")
 	fs.BoolVar(&o.version, "version", false, "")
 	if err := fs.Parse(args); err != nil {
@@ -173,6 +183,21 @@ func resolve(o options, env Env) (Settings, error) {
 			return s, flagErr("log-level", err)
 		}
 		cfg.Log.Level = o.logLevel
+	}
+	if o.set["data-dir"] {
+		if o.dataDir == "" {
+			return s, flagErr("data-dir", errors.New("must name a directory"))
+		}
+		cfg.Profile.DataDir = o.dataDir
+	}
+	if o.set["identity"] {
+		if o.identityFile == "" {
+			return s, flagErr("identity", errors.New("must name a file"))
+		}
+		cfg.Profile.IdentityFile = o.identityFile
+	}
+	if o.set["require-encryption"] {
+		cfg.Security.RequireEncryption = o.requireEncryption
 	}
 	s.Config = cfg
 	s.Nickname = o.nickname

@@ -2,8 +2,10 @@ package cli
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -12,6 +14,9 @@ import (
 	"time"
 
 	"github.com/parlance-chat/parlance/client/chat"
+	"github.com/parlance-chat/parlance/client/internal/display"
+	"github.com/parlance-chat/parlance/client/trust"
+	"github.com/parlance-chat/parlance/protocol"
 	"github.com/parlance-chat/parlance/protocol/registry"
 )
 
@@ -20,6 +25,14 @@ import (
 func run(t *testing.T, env map[string]string, args ...string) (code int, stdout, stderr string) {
 	t.Helper()
 	var out, errb bytes.Buffer
+	if env["HOME"] == "" && env["XDG_DATA_HOME"] == "" {
+		// The profile (identity key, known peers) lives in a fresh home.
+		env = maps.Clone(env)
+		if env == nil {
+			env = map[string]string{}
+		}
+		env["HOME"] = t.TempDir()
+	}
 	code = RunEnv(t.Context(), args, Env{
 		Stdin: strings.NewReader(""), Stdout: &out, Stderr: &errb,
 		Getenv: func(k string) string { return env[k] },
@@ -174,19 +187,54 @@ func TestFormatPeers(t *testing.T) {
 	if got := formatPeers(nil, now); got != "No peers discovered yet." {
 		t.Error(got)
 	}
-	got := formatPeers([]registry.Peer{
-		peer("alice", "10.0.0.1:4000", "aa", 2*time.Second, now),
-		peer("bob", "10.0.0.2:4000", "bb", 0, now),
-		peer("bob", "10.0.0.3:4000", "", 4*time.Second, now),
-		peer("e\x1bvil", "10.0.0.4:4000", "cc", 0, now),
+	key := protocol.EncodePublicKey(ed25519.NewKeyFromSeed(make([]byte, 32)).Public().(ed25519.PublicKey))
+	fp := protocol.KeyFingerprint(key)
+	st := func(p registry.Peer, state trust.State, withKey bool) chat.PeerStatus {
+		ps := chat.PeerStatus{Peer: p, Trust: state}
+		if withKey {
+			ps.PubKey, ps.Fingerprint = key, fp
+		}
+		return ps
+	}
+	got := formatPeers([]chat.PeerStatus{
+		st(peer("alice", "10.0.0.1:4000", "aa", 2*time.Second, now), trust.StateVerified, true),
+		st(peer("bob", "10.0.0.2:4000", "bb", 0, now), trust.StateChanged, true),
+		st(peer("bob", "10.0.0.3:4000", "", 4*time.Second, now), trust.StateUnencrypted, false),
+		st(peer("e\x1bvil", "10.0.0.4:4000", "cc", 0, now), trust.StateNew, true),
 	}, now)
 	want := `4 peer(s):
-  alice              10.0.0.1:4000  lan                   2s ago
-  bob@10.0.0.2:4000  10.0.0.2:4000  lan                   0s ago
-  bob@10.0.0.3:4000  10.0.0.3:4000  lan, original client  4s ago
-  e\x1bvil           10.0.0.4:4000  lan                   0s ago`
+  alice              ` + fp[:7] + `  verified     10.0.0.1:4000  lan                   2s ago
+  bob@10.0.0.2:4000  ` + fp[:7] + `  KEY CHANGED  10.0.0.2:4000  lan                   0s ago
+  bob@10.0.0.3:4000  -        unencrypted  10.0.0.3:4000  lan, original client  4s ago
+  e\x1bvil           ` + fp[:7] + `  new          10.0.0.4:4000  lan                   0s ago`
 	if got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
+// A received message's mark keeps the "nick: text" shape.
+func TestMessageMark(t *testing.T) {
+	tests := []struct {
+		name string
+		m    chat.Message
+		want string
+	}{
+		{"encrypted, pinned key", chat.Message{Encrypted: true, Trust: trust.StateKnown}, ""},
+		{"encrypted, first session", chat.Message{Encrypted: true, Trust: trust.StateNew}, ""},
+		{"plaintext", chat.Message{Trust: trust.StateUnencrypted}, "(plain)"},
+		{"encrypted, another key than pinned", chat.Message{Encrypted: true, Trust: trust.StateChanged}, "(KEY CHANGED)"},
+		{"plaintext with an invalid name", chat.Message{InvalidFrom: true}, "(plain, invalid name)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := messageMark(tt.m); got != tt.want {
+				t.Errorf("mark %q, want %q", got, tt.want)
+			}
+		})
+	}
+	line := display.MarkedMessageLine(time.Unix(0, 0), time.UTC, messageMark(chat.Message{InvalidFrom: true}), "ali\x1bce", "hi")
+	if want := `[00:00:00] (plain, invalid name) ali\x1bce: hi`; line != want {
+		t.Errorf("line %q, want %q", line, want)
 	}
 }
 
@@ -206,6 +254,8 @@ func TestSendOutcome(t *testing.T) {
 		{chat.SendResult{}, fmt.Errorf("connect x: %w: boom", chat.ErrRefused), "Not sent to bob: connection refused; the peer may have quit."},
 		{chat.SendResult{}, fmt.Errorf("send x: %w: no ack", chat.ErrTimeout), "Not confirmed by bob: timed out (send x: chat: timed out: no ack); the message may not have arrived."},
 		{chat.SendResult{}, fmt.Errorf("send x: %w: EOF", chat.ErrBroken), "Not confirmed by bob: the connection was lost (send x: chat: connection lost: EOF); the message may not have arrived."},
+		{chat.SendResult{}, fmt.Errorf("%w: bob is pinned to key AAAAAAA", chat.ErrKeyChanged), "Not sent to bob: key changed: bob is pinned to key AAAAAAA."},
+		{chat.SendResult{}, fmt.Errorf("%w: not sending it plaintext", chat.ErrDowngrade), "Not sent to bob: peer announces no key, but its nickname is pinned to one: not sending it plaintext."},
 		{chat.SendResult{}, errors.New("weird"), "Not sent to bob: weird."},
 	}
 	for _, tt := range tests {

@@ -14,6 +14,10 @@ const (
 	CmdPeers                     // /peers
 	CmdHelp                      // /help, /h
 	CmdQuit                      // /quit, /exit, /q
+	CmdWhoami                    // /whoami
+	CmdVerify                    // /verify <nickname>
+	CmdTrust                     // /trust <nickname>[#fingerprint]
+	CmdForget                    // /forget <nickname>
 	CmdUsage                     // a known command used wrongly; Msg says how
 	CmdUnknown                   // /something else; Msg
 	CmdNotCommand                // text without a leading /; Msg
@@ -22,7 +26,7 @@ const (
 // Command is a parsed input line.
 type Command struct {
 	Kind CmdKind
-	Name string // CmdSend: the nickname or selector
+	Name string // CmdSend, CmdVerify, CmdTrust, CmdForget: the nickname or selector
 	Text string // CmdSend: the message, inner spacing kept
 	Msg  string // CmdUsage, CmdUnknown, CmdNotCommand: what to tell the user
 }
@@ -35,7 +39,7 @@ const (
 )
 
 // Commands lists the command words, for completion.
-var commandWords = []string{"/send ", "/peers", "/help", "/quit", "/exit", "/q", "/h"}
+var commandWords = []string{"/send ", "/peers", "/whoami", "/verify ", "/trust ", "/forget ", "/help", "/quit", "/exit", "/q", "/h"}
 
 // ParseCommand parses one input line.
 func ParseCommand(line string) Command {
@@ -56,6 +60,15 @@ func ParseCommand(line string) Command {
 		return Command{Kind: CmdSend, Name: name, Text: text}
 	case "/peers":
 		return Command{Kind: CmdPeers}
+	case "/whoami":
+		return Command{Kind: CmdWhoami}
+	case "/verify", "/trust", "/forget":
+		name, extra := cut(rest)
+		if name == "" || extra != "" {
+			return Command{Kind: CmdUsage, Msg: "Usage: " + word + " <nickname>" + map[string]string{"/trust": "[#fingerprint]"}[word]}
+		}
+		kind := map[string]CmdKind{"/verify": CmdVerify, "/trust": CmdTrust, "/forget": CmdForget}[word]
+		return Command{Kind: kind, Name: name}
 	case "/help", "/h":
 		return Command{Kind: CmdHelp}
 	case "/quit", "/exit", "/q":
@@ -79,14 +92,34 @@ func cut(s string) (word, rest string) {
 // HelpText is what /help prints.
 const HelpText = `Commands:
   /send <nickname> <message>   send a direct message; when several peers share
-                               a nickname, pick one as nickname@ip:port
-  /peers                       list the peers found, how and when last seen
+                               a nickname, pick one as nickname@ip:port or
+                               nickname#<fingerprint prefix>
+  /peers                       list the peers found: key fingerprint, trust
+                               (verified, known, new, KEY CHANGED, unencrypted),
+                               address, how and when last seen
+  /whoami                      your nickname, fingerprint, mode, port, data dir
+  /verify <nickname>           show both fingerprints and the safety number,
+                               to compare with the peer out of band
+  /trust <nickname>            mark the peer's key verified; after a key
+                               change, /trust nickname#<fingerprint> accepts it
+  /forget <nickname>           drop the key pinned for a nickname
   /help, /h                    show this help
   /quit, /exit, /q             leave (peers are told); Ctrl-D and Ctrl-C too`
 
 // complete returns completions of a partly typed line: command words,
 // and peer names after "/send ".
 func complete(line string, names []string) []string {
+	for _, w := range []string{"/verify ", "/trust ", "/forget "} {
+		if rest, ok := strings.CutPrefix(line, w); ok && !strings.ContainsFunc(strings.TrimLeft(rest, " "), unicode.IsSpace) {
+			var out []string
+			for _, n := range names {
+				if strings.HasPrefix(n, strings.TrimLeft(rest, " ")) {
+					out = append(out, w+n)
+				}
+			}
+			return out
+		}
+	}
 	if rest, ok := strings.CutPrefix(line, "/send "); ok {
 		if strings.ContainsFunc(strings.TrimLeft(rest, " "), unicode.IsSpace) {
 			return nil

@@ -27,6 +27,12 @@ func TestParseCommand(t *testing.T) {
 		{"exit", "/exit", Command{Kind: CmdQuit}},
 		{"q", "/q", Command{Kind: CmdQuit}},
 		{"leading spaces", "  /peers", Command{Kind: CmdPeers}},
+		{"whoami", "/whoami", Command{Kind: CmdWhoami}},
+		{"verify", "/verify alice", Command{Kind: CmdVerify, Name: "alice"}},
+		{"verify alone", "/verify", Command{Kind: CmdUsage, Msg: "Usage: /verify <nickname>"}},
+		{"trust with a fingerprint", "/trust alice#GR2Q7GF", Command{Kind: CmdTrust, Name: "alice#GR2Q7GF"}},
+		{"trust with two names", "/trust alice bob", Command{Kind: CmdUsage, Msg: "Usage: /trust <nickname>[#fingerprint]"}},
+		{"forget", "/forget alice", Command{Kind: CmdForget, Name: "alice"}},
 		{"unknown", "/foo bar", Command{Kind: CmdUnknown, Msg: "Unknown command: foo. Type /help for the list of commands."}},
 		{"commands are case-sensitive", "/QUIT", Command{Kind: CmdUnknown, Msg: "Unknown command: QUIT. Type /help for the list of commands."}},
 		{"text without slash", "hello", Command{Kind: CmdNotCommand, Msg: "Commands must start with /. Type /help for the list of commands."}},
@@ -46,7 +52,9 @@ func TestComplete(t *testing.T) {
 		line string
 		want []string
 	}{
-		{"/", []string{"/send ", "/peers", "/help", "/quit", "/exit", "/q", "/h"}},
+		{"/", []string{"/send ", "/peers", "/whoami", "/verify ", "/trust ", "/forget ", "/help", "/quit", "/exit", "/q", "/h"}},
+		{"/tr", []string{"/trust "}},
+		{"/verify b", []string{"/verify bob@10.0.0.2:1", "/verify bob@10.0.0.3:1"}},
 		{"/p", []string{"/peers"}},
 		{"/se", []string{"/send "}},
 		{"/send ", []string{"/send alice ", "/send bob@10.0.0.2:1 ", "/send bob@10.0.0.3:1 ", "/send carol "}},

@@ -23,6 +23,20 @@ type Config struct {
 	Discovery Discovery
 	Peer      Peer
 	Log       Log
+	Profile   Profile
+	Security  Security
+}
+
+// Profile is the [profile] table (ours): where the identity and the
+// known-peers file live.
+type Profile struct {
+	DataDir      string // "" = $XDG_DATA_HOME/parlance; profiles are <data dir>/<nickname>
+	IdentityFile string // "" = <profile dir>/identity
+}
+
+// Security is the [security] table (ours).
+type Security struct {
+	RequireEncryption bool
 }
 
 // Network is the [network] table.
@@ -191,6 +205,20 @@ func strKey(name string, set func(*Config, string), check func(string) error) ke
 	}}
 }
 
+func boolKey(name string, set func(*Config, bool)) key {
+	return key{name: name, check: func(c *Config, v value) error {
+		switch {
+		case v.kind == unstable.Bool && v.raw == "true":
+			set(c, true)
+		case v.kind == unstable.Bool && v.raw == "false":
+			set(c, false)
+		default:
+			return fmt.Errorf("must be true or false, got %s", v.describe())
+		}
+		return nil
+	}}
+}
+
 func secsKey(name string, max int64, set func(*Config, int64)) key {
 	return key{name: name, check: func(c *Config, v value) error {
 		n, err := intValue(v)
@@ -215,6 +243,9 @@ var keys = []key{
 	secsKey("peer.timeout_secs", maxTimeoutSecs, func(c *Config, n int64) { c.Peer.TimeoutSecs = n }),
 	strKey("log.file", func(c *Config, s string) { c.Log.File = s }, nil),
 	strKey("log.level", func(c *Config, s string) { c.Log.Level = s }, CheckLevel),
+	strKey("profile.data_dir", func(c *Config, s string) { c.Profile.DataDir = s }, nil),
+	strKey("profile.identity_file", func(c *Config, s string) { c.Profile.IdentityFile = s }, nil),
+	boolKey("security.require_encryption", func(c *Config, b bool) { c.Security.RequireEncryption = b }),
 }
 
 // Parse reads a configuration file's contents on top of the defaults. file
@@ -246,7 +277,7 @@ func Parse(file string, data []byte) (Config, []Warning, error) {
 			name := strings.Join(table, ".")
 			if !knownTable(name) {
 				warnings = append(warnings, Warning{File: file, Line: lineOf(&p, e), Key: "[" + name + "]",
-					Msg: "is not a known table and is ignored (known: [network], [discovery], [peer], [log])"})
+					Msg: "is not a known table and is ignored (known: [network], [discovery], [peer], [log], [profile], [security])"})
 			}
 		case unstable.KeyValue:
 			name := strings.Join(append(slices.Clone(table), keyParts(e.Key())...), ".")
@@ -333,7 +364,7 @@ func knownTable(name string) bool {
 func knownIn(name string) string {
 	t, _, ok := strings.Cut(name, ".")
 	if !ok {
-		return " (keys belong in [network], [discovery], [peer] or [log])"
+		return " (keys belong in [network], [discovery], [peer], [log], [profile] or [security])"
 	}
 	var known []string
 	for _, k := range keys {
@@ -423,6 +454,19 @@ timeout_secs = 15
 # file = ""
 # Log level: "debug", "info", "warn" or "error".
 level = "warn"
+
+[profile]
+# Where profiles live: each nickname's identity key and known-peers file
+# are in <data_dir>/<nickname>/. Empty = $XDG_DATA_HOME/parlance (or
+# ~/.local/share/parlance). Same as --data-dir.
+# data_dir = ""
+# The identity key file alone; empty = <profile dir>/identity. Same as --identity.
+# identity_file = ""
+
+[security]
+# Refuse to send to or accept messages from peers that cannot encrypt
+# (original clients). Same as --require-encryption.
+require_encryption = false
 `
 
 // Generate writes Template to path. It refuses to overwrite a file.

@@ -37,6 +37,11 @@ timeout_secs = 7
 [log]
 file = "/tmp/p.log"
 level = "debug"
+[profile]
+data_dir = "/srv/parlance"
+identity_file = "/keys/alice"
+[security]
+require_encryption = true
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -46,6 +51,8 @@ level = "debug"
 		Discovery: Discovery{HeartbeatIntervalSecs: 20, PeerTimeoutSecs: 60},
 		Peer:      Peer{AnnounceIntervalSecs: 2, TimeoutSecs: 7},
 		Log:       Log{File: "/tmp/p.log", Level: "debug"},
+		Profile:   Profile{DataDir: "/srv/parlance", IdentityFile: "/keys/alice"},
+		Security:  Security{RequireEncryption: true},
 	}
 	if c != want {
 		t.Errorf("got %+v\nwant %+v", c, want)
@@ -70,6 +77,7 @@ func TestParseErrors(t *testing.T) {
 		{"timeout not above interval", "[peer]\nannounce_interval_secs = 10\ntimeout_secs = 10\n", `p.toml:3: peer.timeout_secs must be greater than peer.announce_interval_secs (10), got 10`},
 		{"heartbeat zero", "[discovery]\nheartbeat_interval_secs = 0\n", `p.toml:2: discovery.heartbeat_interval_secs must be an integer from 1 to 3600, got 0`},
 		{"peer timeout an array", "[discovery]\npeer_timeout_secs = [1]\n", `p.toml:2: discovery.peer_timeout_secs must be an integer from 1 to 86400, got an array`},
+		{"require_encryption not a bool", "[security]\nrequire_encryption = \"yes\"\n", `p.toml:2: security.require_encryption must be true or false, got "yes"`},
 		{"log level unknown", "[log]\nlevel = \"verbose\"\n", `p.toml:2: log.level must be one of "debug", "info", "warn", "error", got "verbose"`},
 		{"log file not a string", "[log]\nfile = true\n", `p.toml:2: log.file must be a string, got true`},
 		{"syntax error", "[network]\nmode = \n", `p.toml:2: invalid TOML:`},

@@ -74,5 +74,15 @@ func isClean(s string) bool {
 // "[HH:MM:SS] alice: hello bob", with the time in loc and the nickname and
 // text sanitised.
 func MessageLine(t time.Time, loc *time.Location, from, text string) string {
-	return fmt.Sprintf("[%s] %s: %s", t.In(loc).Format("15:04:05"), Sanitize(from), Sanitize(text))
+	return MarkedMessageLine(t, loc, "", from, text)
+}
+
+// MarkedMessageLine is MessageLine with a mark (such as "(plain)") before
+// the sender, so the line keeps its "nick: text" shape:
+// "[12:00:01] (plain) bob: hi". An empty mark gives MessageLine's line.
+func MarkedMessageLine(t time.Time, loc *time.Location, mark, from, text string) string {
+	if mark == "" {
+		return fmt.Sprintf("[%s] %s: %s", t.In(loc).Format("15:04:05"), Sanitize(from), Sanitize(text))
+	}
+	return fmt.Sprintf("[%s] %s %s: %s", t.In(loc).Format("15:04:05"), Sanitize(mark), Sanitize(from), Sanitize(text))
 }
