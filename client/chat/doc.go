@@ -38,4 +38,26 @@
 // again (receivers drop duplicates by id), so the result is either
 // Delivered or an error. Original peers get the original's
 // one-connection-per-message, and the result is Sent.
+//
+// # Identity, sessions and trust
+//
+// A node has a long-term Ed25519 identity key (Config.Identity; the
+// program keeps it in the profile, client/identity). It signs announces,
+// goodbyes and registrations, and every message to a peer that announced
+// a key and the "noise" capability travels inside a session
+// (client/session) whose handshake must prove that key: a peer at the
+// announced address that proves another key gets nothing (ErrKeyMismatch,
+// EventSecurity). Received announces are checked in verify.go: a signature
+// is verified only when the announce would change what the registry holds
+// (a new peer, address, nickname, caps or key), not on every refresh, so a
+// LAN of many peers costs no signature check per announce interval.
+//
+// Trust on first use: the event loop owns the known-peers store
+// (Config.Trust, client/trust), pins a nickname to the key of the first
+// successful session in either direction, and Send refuses what the user
+// did not accept: a key other than the pinned one (ErrKeyChanged, until
+// Trust with the new key's fingerprint), plaintext to a pinned nickname
+// (ErrDowngrade), and with RequireEncryption any plaintext
+// (ErrUnencrypted). Original peers keep working in plaintext, and their
+// messages say so (Message.Encrypted, Message.Trust).
 package chat

@@ -526,6 +526,31 @@ func (ls *loopState) report(now time.Time, c registry.Change) {
 		n.log.Info("peer expired", "peer", p.Nickname, "addr", p.Addr)
 		n.emit(Event{Kind: EventPeerExpired, Time: now, Peer: p})
 	}
+	switch c.Kind {
+	case registry.Joined, registry.Restarted, registry.Updated:
+		ls.warnKeyChange(now, c)
+	}
+}
+
+// warnKeyChange tells the user, once per change, when a peer shows up
+// with a key other than the one pinned for its nickname, or with none.
+func (ls *loopState) warnKeyChange(now time.Time, c registry.Change) {
+	p := c.Peer
+	if c.Kind == registry.Updated && c.Old.PubKey == p.PubKey && c.Old.Nickname == p.Nickname {
+		return
+	}
+	if ls.trust.State(p.Nickname, sessionKey(p)) != trust.StateChanged {
+		return
+	}
+	pin, _ := ls.trust.Lookup(p.Nickname)
+	text := fmt.Sprintf("KEY CHANGED: %s has key %s, but %s is pinned to key %s. Nothing is sent to it; compare with /verify %s",
+		registry.Selector(p), shortFP(sessionKey(p)), p.Nickname, shortFP(pin.Key), p.Nickname)
+	if sessionKey(p) == "" {
+		text = fmt.Sprintf("KEY CHANGED: %s announces no key, but %s is pinned to key %s (an attacker stripping keys looks like this). Nothing is sent to it in plaintext",
+			registry.Selector(p), p.Nickname, shortFP(pin.Key))
+	}
+	ls.n.log.Warn("key changed", "peer", p.Nickname, "addr", p.Addr)
+	ls.n.emit(Event{Kind: EventSecurity, Time: now, Peer: p, Text: text})
 }
 
 func (n *Node) sendAnnounce(why string) {

@@ -156,7 +156,7 @@ func (k ChangeKind) String() string {
 }
 
 // Change reports one effect on one peer. For Restarted, Old is the entry
-// that was replaced.
+// that was replaced; for Updated, the entry as it was before.
 type Change struct {
 	Kind ChangeKind
 	Peer Peer
@@ -225,14 +225,15 @@ func (r *Registry) Observe(now time.Time, o Observation) (Change, error) {
 		return Change{Kind: Restarted, Peer: p.clone(), Old: old}, nil
 	}
 	kind := Refreshed
+	var old Peer
 	if p.Nickname != o.Nickname || !slices.Equal(p.Caps, o.Caps) || p.Addr != o.Addr || p.ID != o.ID || p.PubKey != o.PubKey {
-		kind = Updated
+		kind, old = Updated, p.clone()
 		p.Nickname, p.Caps, p.Addr, p.ID, p.PubKey = o.Nickname, slices.Clone(o.Caps), o.Addr, o.ID, o.PubKey
 	}
 	if now.After(p.LastSeen) {
 		p.LastSeen = now
 	}
-	return Change{Kind: kind, Peer: p.clone()}, nil
+	return Change{Kind: kind, Peer: p.clone(), Old: old}, nil
 }
 
 func newPeer(key Key, now time.Time, o Observation) *Peer {
