@@ -102,6 +102,13 @@
 //   - OnPacket sees every packet on arrival and can drop it or, through
 //     Verdict.Then, apply any fault right after (partition after the first
 //     "register", say).
+//   - OnPacket as a man in the middle: Verdict.Replace delivers other bytes
+//     in place of a datagram's or a stream data segment's (any length; the
+//     stream's window stays exact), FaultRewrite; Verdict.Duplicate delivers
+//     a datagram twice or a segment's bytes twice in a row, FaultReplay.
+//     Packet.Payload is valid only during the call: a hook that captures it
+//     copies it, and may return the copy as the Replace of a later packet to
+//     replay it.
 //
 // netsim uses the standard library only and imports nothing of Parlance.
 package netsim

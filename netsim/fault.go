@@ -46,11 +46,13 @@ const (
 	FaultReset          FaultKind = "reset"           // stream end reset by a crash, ResetStreams or a rule
 	FaultRule           FaultKind = "rule"            // packet dropped by the OnPacket hook
 	FaultBufferOverflow FaultKind = "buffer_overflow" // datagram dropped: receive buffer full
+	FaultRewrite        FaultKind = "rewrite"         // packet's payload replaced by the OnPacket hook (Verdict.Replace)
+	FaultReplay         FaultKind = "replay"          // packet delivered twice by the OnPacket hook (Verdict.Duplicate)
 )
 
 var faultKinds = [...]FaultKind{FaultLatency, FaultJitter, FaultLoss, FaultDuplicate,
 	FaultPartition, FaultHold, FaultStall, FaultLinkDown, FaultCrash, FaultRestart,
-	FaultHostDown, FaultReset, FaultRule, FaultBufferOverflow}
+	FaultHostDown, FaultReset, FaultRule, FaultBufferOverflow, FaultRewrite, FaultReplay}
 
 const numFaults = len(faultKinds)
 
@@ -69,6 +71,8 @@ const (
 	fReset
 	fRule
 	fOverflow
+	fRewrite
+	fReplay
 )
 
 // Stats counts what the network did.
@@ -424,6 +428,12 @@ func (n *Network) ResetStreams(a, b []*Host) int {
 }
 
 // Packet is what the OnPacket hook sees of each packet when it arrives.
+//
+// Payload is read-only and valid only during the call. A hook that keeps
+// the bytes, to replay them later, copies them (bytes.Clone(p.Payload));
+// the copy is the hook's own and stays valid: it can be returned as the
+// Verdict.Replace of a later packet (a replay of captured bytes, on the
+// same stream or another one, or as a datagram) or sent by a program.
 type Packet struct {
 	Time    time.Duration  // simulated time of arrival
 	Proto   string         // "udp" or "tcp"
@@ -432,14 +442,40 @@ type Packet struct {
 	To      *Host          // receiving host; nil for a multicast datagram
 	Src     netip.AddrPort // source address
 	Dst     netip.AddrPort // destination address (the group for multicast)
-	Payload []byte         // read-only; valid only during the call
+	Payload []byte         // read-only; valid only during the call: copy it to keep it
 }
 
-// Verdict is the OnPacket hook's answer.
+// Verdict is the OnPacket hook's answer. The zero Verdict delivers the
+// packet unchanged. Replace and Duplicate act on datagrams and on stream
+// "data" segments only; on other segments (syn, synack, fin, rst) they are
+// ignored and not counted. Drop overrides them.
 type Verdict struct {
 	// Drop drops a datagram (counted as FaultRule). On a stream segment it
 	// resets the stream, since streams never lose bytes.
 	Drop bool
+	// Replace, if not nil, is delivered instead of the packet's payload
+	// (counted as FaultRewrite, traced as "udp-rule-rewrite" or
+	// "tcp-rule-rewrite", even if the bytes are equal). netsim copies it,
+	// so the hook may reuse the slice after returning. A non-nil empty
+	// Replace delivers an empty datagram, or removes the segment's bytes
+	// from the stream.
+	//
+	// A multicast datagram is seen once for all of its receivers, so they
+	// all get the replacement. On a stream segment the replacement may be
+	// longer or shorter than the original: the receiver reads its bytes in
+	// place of the original's, in order, and the sender's window is
+	// adjusted by the difference, so flow control stays exact (a longer
+	// replacement takes window from the sender until it is read, a shorter
+	// one gives back what will never be read).
+	Replace []byte
+	// Duplicate delivers the packet twice (counted as FaultReplay, traced
+	// as "udp-rule-replay" or "tcp-rule-replay"), after Replace if both
+	// are set. A datagram's copy follows the original in the same instant
+	// and meets the same faults, drawn afresh (loss, link duplication,
+	// partitions, holds). A stream segment's bytes appear twice in a row
+	// in the receiver's stream, as a replay inside the connection would
+	// make them; the sender's window is adjusted as for Replace.
+	Duplicate bool
 	// Then, if set, runs on the scheduler's goroutine once the current
 	// instant's deliveries are done (this packet's included); it may call
 	// any method of the network, for example Partition or Host.Crash.
@@ -447,9 +483,13 @@ type Verdict struct {
 }
 
 // OnPacket installs a hook that sees every packet when it arrives, before
-// faults act on it; nil removes it. The hook runs on the scheduler's
-// goroutine with the network locked: it must not call the network's
-// methods itself (return them in Verdict.Then) and must not block.
+// faults act on it; nil removes it. Each packet is seen once, however many
+// receivers, holds or stalls it meets afterwards (a copy made by a
+// Duplicate verdict or by link duplication is not seen again). The hook
+// runs on the scheduler's goroutine with the network locked: it must not
+// call the network's methods itself (return them in Verdict.Then) and must
+// not block. It runs in the deterministic order of deliveries, so a hook
+// that keeps state (captured payloads, counters) stays deterministic.
 func (n *Network) OnPacket(hook func(Packet) Verdict) {
 	n.mu.Lock()
 	defer n.mu.Unlock()

@@ -216,6 +216,9 @@ func (n *Network) deliverChunkLocked(now int64, ev *event) {
 			}
 			return
 		}
+		if c.kind == ckData && (v.Replace != nil || v.Duplicate) {
+			n.rewriteChunkLocked(now, c, v)
+		}
 	}
 	if !d.toHost.up || d.to.dead {
 		n.counts[fHostDown]++
@@ -245,6 +248,29 @@ func (n *Network) deliverChunkLocked(now int64, ev *event) {
 		n.applyChunkLocked(now, next)
 		d.expect++
 	}
+}
+
+// rewriteChunkLocked applies a Verdict's Replace and Duplicate to a data
+// segment that has not reached the receiver yet. The sender's credit was
+// taken for the original bytes and comes back as the receiver reads, so it
+// is adjusted by the difference: credit, bytes in flight and bytes unread
+// still add up to the window.
+func (n *Network) rewriteChunkLocked(now int64, c *chunk, v Verdict) {
+	d := c.dir
+	before := c.data
+	data := c.data
+	if v.Replace != nil {
+		n.counts[fRewrite]++
+		data = append([]byte{}, v.Replace...) // a copy: the hook may reuse its slice
+		n.traceRewrite(now, "tcp-rule-rewrite", chunkNames[c.kind], d.from.local, d.from.remote, int64(c.dirSeq), before, data)
+	}
+	if v.Duplicate {
+		n.counts[fReplay]++
+		n.traceRewrite(now, "tcp-rule-replay", chunkNames[c.kind], d.from.local, d.from.remote, int64(c.dirSeq), data, nil)
+		data = append(data[:len(data):len(data)], data...)
+	}
+	c.data = data
+	d.from.giveCredit(len(before) - len(data))
 }
 
 func (n *Network) traceChunk(now int64, name string, c *chunk) {
@@ -431,11 +457,19 @@ func (c *conn) Read(b []byte) (int, error) {
 	}
 }
 
+// giveCredit adds k bytes to the conn's send window; k may be negative
+// (see rewriteChunkLocked), which leaves the window short, or below zero,
+// until reads give the bytes back.
 func (c *conn) giveCredit(k int) {
+	if k == 0 {
+		return
+	}
 	c.mu.Lock()
 	c.credit += k
 	c.mu.Unlock()
-	signal(c.writable)
+	if k > 0 {
+		signal(c.writable)
+	}
 }
 
 // Write sends b, blocking while the peer's receive window is full.

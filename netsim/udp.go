@@ -12,7 +12,8 @@ import (
 )
 
 // datagram is one UDP datagram on one segment (multicast) or to one host
-// (unicast). Its payload is shared by every receiver and never modified.
+// (unicast). Its payload is shared by every receiver and never modified
+// (a Verdict.Replace swaps in a new slice before any receiver gets it).
 type datagram struct {
 	from    *Host
 	ep      uint64
@@ -24,7 +25,8 @@ type datagram struct {
 	srcAddr *net.UDPAddr // shared by receivers: what ReadFrom returns
 	dst     netip.AddrPort
 	seg     *Segment // multicast: the segment it is sent on
-	payload []byte
+	payload []byte   // replaced (never modified) by the hook before the first delivery
+	hooked  bool     // the OnPacket hook has seen it
 }
 
 // packetConn is a UDP socket. It implements net.PacketConn.
@@ -306,7 +308,11 @@ type dgOutcome struct {
 
 func (n *Network) deliverDatagramLocked(now int64, ev *event) {
 	dg := ev.dg
-	if n.hook != nil && ev.rcv == nil && !ev.dup {
+	if n.hook != nil && ev.rcv == nil && !ev.dup && !dg.hooked {
+		// The hook sees a datagram once, at its first event: not again
+		// when a multicast waits for a raised latency, nor a Duplicate's
+		// copy, nor per-receiver events (reschedules, duplicates, releases).
+		dg.hooked = true
 		p := Packet{Time: time.Duration(now), Proto: "udp", Kind: "datagram", From: dg.from, Src: dg.src, Dst: dg.dst, Payload: dg.payload}
 		if dg.seg == nil {
 			p.To = n.unicastHostLocked(dg)
@@ -319,6 +325,20 @@ func (n *Network) deliverDatagramLocked(now int64, ev *event) {
 			n.counts[fRule]++
 			n.traceDatagram(now, "udp-rule-drop", dg, &dgOutcome{})
 			return
+		}
+		if v.Replace != nil {
+			n.counts[fRewrite]++
+			before := dg.payload
+			dg.payload = append([]byte{}, v.Replace...) // a copy, not nil even if empty
+			n.traceRewrite(now, "udp-rule-rewrite", "datagram", dg.src, dg.dst, int64(dg.seq), before, dg.payload)
+		}
+		if v.Duplicate {
+			// The copy is an event of its own, due now and ordered right
+			// after this one (a greater sub), so it takes the same path.
+			n.counts[fReplay]++
+			dg.sub++
+			n.events.push(event{at: now, src: dg.from.idx, ep: dg.ep, seq: dg.seq, sub: dg.sub, dg: dg})
+			n.traceRewrite(now, "udp-rule-replay", "datagram", dg.src, dg.dst, int64(dg.seq), dg.payload, nil)
 		}
 	}
 	var o dgOutcome
@@ -376,6 +396,24 @@ func (n *Network) traceDatagram(now int64, name string, dg *datagram, o *dgOutco
 	t.numNZ("host_down", o.gone)
 	t.numNZ("overflow", o.ovf)
 	t.numNZ("later", o.later)
+	t.end()
+}
+
+// traceRewrite traces what the OnPacket hook did to a payload: a rewrite
+// (before and after) or a replay (before only, after nil).
+func (n *Network) traceRewrite(now int64, name, kind string, src, dst netip.AddrPort, seq int64, before, after []byte) {
+	t := &n.tr
+	t.begin(now, name)
+	t.str("kind", kind)
+	t.str("src", src.String())
+	t.str("dst", dst.String())
+	t.num("seq", seq)
+	t.num("len", int64(len(before)))
+	t.num("sum", int64(fnv64(before)>>1))
+	if after != nil {
+		t.num("new_len", int64(len(after)))
+		t.num("new_sum", int64(fnv64(after)>>1))
+	}
 	t.end()
 }
 
