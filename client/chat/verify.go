@@ -32,7 +32,8 @@ var errReplay = errors.New("not newer than the last announce signed by its key (
 // per announce interval. Anything else it would change (a new peer, a new
 // address, nickname, caps, key or instance) needs a valid signature and a
 // signing time newer than the last seen from that key and within
-// MaxClockSkew of ours.
+// MaxClockSkew of ours, and a new address must not be a second one for a
+// run (key and instance) already listed elsewhere.
 func (ls *loopState) checkAnnounce(now time.Time, o registry.Observation, m *protocol.Announce) error {
 	old, known := ls.reg.Get(o.Key())
 	if !m.Signed() {
@@ -58,6 +59,18 @@ func (ls *loopState) checkAnnounce(now time.Time, o registry.Observation, m *pro
 	if known && old.Instance == o.Instance && old.PubKey == o.PubKey && old.Nickname == o.Nickname &&
 		old.Addr == o.Addr && slices.Equal(old.Caps, o.Caps) {
 		return nil // a refresh
+	}
+	if !known {
+		// A run of a peer (its instance) listens on one address: the same
+		// key and instance announced from another address is a copy of
+		// its announce sent from elsewhere, which its signature (not
+		// covering the source address) cannot tell. A peer that really
+		// moved is taken once its old entry has expired.
+		for _, p := range ls.reg.List() {
+			if p.Source == registry.SourceLAN && p.Instance == o.Instance && p.PubKey == o.PubKey {
+				return fmt.Errorf("announce of %s from %s: that peer is at %s (a replay from another address?)", p.Nickname, o.Addr, p.Addr)
+			}
+		}
 	}
 	if d := m.Time().Sub(now); d > MaxClockSkew || d < -MaxClockSkew {
 		return fmt.Errorf("signed %v from our clock, more than %v", d.Round(time.Second), MaxClockSkew)
