@@ -6,13 +6,13 @@ import "fmt"
 const MaxNamespaceLen = 64
 
 // ClientMessage is a message from client to bootstrap server: *Register,
-// *ListPeers, *Heartbeat or *Unregister.
+// *ListPeers, *Heartbeat, *Unregister, *RelayConnect or *RelayAccept.
 type ClientMessage interface {
 	clientType() string
 }
 
 // ServerMessage is a message from bootstrap server to client: *Registered,
-// *PeerList, *Error, *PeerJoined or *PeerLeft.
+// *PeerList, *Error, *PeerJoined, *PeerLeft, *RelayIncoming or *RelayReady.
 type ServerMessage interface {
 	serverType() string
 }
@@ -45,6 +45,9 @@ type Registered struct {
 	PeerID     string   `json:"peer_id"`
 	PublicAddr string   `json:"public_addr"`
 	Caps       []string `json:"caps,omitempty"`
+	// RelayToken authenticates the client's relay WebSockets; present
+	// only when both the client and the server listed CapRelay.
+	RelayToken string `json:"relay_token,omitempty"`
 }
 
 // PeerInfo describes one registered peer.
@@ -113,6 +116,16 @@ func EncodeClientMessage(m ClientMessage) ([]byte, error) {
 		v = struct {
 			Type string `json:"type"`
 		}{m.clientType()}
+	case *RelayConnect:
+		v = struct {
+			Type string `json:"type"`
+			*RelayConnect
+		}{"relay_connect", m}
+	case *RelayAccept:
+		v = struct {
+			Type string `json:"type"`
+			*RelayAccept
+		}{"relay_accept", m}
 	default:
 		return nil, fmt.Errorf("protocol: encode client message: unsupported type %T", m)
 	}
@@ -183,6 +196,8 @@ func DecodeClientMessage(b []byte) (ClientMessage, error) {
 		default:
 			return &Unregister{}, nil
 		}
+	case "relay_connect", "relay_accept":
+		return decodeRelayClient(typ, b)
 	default:
 		return nil, fmt.Errorf("client message: type %q: %w", truncate(typ, 32), ErrUnknownType)
 	}
@@ -229,6 +244,16 @@ func EncodeServerMessage(m ServerMessage) ([]byte, error) {
 			Type string `json:"type"`
 			*PeerLeft
 		}{"peer_left", m}
+	case *RelayIncoming:
+		v = struct {
+			Type string `json:"type"`
+			*RelayIncoming
+		}{"relay_incoming", m}
+	case *RelayReady:
+		v = struct {
+			Type string `json:"type"`
+			*RelayReady
+		}{"relay_ready", m}
 	default:
 		return nil, fmt.Errorf("protocol: encode server message: unsupported type %T", m)
 	}
@@ -259,6 +284,7 @@ func DecodeServerMessage(b []byte) (ServerMessage, error) {
 			PeerID     *string  `json:"peer_id"`
 			PublicAddr *string  `json:"public_addr"`
 			Caps       []string `json:"caps"`
+			RelayToken string   `json:"relay_token"`
 		}
 		if err := unmarshal(typ, b, &w); err != nil {
 			return nil, err
@@ -272,7 +298,10 @@ func DecodeServerMessage(b []byte) (ServerMessage, error) {
 		if err := checkCaps(typ, w.Caps); err != nil {
 			return nil, err
 		}
-		return &Registered{PeerID: *w.PeerID, PublicAddr: *w.PublicAddr, Caps: nilIfEmpty(w.Caps)}, nil
+		if w.RelayToken != "" && !ValidRelayToken(w.RelayToken) {
+			return nil, fmt.Errorf("registered: field `relay_token` is not a relay token (%d characters of base64url): %w", RelayTokenLen, ErrMalformed)
+		}
+		return &Registered{PeerID: *w.PeerID, PublicAddr: *w.PublicAddr, Caps: nilIfEmpty(w.Caps), RelayToken: w.RelayToken}, nil
 	case "peer_list":
 		var w struct {
 			Peers *[]wirePeer `json:"peers"`
@@ -329,6 +358,8 @@ func DecodeServerMessage(b []byte) (ServerMessage, error) {
 			return nil, missing(typ, "peer_id")
 		}
 		return &PeerLeft{PeerID: *w.PeerID}, nil
+	case "relay_incoming", "relay_ready":
+		return decodeRelayServer(typ, b)
 	default:
 		return nil, fmt.Errorf("server message: type %q: %w", truncate(typ, 32), ErrUnknownType)
 	}

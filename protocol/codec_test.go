@@ -86,6 +86,10 @@ func TestGoldenBootstrap(t *testing.T) {
 		{"unregister", &Unregister{}, `{"type":"unregister"}`},
 		{"register with extensions", &Register{Nickname: "alice", LocalAddr: "0.0.0.0:40045", Instance: "8c1d2e4f5a6b7c8d", Caps: []string{"push"}, Namespace: "team"},
 			`{"type":"register","nickname":"alice","local_addr":"0.0.0.0:40045","instance":"8c1d2e4f5a6b7c8d","caps":["push"],"namespace":"team"}`},
+		{"relay_connect", &RelayConnect{Token: "q7cY3nJ0wK2mZ5xV9sPdAg", PeerID: "19c5e1eb-b897-49e4-b781-d187d0de38d6"},
+			`{"type":"relay_connect","token":"q7cY3nJ0wK2mZ5xV9sPdAg","peer_id":"19c5e1eb-b897-49e4-b781-d187d0de38d6"}`},
+		{"relay_accept", &RelayAccept{Token: "Zm9vYmFyYmF6cXV4cXV1eA", Stream: "Hk2pQ0vX8rTz4LmN6bCyEw"},
+			`{"type":"relay_accept","token":"Zm9vYmFyYmF6cXV4cXV1eA","stream":"Hk2pQ0vX8rTz4LmN6bCyEw"}`},
 	}
 	for _, tt := range client {
 		t.Run(tt.name, func(t *testing.T) {
@@ -120,6 +124,11 @@ func TestGoldenBootstrap(t *testing.T) {
 		{"peer_joined", &PeerJoined{Peer: PeerInfo{PeerID: "p2", Nickname: "bob", PublicAddr: "10.0.0.2:40000", LocalAddr: "0.0.0.0:40000", LastSeen: 5}},
 			`{"type":"peer_joined","peer":{"peer_id":"p2","nickname":"bob","public_addr":"10.0.0.2:40000","local_addr":"0.0.0.0:40000","last_seen":5}}`},
 		{"peer_left", &PeerLeft{PeerID: "p2"}, `{"type":"peer_left","peer_id":"p2"}`},
+		{"registered with relay token", &Registered{PeerID: "p1", PublicAddr: "127.0.0.1:1", Caps: []string{"push", "relay"}, RelayToken: "q7cY3nJ0wK2mZ5xV9sPdAg"},
+			`{"type":"registered","peer_id":"p1","public_addr":"127.0.0.1:1","caps":["push","relay"],"relay_token":"q7cY3nJ0wK2mZ5xV9sPdAg"}`},
+		{"relay_incoming", &RelayIncoming{Stream: "Hk2pQ0vX8rTz4LmN6bCyEw", PeerID: "f2cb7c76-c795-4ba9-a63e-71b1d1345eb8"},
+			`{"type":"relay_incoming","stream":"Hk2pQ0vX8rTz4LmN6bCyEw","peer_id":"f2cb7c76-c795-4ba9-a63e-71b1d1345eb8"}`},
+		{"relay_ready", &RelayReady{Stream: "Hk2pQ0vX8rTz4LmN6bCyEw"}, `{"type":"relay_ready","stream":"Hk2pQ0vX8rTz4LmN6bCyEw"}`},
 	}
 	for _, tt := range server {
 		t.Run(tt.name, func(t *testing.T) {
@@ -186,6 +195,16 @@ func TestDecodeErrors(t *testing.T) {
 		{"unknown client type", decodeClient, `{"type":"subscribe"}`, ErrUnknownType, `type "subscribe"`},
 		{"peer_list entry missing field", decodeServer, `{"type":"peer_list","peers":[{"peer_id":"x"}]}`, ErrMalformed, "peers[0]: missing field `nickname`"},
 		{"peer_list not an array", decodeServer, `{"type":"peer_list","peers":{}}`, ErrMalformed, "field `peers` must be an array"},
+		{"relay_connect missing token", decodeClient, `{"type":"relay_connect","peer_id":"p"}`, ErrMalformed, "relay_connect: missing field `token`"},
+		{"relay_connect short token", decodeClient, `{"type":"relay_connect","token":"abc","peer_id":"p"}`, ErrMalformed, "field `token` is not a relay token"},
+		{"relay_connect token with padding bits", decodeClient, `{"type":"relay_connect","token":"q7cY3nJ0wK2mZ5xV9sPdAh","peer_id":"p"}`, ErrMalformed, "field `token` is not a relay token"},
+		{"relay_connect missing peer_id", decodeClient, `{"type":"relay_connect","token":"q7cY3nJ0wK2mZ5xV9sPdAg"}`, ErrMalformed, "missing field `peer_id`"},
+		{"relay_connect empty peer_id", decodeClient, `{"type":"relay_connect","token":"q7cY3nJ0wK2mZ5xV9sPdAg","peer_id":""}`, ErrMalformed, "field `peer_id` must be 1 to 64"},
+		{"relay_accept stream too long", decodeClient, `{"type":"relay_accept","token":"q7cY3nJ0wK2mZ5xV9sPdAg","stream":"` + strings.Repeat("s", 65) + `"}`, ErrMalformed, "field `stream` must be 1 to 64"},
+		{"relay_accept stream with a slash", decodeClient, `{"type":"relay_accept","token":"q7cY3nJ0wK2mZ5xV9sPdAg","stream":"a/b"}`, ErrMalformed, "field `stream`"},
+		{"relay_incoming missing peer_id", decodeServer, `{"type":"relay_incoming","stream":"s"}`, ErrMalformed, "missing field `peer_id`"},
+		{"relay_ready missing stream", decodeServer, `{"type":"relay_ready"}`, ErrMalformed, "missing field `stream`"},
+		{"registered bad relay token", decodeServer, `{"type":"registered","peer_id":"p","public_addr":"a","relay_token":"x"}`, ErrMalformed, "field `relay_token`"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

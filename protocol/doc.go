@@ -145,6 +145,57 @@
 //	{"type":"peer_joined","peer":{"peer_id":"19c5…","nickname":"bob","public_addr":"127.0.0.1:40000","local_addr":"0.0.0.0:40000","last_seen":1795739225}}
 //	{"type":"peer_left","peer_id":"19c5…"}
 //
+// # Relayed streams (through the bootstrap server)
+//
+// Two clients that cannot open TCP to each other (both behind NATs) can
+// have the server relay a byte stream between them, and run their
+// encrypted session inside it: the server sees ciphertext only. A client
+// that lists [CapRelay] in register accepts relayed streams; a server
+// that relays lists it in registered, with a relay_token (RelayTokenSize
+// random bytes, unpadded base64url) that authenticates that client's
+// relay WebSockets for as long as the registration lasts:
+//
+//	{"type":"register","nickname":"alice","local_addr":"0.0.0.0:40045","caps":["push","relay"]}
+//	{"type":"registered","peer_id":"f2cb…","public_addr":"127.0.0.1:40045","caps":["push","relay"],"relay_token":"q7cY3nJ0wK2mZ5xV9sPdAg"}
+//
+// Each relayed stream is a WebSocket of its own, opened to the same URL
+// as the control connection, whose first text frame says what it is. A
+// connection per stream rather than streams multiplexed on the control
+// connection: bulk data never delays heartbeats and pushes (no
+// head-of-line blocking), each stream gets TCP's own backpressure, a
+// per-stream limit is a per-connection limit, and on the client a relayed
+// stream is simply a net.Conn. Alice (A) opens one to bob (B):
+//
+//	A -> server  {"type":"relay_connect","token":"q7cY3nJ0wK2mZ5xV9sPdAg","peer_id":"19c5e1eb-b897-49e4-b781-d187d0de38d6"}
+//
+// the server tells B on B's control connection:
+//
+//	server -> B  {"type":"relay_incoming","stream":"Hk2pQ0vX8rTz4LmN6bCyEw","peer_id":"f2cb7c76-c795-4ba9-a63e-71b1d1345eb8"}
+//
+// B opens a WebSocket of its own and accepts:
+//
+//	B -> server  {"type":"relay_accept","token":"Zm9vYmFyYmF6cXV4cXV1eA","stream":"Hk2pQ0vX8rTz4LmN6bCyEw"}
+//
+// and once both are there the server answers each on its relay WebSocket:
+//
+//	server -> A, B  {"type":"relay_ready","stream":"Hk2pQ0vX8rTz4LmN6bCyEw"}
+//
+// From then on only binary frames (each at most [MaxRelayFrameSize]
+// bytes) and control frames travel on these two WebSockets; the server
+// forwards each binary frame as it is. A close on one side closes the
+// other; the end of either registration ends the stream. After
+// relay_ready the server ends a stream with a close frame whose reason
+// says why (1000 when the other side closed normally), never with a text
+// frame, so data and control never interleave on the wire. Before it, a
+// refusal is an error message and then a close frame:
+//
+//	{"type":"error","message":"Unknown or expired relay token"}
+//
+// The server relays only between registered peers of one namespace that
+// both listed [CapRelay]; an original client is never offered a stream
+// and cannot be reached. peer_id and stream are 1 to [MaxRelayIDLen]
+// letters, digits, '.', '_' or '-'.
+//
 // # Bounds and errors
 //
 // Decoders refuse input over their bound with an error wrapping

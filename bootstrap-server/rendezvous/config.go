@@ -26,6 +26,13 @@ const (
 	DefaultMaxQueueBytes   = 2 * protocol.MaxServerFrameSize
 	DefaultListCacheMaxAge = time.Second
 	DefaultShutdownGrace   = 2 * time.Second
+
+	DefaultRelayStreamsPerPeer = 8
+	DefaultRelayPeerRate       = 1 << 20  // bytes per second
+	DefaultRelayTotalRate      = 64 << 20 // bytes per second
+	DefaultRelayIdleTimeout    = 2 * time.Minute
+	DefaultRelayAcceptTimeout  = 10 * time.Second
+	DefaultRelayMaxFrame       = protocol.MaxRelayFrameSize
 )
 
 // Config configures a Server. Every field is optional; the zero value of a
@@ -83,6 +90,30 @@ type Config struct {
 	// out before it cuts the remaining connections.
 	ShutdownGrace time.Duration
 
+	// NoRelay turns the relay off: the server does not list
+	// protocol.CapRelay and hands out no relay tokens, so every
+	// relay_connect is refused.
+	NoRelay bool
+	// RelayStreamsPerPeer bounds the relayed streams (pending or open) a
+	// registration takes part in, as either end. Negative: no limit.
+	RelayStreamsPerPeer int
+	// RelayPeerRate bounds, in bytes per second, what one registration
+	// sends and receives through the relay, over all its streams;
+	// RelayTotalRate bounds all relayed bytes. A stream over a rate is
+	// slowed down (TCP backpressure reaches the sender), not refused.
+	// Negative: no limit.
+	RelayPeerRate  int
+	RelayTotalRate int
+	// RelayIdleTimeout ends an open relayed stream that forwarded no
+	// frame in either direction for this long. RelayAcceptTimeout ends
+	// a stream the target has not accepted within it.
+	RelayIdleTimeout   time.Duration
+	RelayAcceptTimeout time.Duration
+	// RelayMaxFrame bounds the payload of one binary frame of a relayed
+	// stream. Clients write at most protocol.MaxRelayFrameSize, the
+	// default: a lower bound cuts off their streams.
+	RelayMaxFrame int
+
 	// TrustForwardedFor takes the client address from the last entry of
 	// X-Forwarded-For (set it only behind a reverse proxy that sets it).
 	TrustForwardedFor bool
@@ -107,6 +138,17 @@ func (c Config) withDefaults() (Config, error) {
 	setDur(&c.WriteTimeout, DefaultWriteTimeout)
 	setDur(&c.ListCacheMaxAge, DefaultListCacheMaxAge)
 	setDur(&c.ShutdownGrace, DefaultShutdownGrace)
+	setDur(&c.RelayIdleTimeout, DefaultRelayIdleTimeout)
+	setDur(&c.RelayAcceptTimeout, DefaultRelayAcceptTimeout)
+	setInt := func(v *int, def int) {
+		if *v == 0 {
+			*v = def
+		}
+	}
+	setInt(&c.RelayStreamsPerPeer, DefaultRelayStreamsPerPeer)
+	setInt(&c.RelayPeerRate, DefaultRelayPeerRate)
+	setInt(&c.RelayTotalRate, DefaultRelayTotalRate)
+	setInt(&c.RelayMaxFrame, DefaultRelayMaxFrame)
 	if c.MaxFrame == 0 {
 		c.MaxFrame = DefaultMaxFrame
 	}
@@ -129,6 +171,7 @@ func (c Config) withDefaults() (Config, error) {
 		"Expiry": c.Expiry, "Sweep": c.Sweep, "PingInterval": c.PingInterval,
 		"ReadTimeout": c.ReadTimeout, "WriteTimeout": c.WriteTimeout,
 		"ListCacheMaxAge": c.ListCacheMaxAge, "ShutdownGrace": c.ShutdownGrace,
+		"RelayIdleTimeout": c.RelayIdleTimeout, "RelayAcceptTimeout": c.RelayAcceptTimeout,
 	} {
 		if d < 0 {
 			return c, fmt.Errorf("rendezvous: config: %s must not be negative, got %v", name, d)
@@ -143,6 +186,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("rendezvous: config: MaxQueueBytes must not be negative, got %d", c.MaxQueueBytes)
 	case c.MsgRatePerIP > 0 && c.MsgBurstPerIP < 1:
 		return c, fmt.Errorf("rendezvous: config: MsgBurstPerIP must be at least 1, got %d", c.MsgBurstPerIP)
+	case c.RelayMaxFrame < 1024:
+		return c, fmt.Errorf("rendezvous: config: RelayMaxFrame must be at least 1024 bytes, got %d", c.RelayMaxFrame)
 	case c.PingInterval >= c.ReadTimeout:
 		return c, fmt.Errorf("rendezvous: config: PingInterval (%v) must be shorter than ReadTimeout (%v)", c.PingInterval, c.ReadTimeout)
 	}

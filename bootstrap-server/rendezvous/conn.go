@@ -49,8 +49,10 @@ type conn struct {
 	done         chan bool       // a reader is done with this conn: go on?
 
 	// Guarded by Server.mu.
-	peer    *peer // current registration, nil when none
-	expired bool  // the last registration expired (or was removed)
+	peer    *peer        // current registration, nil when none
+	expired bool         // the last registration expired (or was removed)
+	used    bool         // a message was handled
+	relay   *relayStream // a relay WebSocket: set by its first message, read without the lock by its own reader
 
 	mu        sync.Mutex
 	queue     []outMsg
@@ -251,6 +253,9 @@ func (c *conn) startReading() {
 				break
 			}
 		}
+		if c.relay != nil {
+			c.s.relayPump(c)
+		}
 		c.end()
 		return
 	}
@@ -263,6 +268,9 @@ func (c *conn) startReading() {
 		if !<-c.done {
 			break
 		}
+	}
+	if c.relay != nil {
+		c.s.relayPump(c)
 	}
 	c.end()
 }
@@ -375,7 +383,8 @@ func (c *conn) readMessage() bool {
 		return true // drain: the next NextReader skips the rest
 	}
 	s.process(c, (*bp)[:n])
-	return true
+	// A relay message hands the connection to relayPump (startReading).
+	return c.relay == nil
 }
 
 func (s *Server) process(c *conn, frame []byte) {

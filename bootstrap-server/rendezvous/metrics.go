@@ -33,6 +33,11 @@ type metrics struct {
 	expired       prometheus.Counter
 	connsAccepted prometheus.Counter
 
+	relayStreams   *prometheus.GaugeVec   // by state: pending, open
+	relayOutcomes  *prometheus.CounterVec // by outcome
+	relayBytes     prometheus.Counter
+	relayThrottled prometheus.Counter // seconds frames waited for a rate limit
+
 	// Resolved children of messages and errors, read-only after
 	// newMetrics: a map lookup instead of hashing labels per message.
 	msgs map[string]prometheus.Counter
@@ -76,14 +81,23 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "expired_peers_total", Help: "Peers removed because they stopped sending heartbeats."}),
 		connsAccepted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "connections_accepted_total", Help: "WebSocket connections accepted."}),
+		relayStreams: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "relay_streams", Help: "Relayed streams by state: pending (waiting for the target to accept) or open."}, []string{"state"}),
+		relayOutcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "relay_streams_total", Help: "Relay requests (relay_connect, refused relay_accept) by outcome: a refusal reason or how the stream ended."}, []string{"outcome"}),
+		relayBytes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "relay_bytes_total", Help: "Payload bytes forwarded on relayed streams, both directions."}),
+		relayThrottled: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "relay_throttled_seconds_total", Help: "Time relayed frames waited for the per-peer or total byte rate."}),
 	}
-	for _, c := range []prometheus.Collector{m.connections, m.peers, m.messages, m.errors, m.rateLimited, m.pushed, m.listRebuilds, m.expired, m.connsAccepted} {
+	for _, c := range []prometheus.Collector{m.connections, m.peers, m.messages, m.errors, m.rateLimited, m.pushed, m.listRebuilds, m.expired, m.connsAccepted,
+		m.relayStreams, m.relayOutcomes, m.relayBytes, m.relayThrottled} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
 	}
 	m.msgs, m.errs = map[string]prometheus.Counter{}, map[string]prometheus.Counter{}
-	for _, t := range []string{"register", "list_peers", "heartbeat", "unregister", "invalid"} {
+	for _, t := range []string{"register", "list_peers", "heartbeat", "unregister", "relay_connect", "relay_accept", "invalid"} {
 		m.msgs[t] = m.messages.WithLabelValues(t)
 	}
 	for _, k := range []string{errKindInvalid, errKindTooLarge, errKindNotRegistered, errKindPeerNotRegistered,
@@ -92,5 +106,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		m.errs[k] = m.errors.WithLabelValues(k)
 	}
 	m.peers.WithLabelValues("")
+	m.relayStreams.WithLabelValues(relayPending)
+	m.relayStreams.WithLabelValues(relayOpen)
 	return m, nil
 }

@@ -19,6 +19,7 @@ type peer struct {
 	index    int // position in ns.peers
 	conn     *conn
 	push     bool
+	relay    *relayState // nil unless the peer listed protocol.CapRelay and the server relays
 }
 
 // namespace is the set of peers that see each other. Original clients

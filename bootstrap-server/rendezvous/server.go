@@ -77,6 +77,12 @@ type Server struct {
 	namespaces map[string]*namespace
 	npeers     int
 	https      []*http.Server // servers started by Serve
+
+	// The relay (relay.go).
+	peersByID    map[string]*peer
+	relayTokens  map[string]*peer
+	relayStreams map[string]*relayStream
+	relayLim     *rate.Limiter // RelayTotalRate; nil: none
 }
 
 // ipState is what the per-address limits track. Guarded by Server.mu.
@@ -104,15 +110,19 @@ func NewServer(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("rendezvous: register metrics: %w", err)
 	}
 	s := &Server{
-		cfg:        cfg,
-		log:        cfg.Logger,
-		metrics:    m,
-		gatherer:   gat,
-		conns:      make(map[*conn]struct{}),
-		ips:        make(map[string]*ipState),
-		namespaces: make(map[string]*namespace),
-		frameErr:   encodeServer(&protocol.Error{Message: protocol.ErrTextInvalidPrefix + fmt.Sprintf(ErrTextFrameTooLarge, cfg.MaxFrame)}),
+		cfg:          cfg,
+		log:          cfg.Logger,
+		metrics:      m,
+		gatherer:     gat,
+		conns:        make(map[*conn]struct{}),
+		ips:          make(map[string]*ipState),
+		namespaces:   make(map[string]*namespace),
+		peersByID:    make(map[string]*peer),
+		relayTokens:  make(map[string]*peer),
+		relayStreams: make(map[string]*relayStream),
+		frameErr:     encodeServer(&protocol.Error{Message: protocol.ErrTextInvalidPrefix + fmt.Sprintf(ErrTextFrameTooLarge, cfg.MaxFrame)}),
 	}
+	s.relayLim = s.newRelayLimiter(cfg.RelayTotalRate)
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
 		// A small read buffer and pooled write buffers keep an idle
@@ -419,7 +429,7 @@ func (s *Server) sweep(now time.Time) {
 	}
 	ping := outMsg{kind: msgPing}
 	for c := range s.conns {
-		if now.Sub(c.lastRead()) >= s.cfg.PingInterval {
+		if c.relay == nil && now.Sub(c.lastRead()) >= s.cfg.PingInterval {
 			c.send(ping)
 		}
 	}
@@ -437,7 +447,15 @@ func (s *Server) handle(c *conn, m protocol.ClientMessage) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	first := !c.used
+	c.used = true
 	switch m := m.(type) {
+	case *protocol.RelayConnect:
+		s.metrics.msg("relay_connect")
+		s.relayConnectLocked(c, m, first)
+	case *protocol.RelayAccept:
+		s.metrics.msg("relay_accept")
+		s.relayAcceptLocked(c, m, first)
 	case *protocol.Register:
 		s.metrics.msg("register")
 		if !keyOK {
@@ -549,6 +567,11 @@ func (s *Server) registerLocked(c *conn, m *protocol.Register, key string, now t
 		push:     push,
 	}
 	p.entry = encodeEntry(&p.info)
+	if err := s.relayRegisterLocked(p, m.Caps); err != nil {
+		s.log.Error("register failed", "err", err)
+		s.sendErrorLocked(c, errKindInternal, "Internal error")
+		return
+	}
 	ns := s.namespaces[m.Namespace]
 	if ns == nil {
 		ns = &namespace{name: m.Namespace, subs: make(map[*conn]struct{})}
@@ -556,12 +579,17 @@ func (s *Server) registerLocked(c *conn, m *protocol.Register, key string, now t
 	}
 	ns.add(p)
 	c.peer = p
+	s.peersByID[id] = p
 	s.npeers++
 	s.metrics.peers.WithLabelValues(ns.name).Set(float64(len(ns.peers)))
 
 	reg := &protocol.Registered{PeerID: id, PublicAddr: publicAddr}
 	if push {
 		reg.Caps = []string{protocol.CapPush}
+	}
+	if p.relay != nil {
+		reg.Caps = append(reg.Caps, protocol.CapRelay)
+		reg.RelayToken = p.relay.token
 	}
 	c.send(outMsg{kind: msgText, data: encodeServer(reg)})
 	if len(ns.subs) > 0 {
@@ -582,6 +610,8 @@ func (s *Server) removePeerLocked(p *peer) {
 	ns := p.ns
 	ns.remove(p)
 	delete(ns.subs, p.conn)
+	delete(s.peersByID, p.info.PeerID)
+	s.relayUnregisterLocked(p)
 	s.npeers--
 	if p.conn.peer == p {
 		p.conn.peer = nil

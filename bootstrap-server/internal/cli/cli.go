@@ -44,6 +44,13 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		msgBurst  = fs.Int("msg-burst", rendezvous.DefaultMsgBurstPerIP, "message burst allowed from one IP address")
 		maxFrame  = fs.Int("max-frame", rendezvous.DefaultMaxFrame, "maximum size in bytes of a frame from a client")
 		trustXFF  = fs.Bool("trust-forwarded-for", false, "take client addresses from X-Forwarded-For (only behind a proxy that sets it)")
+		relay     = fs.Bool("relay", true, "relay byte streams between registered peers that both ask for it (--relay=false: off)")
+		relayN    = fs.Int("relay-streams-per-peer", rendezvous.DefaultRelayStreamsPerPeer, "relayed streams one peer may take part in at a time (-1: no limit)")
+		relayRate = fs.Int("relay-peer-rate", rendezvous.DefaultRelayPeerRate, "bytes per second one peer may send and receive through the relay (-1: no limit)")
+		relayAll  = fs.Int("relay-total-rate", rendezvous.DefaultRelayTotalRate, "bytes per second the relay forwards in total (-1: no limit)")
+		relayIdle = fs.Duration("relay-idle-timeout", rendezvous.DefaultRelayIdleTimeout, "close a relayed stream that forwarded nothing for this long")
+		relayAcc  = fs.Duration("relay-accept-timeout", rendezvous.DefaultRelayAcceptTimeout, "time a peer has to accept a relayed stream")
+		relayMax  = fs.Int("relay-max-frame", rendezvous.DefaultRelayMaxFrame, "maximum size in bytes of a binary frame on a relayed stream")
 		debugAddr = fs.String("debug-addr", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; keep it private (default: off)")
 	)
 	fs.Usage = func() {
@@ -116,6 +123,14 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		MsgBurstPerIP:     *msgBurst,
 		MaxFrame:          *maxFrame,
 		TrustForwardedFor: *trustXFF,
+
+		NoRelay:             !*relay,
+		RelayStreamsPerPeer: *relayN,
+		RelayPeerRate:       *relayRate,
+		RelayTotalRate:      *relayAll,
+		RelayIdleTimeout:    *relayIdle,
+		RelayAcceptTimeout:  *relayAcc,
+		RelayMaxFrame:       *relayMax,
 	})
 	if err != nil {
 		return err

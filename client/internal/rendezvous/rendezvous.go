@@ -26,6 +26,12 @@
 // signature. Register is the only message that carries a signature;
 // list_peers, heartbeat and unregister act on the connection's
 // registration.
+//
+// With Config.Relay, the register lists protocol.CapRelay: a server that
+// relays answers with a relay token (Update.RelayToken), tells us of
+// streams other peers open to us (Config.OnRelayIncoming), and relays
+// streams we open. DialRelay and AcceptRelay (relay.go) open them, each
+// on a WebSocket of its own, and return a net.Conn.
 package rendezvous
 
 import (
@@ -66,6 +72,13 @@ type Config struct {
 	// OnUpdate receives every update, in order, from Run's goroutine. It
 	// must not block.
 	OnUpdate func(Update)
+	// Relay lists protocol.CapRelay in register: we accept relayed
+	// streams. OnRelayIncoming is then called, from Run's goroutine,
+	// for each stream a peer (fromPeerID) opens to us; it must not
+	// block: hand the stream id to a goroutine that calls AcceptRelay
+	// with the token of the current registration.
+	Relay           bool
+	OnRelayIncoming func(stream, fromPeerID string)
 
 	PollInterval      time.Duration // default 5 s (only against servers that do not push)
 	HeartbeatInterval time.Duration // default 10 s
@@ -78,7 +91,7 @@ type UpdateKind int
 
 // Kinds of Update.
 const (
-	Registered   UpdateKind = iota + 1 // we are registered: SelfID, PublicAddr, Pushed
+	Registered   UpdateKind = iota + 1 // we are registered: SelfID, PublicAddr, Pushed, RelayToken
 	Snapshot                           // Peers is the server's whole list without us
 	Joined                             // Peers[0] registered
 	Left                               // PeerID left or expired
@@ -104,9 +117,13 @@ func (k UpdateKind) String() string {
 // Update is one event of a registration.
 type Update struct {
 	Kind       UpdateKind
-	SelfID     string              // Registered: our peer_id
-	PublicAddr string              // Registered
-	Pushed     bool                // Registered: the server will push changes
+	SelfID     string // Registered: our peer_id
+	PublicAddr string // Registered
+	Pushed     bool   // Registered: the server will push changes
+	// RelayToken (Registered) authenticates DialRelay and AcceptRelay
+	// for as long as this registration lasts; "" when we did not ask
+	// for the relay or the server does not relay.
+	RelayToken string
 	Peers      []protocol.PeerInfo // Snapshot: the full list without ourselves (replace all bootstrap peers with it); Joined: one peer
 	PeerID     string              // Left
 	Err        error               // Disconnected: why; RetryIn tells when
@@ -210,6 +227,9 @@ func (cfg *Config) check() error {
 	caps := slices.Clone(cfg.Caps)
 	if !protocol.HasCap(caps, protocol.CapPush) {
 		caps = append(caps, protocol.CapPush)
+	}
+	if cfg.Relay && !protocol.HasCap(caps, protocol.CapRelay) {
+		caps = append(caps, protocol.CapRelay)
 	}
 	cfg.Caps = caps
 	return nil
@@ -353,7 +373,7 @@ func (s *sess) handle(m protocol.ServerMessage) error {
 		s.pushed = protocol.HasCap(m.Caps, protocol.CapPush)
 		s.nextBeat = now.Add(s.cfg.HeartbeatInterval)
 		s.cfg.Logger.Info("registered with bootstrap server", "url", s.cfg.URL, "peer_id", m.PeerID, "public_addr", m.PublicAddr, "pushed", s.pushed)
-		s.cfg.OnUpdate(Update{Kind: Registered, SelfID: m.PeerID, PublicAddr: m.PublicAddr, Pushed: s.pushed})
+		s.cfg.OnUpdate(Update{Kind: Registered, SelfID: m.PeerID, PublicAddr: m.PublicAddr, Pushed: s.pushed, RelayToken: m.RelayToken})
 		if !s.pushed {
 			// The original server: list at once, then poll.
 			s.nextPoll = now.Add(s.cfg.PollInterval)
@@ -375,6 +395,10 @@ func (s *sess) handle(m protocol.ServerMessage) error {
 	case *protocol.PeerLeft:
 		if m.PeerID != s.selfID {
 			s.cfg.OnUpdate(Update{Kind: Left, PeerID: m.PeerID})
+		}
+	case *protocol.RelayIncoming:
+		if s.cfg.Relay && s.cfg.OnRelayIncoming != nil {
+			s.cfg.OnRelayIncoming(m.Stream, m.PeerID)
 		}
 	case *protocol.Error:
 		switch m.Message {
