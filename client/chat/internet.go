@@ -67,7 +67,9 @@ func (n *Node) startInternet(ls *loopState) error {
 		Nickname:          n.cfg.Nickname,
 		TCPPort:           n.port,
 		Instance:          n.instance,
-		Caps:              Caps(),
+		Caps:              append(Caps(), protocol.CapRelay),
+		Relay:             true,
+		OnRelayIncoming:   n.relayIncoming,
 		Namespace:         n.cfg.Namespace,
 		Identity:          n.cfg.Identity,
 		Dial:              n.cfg.Network.DialContext,
@@ -76,6 +78,7 @@ func (n *Node) startInternet(ls *loopState) error {
 		OnUpdate:          uq.push,
 		HeartbeatInterval: n.cfg.HeartbeatInterval,
 	}
+	n.rv = cfg
 	ready := make(chan error, 1)
 	n.spawn(func() {
 		err := rendezvous.Run(n.ctx, cfg)
@@ -106,6 +109,9 @@ func (ls *loopState) applyUpdate(now time.Time, up rendezvous.Update) {
 		// other clients' own return (see BootstrapGrace).
 		ls.graceNext = ls.registered
 		ls.registered = true
+		n.mu.Lock()
+		n.relayToken = up.RelayToken
+		n.mu.Unlock()
 		n.emit(Event{Kind: EventStatus, Time: now, Text: fmt.Sprintf("registered with %s as %s", n.cfg.BootstrapServer, up.PublicAddr)})
 	case rendezvous.Disconnected:
 		// The reason is part of the text: without it a user whose

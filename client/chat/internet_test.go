@@ -1,6 +1,7 @@
 package chat_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"math/rand/v2"
@@ -179,4 +180,81 @@ func TestInternetServerRestartNoChurn(t *testing.T) {
 			}
 		}
 	})
+}
+
+// Two peers that cannot reach each other directly (a partition between
+// them; both reach the server) chat through the server's relay: the
+// direct attempt gets RelayDelay, then the relay carries the session, and
+// the server forwards ciphertext only. Peers that can reach each other
+// stay direct.
+func TestInternetRelayWhenNoDirectPath(t *testing.T) {
+	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
+		wan := nw.AddSegment("wan")
+		sh := nw.AddHost("server", wan)
+		serveRendezvous(t, sh, 3)
+		url := fmt.Sprintf("ws://%s:8080/", sh.IP())
+		internet := func(c *chat.Config) { c.Mode = chat.ModeInternet; c.BootstrapServer = url }
+		ah, bh, ch := nw.AddHost("a", wan), nw.AddHost("b", wan), nw.AddHost("c", wan)
+		alice := start(t, ah, "alice", 1, internet)
+		bob := start(t, bh, "bob", 2, internet)
+		carol := start(t, ch, "carol", 3, internet)
+		if !nw.RunUntil(func() bool { return len(alice.Peers()) == 2 && len(bob.Peers()) == 2 }, 10*time.Second) {
+			t.Fatalf("no discovery through the server: alice %v, bob %v", alice.Peers(), bob.Peers())
+		}
+		cut := nw.Partition([]*netsim.Host{ah}, []*netsim.Host{bh})
+		defer cut.Heal()
+		var seen [][]byte
+		nw.OnPacket(func(p netsim.Packet) netsim.Verdict {
+			if p.Kind == "data" && (p.From == sh || p.To == sh) {
+				seen = append(seen, bytes.Clone(p.Payload))
+			}
+			return netsim.Verdict{}
+		})
+		for _, tc := range []struct {
+			from, to *testNode
+			name     string
+		}{{alice, bob, "bob"}, {bob, alice, "alice"}} {
+			sent := time.Now()
+			text := "relayed secret to " + tc.name
+			res, err := tc.from.Send(t.Context(), tc.name, text)
+			if err != nil || res.Status != chat.Delivered || !res.Encrypted {
+				t.Fatalf("send to %s through the relay: %+v, %v", tc.name, res, err)
+			}
+			if took := time.Since(sent); took < chat.RelayDelay || took > chat.RelayDelay+time.Second {
+				t.Errorf("send to %s took %v, want the relay delay %v plus a few round trips", tc.name, took, chat.RelayDelay)
+			}
+			nw.Settle()
+			if ev, ok := first(tc.to.rec, chat.EventMessage, tc.from.Nickname()); !ok || ev.Message.Text != text || !ev.Message.Encrypted {
+				t.Errorf("%s got %+v", tc.name, ev.Message)
+			}
+			if st := status(tc.from, tc.name); st.Path != chat.PathRelayed {
+				t.Errorf("path to %s is %q, want %q", tc.name, st.Path, chat.PathRelayed)
+			}
+		}
+		for _, b := range seen {
+			if bytes.Contains(b, []byte("relayed secret")) {
+				t.Fatalf("the server saw message text: %q", b)
+			}
+		}
+		if len(seen) == 0 {
+			t.Fatal("the capture saw no traffic to or from the server")
+		}
+		// carol reaches alice directly.
+		if res, err := carol.Send(t.Context(), "alice", "direct"); err != nil || res.Status != chat.Delivered {
+			t.Fatalf("carol to alice: %+v, %v", res, err)
+		}
+		if st := status(carol, "alice"); st.Path != chat.PathDirect {
+			t.Errorf("path from carol to alice is %q, want %q", st.Path, chat.PathDirect)
+		}
+		nw.OnPacket(nil)
+	})
+}
+
+func status(tn *testNode, nick string) chat.PeerStatus {
+	for _, st := range tn.PeerStatuses() {
+		if st.Nickname == nick {
+			return st
+		}
+	}
+	return chat.PeerStatus{}
 }

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/parlance-chat/parlance/client/internal/rendezvous"
 	"github.com/parlance-chat/parlance/client/session"
 	"github.com/parlance-chat/parlance/client/trust"
 	"github.com/parlance-chat/parlance/protocol"
@@ -40,8 +41,12 @@ type Node struct {
 	datagrams chan datagram
 	loopDone  chan struct{}
 
-	mu     sync.Mutex // guards the fields below; never held across I/O
-	closed bool
+	rv rendezvous.Config // internet mode: the bootstrap client's config, for relayed streams
+
+	mu         sync.Mutex // guards the fields below; never held across I/O
+	closed     bool
+	relayToken string                  // internet mode: from the server's registered answer
+	paths      map[registry.Key]string // the path of the last session to each peer
 	conns  map[net.Conn]struct{} // every open TCP conn, to close on shutdown
 	pool   map[string]*peerConn  // kept-open conns to ack-capable peers
 	seen   *recentIDs
@@ -72,6 +77,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		loopDone:  make(chan struct{}),
 		conns:     make(map[net.Conn]struct{}),
 		pool:      make(map[string]*peerConn),
+		paths:     make(map[registry.Key]string),
 		seen:      newRecentIDs(1024),
 	}
 	n.log = n.log.With("node", cfg.Nickname, "instance", n.instance)

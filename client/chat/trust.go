@@ -18,6 +18,9 @@ type PeerStatus struct {
 	registry.Peer
 	Trust       trust.State
 	Fingerprint string
+	// Path is how the last session to the peer went: PathDirect,
+	// PathRelayed, or "" when there was none.
+	Path string
 }
 
 // PeerStatuses returns the known peers with their trust states, ordered
@@ -29,6 +32,11 @@ func (n *Node) PeerStatuses() []PeerStatus {
 			list = append(list, ls.status(p))
 		}
 	})
+	n.mu.Lock()
+	for i := range list {
+		list[i].Path = n.paths[list[i].Key]
+	}
+	n.mu.Unlock()
 	return list
 }
 

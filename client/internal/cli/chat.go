@@ -281,7 +281,8 @@ func peerNames(peers []registry.Peer) []string {
 
 // formatPeers is /peers: one line per peer, nicknames shared by several
 // peers shown as the selector that picks each, with the key's short
-// fingerprint and its trust state.
+// fingerprint, its trust state, how it was found and, once a session ran,
+// its path (direct or relayed).
 func formatPeers(peers []chat.PeerStatus, now time.Time) string {
 	if len(peers) == 0 {
 		return "No peers discovered yet."
@@ -302,6 +303,9 @@ func formatPeers(peers []chat.PeerStatus, now time.Time) string {
 		fp := "-"
 		if p.Fingerprint != "" {
 			fp = p.Fingerprint[:7]
+		}
+		if p.Path != "" {
+			how += ", " + p.Path
 		}
 		ago := max(0, int(now.Sub(p.LastSeen).Seconds()))
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%ds ago\n", display.Sanitize(names[i]), fp, p.Trust, p.Addr, how, ago)

@@ -198,13 +198,17 @@ func TestFormatPeers(t *testing.T) {
 	}
 	got := formatPeers([]chat.PeerStatus{
 		st(peer("alice", "10.0.0.1:4000", "aa", 2*time.Second, now), trust.StateVerified, true),
-		st(peer("bob", "10.0.0.2:4000", "bb", 0, now), trust.StateChanged, true),
+		func() chat.PeerStatus {
+			ps := st(peer("bob", "10.0.0.2:4000", "bb", 0, now), trust.StateChanged, true)
+			ps.Source, ps.Path = registry.SourceBootstrap, chat.PathRelayed
+			return ps
+		}(),
 		st(peer("bob", "10.0.0.3:4000", "", 4*time.Second, now), trust.StateUnencrypted, false),
 		st(peer("e\x1bvil", "10.0.0.4:4000", "cc", 0, now), trust.StateNew, true),
 	}, now)
 	want := `4 peer(s):
   alice              ` + fp[:7] + `  verified     10.0.0.1:4000  lan                   2s ago
-  bob@10.0.0.2:4000  ` + fp[:7] + `  KEY CHANGED  10.0.0.2:4000  lan                   0s ago
+  bob@10.0.0.2:4000  ` + fp[:7] + `  KEY CHANGED  10.0.0.2:4000  bootstrap, relayed    0s ago
   bob@10.0.0.3:4000  -        unencrypted  10.0.0.3:4000  lan, original client  4s ago
   e\x1bvil           ` + fp[:7] + `  new          10.0.0.4:4000  lan                   0s ago`
 	if got != want {
