@@ -47,10 +47,10 @@ type Node struct {
 	closed     bool
 	relayToken string                  // internet mode: from the server's registered answer
 	paths      map[registry.Key]string // the path of the last session to each peer
-	conns  map[net.Conn]struct{} // every open TCP conn, to close on shutdown
-	pool   map[string]*peerConn  // kept-open conns to ack-capable peers
-	seen   *recentIDs
-	sends  sync.WaitGroup
+	conns      map[net.Conn]struct{}   // every open TCP conn, to close on shutdown
+	pool       map[string]*peerConn    // kept-open conns to ack-capable peers
+	seen       *recentIDs
+	sends      sync.WaitGroup
 }
 
 type datagram struct {
