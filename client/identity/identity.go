@@ -27,6 +27,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/parlance-chat/parlance/client/internal/privfile"
 )
 
 // KeyFile is the name of the identity key file in a profile directory.
@@ -190,49 +192,13 @@ func LoadOrCreate(path string, rng io.Reader) (key ed25519.PrivateKey, created b
 	return key, true, nil
 }
 
-// writeNew writes data to a new file at path with mode 0600: to a
-// temporary file in the same directory first, then linked to path, which
-// fails with fs.ErrExist if path exists.
-func writeNew(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("identity: create directory: %w", err)
+// writeNew writes data to a new file at path with mode 0600; it fails
+// with fs.ErrExist if path exists.
+func writeNew(path string, data []byte) error {
+	if err := privfile.Write(path, data, false); err != nil {
+		return fmt.Errorf("identity: %w", err)
 	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("identity: write %s: %w", path, err)
-	}
-	defer func() {
-		tmp.Close()
-		if rerr := os.Remove(tmp.Name()); rerr != nil && err == nil {
-			err = fmt.Errorf("identity: remove temporary file: %w", rerr)
-		}
-	}()
-	if err := tmp.Chmod(0o600); err != nil {
-		return fmt.Errorf("identity: write %s: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("identity: write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("identity: write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("identity: write %s: %w", path, err)
-	}
-	if err := os.Link(tmp.Name(), path); err != nil {
-		return fmt.Errorf("identity: write %s: %w", path, err)
-	}
-	syncDir(dir)
 	return nil
-}
-
-// syncDir makes a new directory entry durable where the system allows it.
-func syncDir(dir string) {
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync() // best effort: not every system can sync a directory
-		d.Close()
-	}
 }
 
 // formatKeyFile is the key file's content for key.

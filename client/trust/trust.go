@@ -43,10 +43,10 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"path/filepath"
 	"sort"
 	"time"
 
+	"github.com/parlance-chat/parlance/client/internal/privfile"
 	"github.com/parlance-chat/parlance/protocol"
 )
 
@@ -290,41 +290,11 @@ func (s *Store) commit(nick string, p *Pin) error {
 	return nil
 }
 
-// writeAtomic replaces the file at path with data: a temporary file in
-// the same directory, mode 0600, synced, then renamed over path.
-func writeAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return fmt.Errorf("trust: create directory: %w", err)
-	}
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return fmt.Errorf("trust: write %s: %w", path, err)
-	}
-	defer func() {
-		if err != nil {
-			tmp.Close()
-			os.Remove(tmp.Name())
-		}
-	}()
-	if err := tmp.Chmod(0o600); err != nil {
-		return fmt.Errorf("trust: write %s: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		return fmt.Errorf("trust: write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		return fmt.Errorf("trust: write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("trust: write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("trust: write %s: %w", path, err)
-	}
-	if d, err := os.Open(dir); err == nil {
-		_ = d.Sync() // best effort: not every system can sync a directory
-		d.Close()
+// writeAtomic replaces the file at path with data, mode 0600, whole or
+// not at all.
+func writeAtomic(path string, data []byte) error {
+	if err := privfile.Write(path, data, true); err != nil {
+		return fmt.Errorf("trust: %w", err)
 	}
 	return nil
 }
