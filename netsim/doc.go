@@ -32,6 +32,7 @@
 // takes it through a small interface of its own and never imports netsim:
 //
 //	DialContext(ctx context.Context, network, addr string) (net.Conn, error)
+//	DialFrom(ctx context.Context, network, laddr, raddr string) (net.Conn, error) // for hole punching
 //	Listen(ctx context.Context, network, addr string) (net.Listener, error)
 //	ListenPacket(ctx context.Context, network, addr string) (net.PacketConn, error)
 //	ListenMulticastUDP(ctx context.Context, network string, ifi *net.Interface, gaddr *net.UDPAddr) (net.PacketConn, error)
@@ -55,14 +56,94 @@
 // Options.Window bytes are unread), ECONNREFUSED on a closed port and
 // ECONNRESET after a reset. They pass the cases of x/net/nettest.TestConn.
 //
+// A dial whose SYN is dropped (by a NAT, or at a crashed host) retransmits
+// it as Linux does, 1, 3, 7, 15, 31 and 63 s after the first, and fails with
+// ETIMEDOUT at 127 s if every SYN is lost; a SYN stalled by a partition is
+// not lost, and the dial waits for the heal or its context. DialFrom dials
+// from a chosen local port, which a listener or other streams of the host
+// may hold (SO_REUSEADDR/SO_REUSEPORT, as TCP hole punching needs); only
+// the 4-tuple must be unique (else EADDRNOTAVAIL). Two hosts that dial each
+// other at about the same time, each from the port the other dials, get
+// the two ends of one stream (TCP simultaneous open): a SYN that meets a
+// conn dialing its sender moves it to SYN_RCVD, and each end is established
+// by the other's SYN-ACK (or, if its own SYN was lost, by an ACK), one round
+// trip after the later SYN. Stats.SimultaneousOpens counts the ends.
+//
 // # Multicast
 //
 // ListenMulticastUDP binds the group's port with SO_REUSEPORT semantics and
 // joins the group on one segment: every such socket on the segment, the
 // sender's own included (multicast loopback), gets every datagram sent to
 // the group. Receivers see the sender's address on that segment and the
-// sending socket's port. A segment is the multicast scope; unicast crosses
-// segments through an ideal router.
+// sending socket's port. A segment is the multicast scope (a multicast
+// never crosses a NAT); unicast crosses segments through an ideal router,
+// unless NATs stand between them.
+//
+// # NAT
+//
+// AddNAT puts a NAT (RFC 4787) between an inside segment and an outside
+// one, as tailscale's natlab does:
+//
+//	internet := n.AddSegment("internet")
+//	home := n.AddSegment("home")
+//	nat := n.AddNAT("router", home, internet, netsim.NATCone()) // public address on internet
+//	alice := n.AddHost("alice", home)
+//
+// A host behind a NAT reaches every address beyond it, with its source
+// translated to the NAT's public address and a mapped port; nothing beyond
+// reaches an inside address except through a mapping (a dial gets
+// EHOSTUNREACH, a datagram is dropped). Programs see what the real world
+// shows them: a server outside sees the NAT's public ip:port as the remote
+// address of a conn and the source of a datagram; a conn behind the NAT
+// shows its inside address as its own. A NAT behind a NAT (a home router
+// behind a carrier-grade NAT) is two AddNAT calls; a packet goes out
+// through NATs until it reaches its destination's realm, then in through
+// the NATs its destination address leads to.
+//
+// NATConfig sets:
+//
+//   - Mapping and Filtering: EndpointIndependent, AddressDependent or
+//     AddressAndPortDependent. A mapping that already talks to a remote
+//     endpoint (an outbound packet, or an inbound one the filter let in)
+//     serves replies to it, as conntrack does.
+//   - RandomPorts: every public port drawn from the network's seeded
+//     source; else the inside port is kept when free (port preservation).
+//   - Hairpin: an inside host reaches another through the public address,
+//     and the packet shows the sender's public address as its source.
+//   - UDPTimeout, TCPTimeout: a mapping idle this long ends (packets either
+//     way refresh it). A TCP mapping also ends when its last connection has
+//     seen a FIN each way, or an RST. A stream segment a NAT drops (its
+//     mapping expired, say) resets the stream, since streams never lose
+//     bytes.
+//   - Reset: unsolicited inbound TCP (no mapping, or filtered out) is
+//     answered with an RST (a dial gets ECONNREFUSED); by default it is
+//     dropped silently, as home routers do, and the dial retransmits and
+//     eventually times out. Unsolicited UDP is always dropped.
+//
+// NATCone (Linux masquerade: endpoint-independent mapping, port preserved,
+// address-and-port-dependent filtering), NATSymmetric (masquerade random: a
+// random port per destination) and NATFullCone (endpoint-independent
+// mapping and filtering) are the usual presets, none hairpinning. TCP hole
+// punching (DialFrom the listening port to the peer's public address at
+// the same time on both sides) connects through two cone NATs, even if one
+// SYN arrives early and is dropped, and times out through two symmetric
+// NATs or a cone and a symmetric one, as on real NATs.
+//
+// A NAT is a host (NAT.Host) with its public address on the outside segment
+// (eth0) and one on the inside (eth1); it appears in Hosts. Crashing it
+// loses every mapping; while it is down or its link is down, packets
+// through it are dropped. Partitions, holds and links act between the end
+// hosts, whatever NATs lie between. Run no programs on a NAT's host.
+//
+// Each NAT counts what it did (NAT.Stats: mappings created, expired, closed
+// and flushed, packets translated, inbound packets without a mapping or
+// filtered, rejected with an RST, hairpinned or dropped for want of
+// hairpinning) and lists its mappings (NAT.Mappings); the network counts
+// FaultNATDrop and FaultNATReset. The trace shows each mapping made or
+// ended ("nat-map", "nat-expire", "nat-close", "nat-flush"), each packet a
+// NAT drops ("udp-nat-drop", "tcp-nat-drop", with the reason), and the
+// translated addresses of each packet delivered through NATs ("nat_src",
+// "nat_dst").
 //
 // # Determinism
 //
@@ -99,6 +180,9 @@
 //   - Hold: datagrams and streams wait until Rule.Release, then flow in order.
 //   - Host.LinkDown / LinkUp.
 //   - Host.Crash / Restart; ResetStreams resets streams explicitly.
+//   - NATs (see NAT): packets without a mapping, filtered out or not
+//     hairpinned are dropped (FaultNATDrop) or answered with an RST
+//     (FaultNATReset).
 //   - OnPacket sees every packet on arrival and can drop it or, through
 //     Verdict.Then, apply any fault right after (partition after the first
 //     "register", say).

@@ -27,6 +27,7 @@ type event struct {
 	rcv *packetConn // one receiver of a datagram; nil: all of them
 	dup bool        // a duplicate: not duplicated again
 	ch  *chunk
+	rtx *conn // a dialing conn's SYN retransmission timer (sub counts them)
 }
 
 func (a *event) less(b *event) bool {

@@ -48,11 +48,13 @@ const (
 	FaultBufferOverflow FaultKind = "buffer_overflow" // datagram dropped: receive buffer full
 	FaultRewrite        FaultKind = "rewrite"         // packet's payload replaced by the OnPacket hook (Verdict.Replace)
 	FaultReplay         FaultKind = "replay"          // packet delivered twice by the OnPacket hook (Verdict.Duplicate)
+	FaultNATDrop        FaultKind = "nat_drop"        // packet dropped by a NAT: no mapping, filtered, no hairpinning, NAT down (NAT.Stats says which)
+	FaultNATReset       FaultKind = "nat_reset"       // unsolicited TCP segment answered with an RST by a NAT (NATConfig.Reset)
 )
 
 var faultKinds = [...]FaultKind{FaultLatency, FaultJitter, FaultLoss, FaultDuplicate,
 	FaultPartition, FaultHold, FaultStall, FaultLinkDown, FaultCrash, FaultRestart,
-	FaultHostDown, FaultReset, FaultRule, FaultBufferOverflow, FaultRewrite, FaultReplay}
+	FaultHostDown, FaultReset, FaultRule, FaultBufferOverflow, FaultRewrite, FaultReplay, FaultNATDrop, FaultNATReset}
 
 const numFaults = len(faultKinds)
 
@@ -73,6 +75,8 @@ const (
 	fOverflow
 	fRewrite
 	fReplay
+	fNATDrop
+	fNATReset
 )
 
 // Stats counts what the network did.
@@ -82,7 +86,10 @@ type Stats struct {
 	Segments    int64 // stream segments delivered (data, SYN, FIN, RST)
 	StreamBytes int64 // stream payload bytes delivered
 	Events      int64 // scheduled events processed
-	Faults      map[FaultKind]int64
+	// SimultaneousOpens counts streams made by TCP simultaneous open (a SYN
+	// meeting a conn that is itself dialing the SYN's sender).
+	SimultaneousOpens int64
+	Faults            map[FaultKind]int64
 }
 
 // Stats returns the counters so far.
@@ -326,8 +333,13 @@ func (r *Rule) Release() { r.Heal() }
 // String names the rule.
 func (r *Rule) String() string { return r.name }
 
-// pathOpenLocked reports whether packets can go from one host to another.
+// pathOpenLocked reports whether packets can go from one host to another
+// (to nil: a host not known yet, behind a NAT without a mapping; only the
+// sender's link counts).
 func (n *Network) pathOpenLocked(from, to *Host) bool {
+	if to == nil {
+		return !from.linkDown
+	}
 	if from != to && (from.linkDown || to.linkDown) {
 		return false
 	}
@@ -406,7 +418,7 @@ func (n *Network) ResetStreams(a, b []*Host) int {
 	for _, h := range n.hosts {
 		for _, c := range h.sortedConnsLocked() {
 			p := c.peer
-			if seen[c] || !((sa.has(c.h) && sb.has(p.h)) || (sb.has(c.h) && sa.has(p.h))) {
+			if p == nil || seen[c] || !((sa.has(c.h) && sb.has(p.h)) || (sb.has(c.h) && sa.has(p.h))) {
 				continue
 			}
 			seen[c], seen[p] = true, true
@@ -439,9 +451,9 @@ type Packet struct {
 	Proto   string         // "udp" or "tcp"
 	Kind    string         // "datagram", or for tcp "syn", "synack", "data", "fin", "rst"
 	From    *Host          // sending host
-	To      *Host          // receiving host; nil for a multicast datagram
-	Src     netip.AddrPort // source address
-	Dst     netip.AddrPort // destination address (the group for multicast)
+	To      *Host          // receiving host; nil for a multicast datagram, or if no NAT mapping leads anywhere yet
+	Src     netip.AddrPort // source address, as the sender has it (before NATs)
+	Dst     netip.AddrPort // destination address, as the sender has it (the group for multicast)
 	Payload []byte         // read-only; valid only during the call: copy it to keep it
 }
 

@@ -44,6 +44,8 @@ type Host struct {
 	tcpPorts  map[uint16]int
 	udp       map[uint16][]*packetConn
 	conns     map[uint64]*conn
+	tuples    map[[2]netip.AddrPort]*conn // by (local, remote): a 4-tuple is unique
+	nat       *NAT                        // set if the host is a NAT
 
 	wg sync.WaitGroup
 }
@@ -184,7 +186,10 @@ func (n *Network) crashLocked(h *Host, why string) {
 			n.counts[fReset]++
 		}
 	}
-	h.listeners, h.tcpPorts, h.udp, h.conns = nil, nil, nil, nil
+	h.listeners, h.tcpPorts, h.udp, h.conns, h.tuples = nil, nil, nil, nil, nil
+	if h.nat != nil && why == "crash" {
+		h.nat.flushLocked(n.nowLocked())
+	}
 }
 
 func (h *Host) sortedConnsLocked() []*conn {

@@ -156,7 +156,8 @@ func (n *Network) Close() {
 }
 
 // Segment is a LAN: the scope of multicast. Hosts on different segments
-// reach each other by unicast through an ideal router.
+// reach each other by unicast through an ideal router, unless a NAT stands
+// between them (see AddNAT).
 type Segment struct {
 	n      *Network
 	name   string
@@ -165,6 +166,7 @@ type Segment struct {
 	next   netip.Addr
 	hosts  []*Host
 	groups map[netip.AddrPort][]*packetConn // members, sorted by (host, socket id)
+	behind *NAT                             // the NAT whose inside this is, if any
 }
 
 // Name returns the name given to AddSegment.
@@ -451,7 +453,9 @@ func (n *Network) scheduleLocked(it *sendItem) {
 
 func (n *Network) deliverLocked(now int64, ev *event) {
 	n.stats.Events++
-	if ev.ch != nil {
+	if ev.rtx != nil {
+		n.synTimerLocked(now, ev.rtx, ev.sub)
+	} else if ev.ch != nil {
 		n.deliverChunkLocked(now, ev)
 	} else {
 		n.deliverDatagramLocked(now, ev)

@@ -23,11 +23,13 @@ const (
 	ckData
 	ckFin
 	ckRst
+	ckAck
 )
 
-var chunkNames = [...]string{ckSyn: "syn", ckSynAck: "synack", ckData: "data", ckFin: "fin", ckRst: "rst"}
+var chunkNames = [...]string{ckSyn: "syn", ckSynAck: "synack", ckData: "data", ckFin: "fin", ckRst: "rst", ckAck: "ack"}
 
-// chunk is a stream segment: a SYN, SYN-ACK, data, FIN or RST.
+// chunk is a stream segment: a SYN, SYN-ACK, data, FIN or RST; or the ACK
+// that completes a simultaneous open (other ACKs are not modelled).
 type chunk struct {
 	dir    *streamDir
 	kind   chunkKind
@@ -36,10 +38,30 @@ type chunk struct {
 	dirSeq uint64 // position in the direction
 	sentAt int64
 	hooked bool
+	simul  bool     // a SYN-ACK sent from SYN_RCVD (simultaneous open): wants an ACK
+	nat    *natInfo // what NATs did to it; nil if nothing
+}
+
+// natPath returns the segment's way out through NATs.
+func (c *chunk) natPath() natPath {
+	if c.nat != nil {
+		return c.nat.path
+	}
+	return natPath{src: c.dir.from.local}
+}
+
+// fdst returns the address the segment was delivered to, after NATs.
+func (c *chunk) fdst() netip.AddrPort {
+	if c.nat != nil && c.nat.fdst.IsValid() {
+		return c.nat.fdst
+	}
+	return c.dir.from.remote
 }
 
 // streamDir is one direction of a stream. It delivers its segments in
 // order, whatever latency changes, stalls and releases do to their times.
+// to is nil until the receiving end is known (a SYN finds it on arrival,
+// by the 4-tuple, through NATs); toHost is the best guess meanwhile.
 type streamDir struct {
 	from, to         *conn
 	fromHost, toHost *Host
@@ -68,12 +90,17 @@ type conn struct {
 	dead bool   // guarded by n.mu: the host crashed under it
 	seq  uint64 // segments sent, guarded by n.mu
 
+	// Guarded by n.mu: SYNs sent, SYNs known lost, retransmissions.
+	synSent, synLost, synRtx int
+	synRcvd                  bool // a dialing conn got its peer's SYN (simultaneous open)
+
 	mu          sync.Mutex
 	rx          []byte
 	rxoff       int
 	eof         bool
 	reset       bool
 	refused     bool
+	timedOut    bool
 	closed      bool
 	wclosed     bool
 	rstSent     bool
@@ -95,83 +122,7 @@ func (n *Network) newConn(h *Host, local, remote netip.AddrPort) *conn {
 		rd: makeDeadline(), wd: makeDeadline()}
 }
 
-// DialContext opens a stream ("tcp" or "tcp4") to addr, "ip:port" or
-// "hostname:port" with a host name of the network. It takes one round trip
-// of simulated time; a closed port gives an error satisfying
-// errors.Is(err, syscall.ECONNREFUSED). A dial across a partition waits
-// (as SYN retransmission would) until the partition heals or ctx ends.
-func (h *Host) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
-	if err := checkNetwork(network, "tcp", "tcp4"); err != nil {
-		return nil, opError("dial", network, nil, nil, err)
-	}
-	dst, err := h.n.resolve(addr)
-	if err != nil {
-		return nil, opError("dial", network, nil, nil, err)
-	}
-	n := h.n
-	n.mu.Lock()
-	if !h.up || n.closed {
-		n.mu.Unlock()
-		return nil, opError("dial", network, nil, tcpAddr(dst), net.ErrClosed)
-	}
-	to := n.byIP[dst.Addr()]
-	if dst.Addr().IsLoopback() || dst.Addr().IsUnspecified() {
-		to = h
-		if dst.Addr().IsUnspecified() {
-			dst = netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), dst.Port())
-		}
-	}
-	if to == nil {
-		n.mu.Unlock()
-		return nil, opError("dial", network, nil, tcpAddr(dst), syscallErr("connect", syscall.EHOSTUNREACH))
-	}
-	port, err := h.allocPortLocked(false)
-	if err != nil {
-		n.mu.Unlock()
-		return nil, opError("dial", network, nil, tcpAddr(dst), syscallErr("connect", syscall.EADDRNOTAVAIL))
-	}
-	if h.tcpPorts == nil {
-		h.tcpPorts = make(map[uint16]int)
-	}
-	h.tcpPorts[port]++
-	local := netip.AddrPortFrom(h.srcIPFor(dst.Addr()), port)
-	c := n.newConn(h, local, dst)
-	s := n.newConn(to, dst, local)
-	c.client = true
-	c.peer = s
-	s.peer = c
-	c.out = &streamDir{from: c, to: s, fromHost: h, toHost: to}
-	s.out = &streamDir{from: s, to: c, fromHost: to, toHost: h}
-	h.nextID++
-	c.id = h.nextID
-	if h.conns == nil {
-		h.conns = make(map[uint64]*conn)
-	}
-	h.conns[c.id] = c
-	n.sendChunkLocked(c, ckSyn, nil)
-	n.mu.Unlock()
-
-	select {
-	case <-c.estab:
-	case <-ctx.Done():
-		c.Close()
-		return nil, opError("dial", network, c.laddr, c.raddr, ctx.Err())
-	}
-	c.mu.Lock()
-	refused, reset := c.refused, c.reset
-	c.mu.Unlock()
-	switch {
-	case refused:
-		c.Close()
-		return nil, opError("dial", network, c.laddr, c.raddr, syscallErr("connect", syscall.ECONNREFUSED))
-	case reset:
-		c.Close()
-		return nil, opError("dial", network, c.laddr, c.raddr, syscallErr("connect", syscall.ECONNRESET))
-	}
-	return c, nil
-}
-
-func (n *Network) sendChunkLocked(c *conn, kind chunkKind, data []byte) {
+func (n *Network) sendChunkLocked(c *conn, kind chunkKind, data []byte) *chunk {
 	d := c.out
 	c.seq++
 	now := n.nowLocked()
@@ -179,12 +130,31 @@ func (n *Network) sendChunkLocked(c *conn, kind chunkKind, data []byte) {
 	d.nextSeq++
 	n.outbox = append(n.outbox, sendItem{sentAt: now, src: c.h.idx, ep: c.id, seq: ch.seq, ch: ch})
 	n.wake()
+	return ch
 }
 
 func (n *Network) scheduleChunkLocked(ch *chunk) {
 	d := ch.dir
-	l := n.linkLocked(d.fromHost, d.toHost)
-	if d.fromHost == d.toHost {
+	to := d.fromHost
+	if !d.from.remote.Addr().IsLoopback() {
+		p := n.routeOutLocked(ch.sentAt, protoTCP, ch.kind, d.from.local, d.from.remote)
+		if p.src != d.from.local || p.drop != "" {
+			ch.nat = &natInfo{path: p}
+		}
+		switch {
+		case d.to != nil:
+			to = d.to.h
+		case p.drop == "":
+			to = n.peekHostLocked(protoTCP, p.src, d.from.remote)
+		default:
+			to = nil
+		}
+	}
+	if d.to == nil && to != nil {
+		d.toHost = to
+	}
+	l := n.linkLocked(d.fromHost, to)
+	if d.fromHost == to {
 		l = Link{}
 	}
 	if l.Latency > 0 {
@@ -208,22 +178,12 @@ func (n *Network) deliverChunkLocked(now int64, ev *event) {
 		if v.Drop {
 			n.counts[fRule]++
 			n.traceChunk(now, "tcp-rule-reset", c)
-			if d.from.resetNow() {
-				n.counts[fReset]++
-			}
-			if d.to.resetNow() {
-				n.counts[fReset]++
-			}
+			n.resetBothLocked(d)
 			return
 		}
 		if c.kind == ckData && (v.Replace != nil || v.Duplicate) {
 			n.rewriteChunkLocked(now, c, v)
 		}
-	}
-	if !d.toHost.up || d.to.dead {
-		n.counts[fHostDown]++
-		n.traceChunk(now, "tcp-host-down", c)
-		return
 	}
 	if len(d.stalled) > 0 || !n.pathOpenLocked(d.fromHost, d.toHost) {
 		d.stalled = append(d.stalled, c)
@@ -240,13 +200,89 @@ func (n *Network) deliverChunkLocked(now int64, ev *event) {
 		d.ooo = slices.Insert(d.ooo, i, c)
 		return
 	}
-	n.applyChunkLocked(now, c)
+	n.arriveChunkLocked(now, c)
 	d.expect++
 	for len(d.ooo) > 0 && d.ooo[0].dirSeq == d.expect {
 		next := d.ooo[0]
 		d.ooo = slices.Delete(d.ooo, 0, 1)
-		n.applyChunkLocked(now, next)
+		n.arriveChunkLocked(now, next)
 		d.expect++
+	}
+}
+
+// resetBothLocked resets both ends of a direction's stream (the receiving
+// end if it is known), counting each end that was live.
+func (n *Network) resetBothLocked(d *streamDir) {
+	if d.from.resetNow() {
+		n.counts[fReset]++
+	}
+	if d.to != nil && d.to.resetNow() {
+		n.counts[fReset]++
+	}
+}
+
+// arriveChunkLocked takes a segment, in its direction's order, in through
+// the NATs to its receiving host and conn, and applies it there.
+func (n *Network) arriveChunkLocked(now int64, c *chunk) {
+	d := c.dir
+	path := c.natPath()
+	p := &path
+	h, dst := d.fromHost, d.from.remote
+	if p.drop == "" && !dst.Addr().IsLoopback() {
+		h, dst = n.routeInLocked(now, protoTCP, c.kind, p, dst)
+	}
+	if c.nat != nil || p.drop != "" || dst != d.from.remote {
+		c.nat = &natInfo{path: path, fdst: dst}
+	}
+	if p.drop != "" {
+		n.chunkDroppedLocked(now, c)
+		return
+	}
+	if !h.up || (d.to != nil && d.to.dead) {
+		n.counts[fHostDown]++
+		n.traceChunk(now, "tcp-host-down", c)
+		if c.kind == ckSyn {
+			d.from.synLost++
+		}
+		return
+	}
+	to := d.to
+	if to != nil && (to.h != h || to.local != dst || to.remote != p.src) {
+		// The NATs now take the stream elsewhere (a mapping expired and
+		// was made again, say): its ends cannot hear each other any more.
+		n.traceChunk(now, "tcp-nat-broken", c)
+		if c.kind != ckRst {
+			n.resetBothLocked(d)
+		}
+		return
+	}
+	if to == nil {
+		to = h.tuples[[2]netip.AddrPort{dst, p.src}]
+	}
+	n.stats.Segments++
+	n.traceChunk(now, "tcp", c)
+	n.applyChunkLocked(now, c, h, to)
+}
+
+// chunkDroppedLocked handles a segment a NAT (or the lack of a route)
+// dropped: a lost SYN is retransmitted later, a NAT configured to reject
+// answers with an RST, and a stream whose segment is lost is reset (streams
+// never lose bytes from the middle).
+func (n *Network) chunkDroppedLocked(now int64, c *chunk) {
+	d := c.dir
+	p := &c.nat.path
+	n.natDropLocked(now, protoTCP, chunkNames[c.kind], d.from.local, d.from.remote, p)
+	if x := p.at; x != nil && x.cfg.Reset && c.kind != ckRst && (p.drop == "no-mapping" || p.drop == "filtered") {
+		x.stats.Rejected++
+		n.counts[fNATReset]++
+		n.sendRstLocked(x.host, p.atDst, p.src, d.from)
+	}
+	switch c.kind {
+	case ckSyn:
+		d.from.synLost++
+	case ckRst:
+	default:
+		n.resetBothLocked(d)
 	}
 }
 
@@ -279,6 +315,14 @@ func (n *Network) traceChunk(now int64, name string, c *chunk) {
 	t.str("kind", chunkNames[c.kind])
 	t.str("src", c.dir.from.local.String())
 	t.str("dst", c.dir.from.remote.String())
+	if x := c.nat; x != nil {
+		if x.path.src != c.dir.from.local {
+			t.str("nat_src", x.path.src.String())
+		}
+		if x.fdst.IsValid() && x.fdst != c.dir.from.remote {
+			t.str("nat_dst", x.fdst.String())
+		}
+	}
 	t.num("seq", int64(c.dirSeq))
 	if len(c.data) > 0 {
 		t.num("len", int64(len(c.data)))
@@ -287,48 +331,33 @@ func (n *Network) traceChunk(now int64, name string, c *chunk) {
 	t.end()
 }
 
-func (n *Network) applyChunkLocked(now int64, c *chunk) {
+// applyChunkLocked acts on a segment that reached host h, where the conn
+// to has its 4-tuple (nil: none).
+func (n *Network) applyChunkLocked(now int64, c *chunk, h *Host, to *conn) {
 	d := c.dir
-	to := d.to
-	n.stats.Segments++
-	n.traceChunk(now, "tcp", c)
+	if c.kind == ckSyn {
+		n.applySynLocked(now, c, h, to)
+		return
+	}
+	if to == nil || (d.to == nil && to.peer != d.from) {
+		return // no conn that knows the sender: nothing to do
+	}
 	switch c.kind {
-	case ckSyn:
-		h := d.toHost
-		ln := h.listeners[to.local.Port()]
-		if ln != nil && !ln.bind.IsUnspecified() && ln.bind != to.local.Addr() {
-			ln = nil
-		}
-		h.nextID++
-		to.id = h.nextID
-		if ln == nil {
-			to.dead = true
-			n.sendChunkLocked(to, ckRst, nil)
-			return
-		}
-		if h.conns == nil {
-			h.conns = make(map[uint64]*conn)
-		}
-		h.conns[to.id] = to
-		to.mu.Lock()
-		to.established = true
-		close(to.estab)
-		to.mu.Unlock()
-		ln.mu.Lock()
-		ln.q = append(ln.q, to)
-		ln.mu.Unlock()
-		signal(ln.ready)
-		n.sendChunkLocked(to, ckSynAck, nil)
 	case ckSynAck:
 		to.mu.Lock()
-		if to.closed || to.reset {
-			to.mu.Unlock()
+		bad := to.closed || to.reset
+		to.mu.Unlock()
+		if bad {
 			n.sendChunkLocked(to, ckRst, nil)
 			return
 		}
-		to.established = true
-		close(to.estab)
-		to.mu.Unlock()
+		to.establish()
+		if c.simul && !to.synRcvd {
+			// The peer is in SYN_RCVD, this end never got its SYN.
+			n.sendChunkLocked(to, ckAck, nil)
+		}
+	case ckAck:
+		to.establish()
 	case ckData:
 		to.mu.Lock()
 		if to.reset {
@@ -567,9 +596,7 @@ func (c *conn) Close() error {
 	}
 	if !c.dead {
 		h := c.h
-		if h.conns[c.id] == c {
-			delete(h.conns, c.id)
-		}
+		h.removeConnLocked(c)
 		if c.client && h.tcpPorts != nil {
 			if h.tcpPorts[c.local.Port()]--; h.tcpPorts[c.local.Port()] <= 0 {
 				delete(h.tcpPorts, c.local.Port())
@@ -669,7 +696,7 @@ func (l *listener) closeLocked() bool {
 	l.mu.Unlock()
 	for _, c := range pending {
 		c.abortLocked()
-		delete(l.h.conns, c.id)
+		l.h.removeConnLocked(c)
 	}
 	if l.h.listeners[l.port] == l {
 		delete(l.h.listeners, l.port)

@@ -27,6 +27,15 @@ type datagram struct {
 	seg     *Segment // multicast: the segment it is sent on
 	payload []byte   // replaced (never modified) by the hook before the first delivery
 	hooked  bool     // the OnPacket hook has seen it
+	nat     *natInfo // unicast through NATs: what they did to it; nil if nothing
+}
+
+// natPath returns the datagram's way out through NATs.
+func (dg *datagram) natPath() natPath {
+	if dg.nat != nil {
+		return dg.nat.path
+	}
+	return natPath{src: dg.src}
 }
 
 // packetConn is a UDP socket. It implements net.PacketConn.
@@ -279,6 +288,12 @@ func (n *Network) scheduleDatagramLocked(dg *datagram) {
 	dg.u = n.rng.Float64()
 	var to *Host
 	if dg.seg == nil {
+		if !dg.dst.Addr().IsLoopback() {
+			if p := n.routeOutLocked(dg.sentAt, protoUDP, 0, dg.src, dg.dst); p.src != dg.src || p.drop != "" {
+				dg.nat = &natInfo{path: p}
+				dg.srcAddr = udpAddr(p.src) // what receivers see
+			}
+		}
 		to = n.unicastHostLocked(dg)
 	}
 	l := n.linkLocked(dg.from, to)
@@ -293,12 +308,18 @@ func (n *Network) scheduleDatagramLocked(dg *datagram) {
 	n.events.push(event{at: n.quantize(dg.sentAt + d), src: dg.from.idx, ep: dg.ep, seq: dg.seq, dg: dg})
 }
 
+// unicastHostLocked guesses the host a unicast datagram goes to (nil:
+// none), without acting on any NAT.
 func (n *Network) unicastHostLocked(dg *datagram) *Host {
 	ip := dg.dst.Addr()
 	if ip.IsLoopback() {
 		return dg.from
 	}
-	return n.byIP[ip]
+	p := dg.natPath()
+	if p.drop != "" {
+		return nil
+	}
+	return n.peekHostLocked(protoUDP, p.src, dg.dst)
 }
 
 // dgOutcome tallies what happened to one datagram event, for the trace.
@@ -356,11 +377,31 @@ func (n *Network) deliverDatagramLocked(now int64, ev *event) {
 			n.deliverToLocked(now, ev, m, &o)
 		}
 	} else {
-		to := n.unicastHostLocked(dg)
+		to, dst := dg.from, dg.dst
+		if !dst.Addr().IsLoopback() {
+			p := dg.natPath() // a copy: a Duplicate's copy goes through the NATs afresh
+			if p.drop == "" {
+				to, dst = n.routeInLocked(now, protoUDP, 0, &p, dg.dst)
+			}
+			if p.drop != "" && p.at == nil {
+				n.traceDatagram(now, "udp-unreachable", dg, &o)
+				return
+			}
+			if p.drop != "" {
+				n.natDropLocked(now, protoUDP, "datagram", dg.src, dg.dst, &p)
+				return
+			}
+		}
+		if dst != dg.dst {
+			if dg.nat == nil {
+				dg.nat = &natInfo{path: natPath{src: dg.src}}
+			}
+			dg.nat.fdst = dst
+		}
 		var rcv *packetConn
 		if to != nil {
-			for _, s := range to.udp[dg.dst.Port()] {
-				if s.bind.IsUnspecified() || s.bind == dg.dst.Addr() {
+			for _, s := range to.udp[dst.Port()] {
+				if s.bind.IsUnspecified() || s.bind == dst.Addr() {
 					rcv = s
 					break
 				}
@@ -384,6 +425,14 @@ func (n *Network) traceDatagram(now int64, name string, dg *datagram, o *dgOutco
 	t.begin(now, name)
 	t.str("src", dg.src.String())
 	t.str("dst", dg.dst.String())
+	if x := dg.nat; x != nil {
+		if x.path.src != dg.src {
+			t.str("nat_src", x.path.src.String())
+		}
+		if x.fdst.IsValid() && x.fdst != dg.dst {
+			t.str("nat_dst", x.fdst.String())
+		}
+	}
 	t.num("seq", int64(dg.seq))
 	t.num("len", int64(len(dg.payload)))
 	t.num("sum", int64(fnv64(dg.payload)>>1))
