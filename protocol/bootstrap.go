@@ -1,6 +1,9 @@
 package protocol
 
-import "fmt"
+import (
+	"fmt"
+	"net/netip"
+)
 
 // MaxNamespaceLen bounds the optional namespace of a register message.
 const MaxNamespaceLen = 64
@@ -26,10 +29,18 @@ type Register struct {
 	Instance  string   `json:"instance,omitempty"`
 	Caps      []string `json:"caps,omitempty"`
 	Namespace string   `json:"namespace,omitempty"`
+	// Addrs are the client's own addresses ("ip:port" of its message
+	// listener on each local interface), so that peers on the same
+	// network can connect without going through its NAT. At most
+	// MaxAddrs.
+	Addrs []string `json:"addrs,omitempty"`
 	// Signature: the client's identity key and its signature over the
 	// fields above (see Sign). A server that lists the key checks it.
 	Signature
 }
+
+// MaxAddrs bounds the local addresses of a register and a peer entry.
+const MaxAddrs = 8
 
 // ListPeers asks for a PeerList.
 type ListPeers struct{}
@@ -62,6 +73,9 @@ type PeerInfo struct {
 	// Key is the peer's identity key, listed only when its registration
 	// was signed by it.
 	Key string `json:"key,omitempty"`
+	// Addrs are the addresses the peer registered as its own (see
+	// Register.Addrs).
+	Addrs []string `json:"addrs,omitempty"`
 }
 
 // PeerList lists every registered peer, the requester included.
@@ -157,6 +171,7 @@ func DecodeClientMessage(b []byte) (ClientMessage, error) {
 			Instance  string   `json:"instance"`
 			Caps      []string `json:"caps"`
 			Namespace string   `json:"namespace"`
+			Addrs     []string `json:"addrs"`
 			Signature
 		}
 		if err := unmarshal("register", b, &w); err != nil {
@@ -177,10 +192,13 @@ func DecodeClientMessage(b []byte) (ClientMessage, error) {
 		if err := checkNamespace(w.Namespace); err != nil {
 			return nil, err
 		}
+		if err := checkAddrs("register", w.Addrs); err != nil {
+			return nil, err
+		}
 		if err := w.Signature.check("register"); err != nil {
 			return nil, err
 		}
-		return &Register{Nickname: *w.Nickname, LocalAddr: *w.LocalAddr, Instance: w.Instance, Caps: nilIfEmpty(w.Caps), Namespace: w.Namespace, Signature: w.Signature}, nil
+		return &Register{Nickname: *w.Nickname, LocalAddr: *w.LocalAddr, Instance: w.Instance, Caps: nilIfEmpty(w.Caps), Namespace: w.Namespace, Addrs: nilIfEmpty(w.Addrs), Signature: w.Signature}, nil
 	case "list_peers", "heartbeat", "unregister":
 		// The original ignores extra fields; so do we, but the frame must
 		// still be a JSON object.
@@ -374,6 +392,7 @@ type wirePeer struct {
 	Instance   string   `json:"instance"`
 	Caps       []string `json:"caps"`
 	Key        string   `json:"key"`
+	Addrs      []string `json:"addrs"`
 }
 
 func (w *wirePeer) check(what string) (PeerInfo, error) {
@@ -397,5 +416,23 @@ func (w *wirePeer) check(what string) (PeerInfo, error) {
 			return PeerInfo{}, fmt.Errorf("%s: field `key`: %v: %w", what, err, ErrMalformed)
 		}
 	}
-	return PeerInfo{PeerID: *w.PeerID, Nickname: *w.Nickname, PublicAddr: *w.PublicAddr, LocalAddr: *w.LocalAddr, LastSeen: *w.LastSeen, Instance: w.Instance, Caps: nilIfEmpty(w.Caps), Key: w.Key}, nil
+	if err := checkAddrs(what, w.Addrs); err != nil {
+		return PeerInfo{}, err
+	}
+	return PeerInfo{PeerID: *w.PeerID, Nickname: *w.Nickname, PublicAddr: *w.PublicAddr, LocalAddr: *w.LocalAddr, LastSeen: *w.LastSeen, Instance: w.Instance, Caps: nilIfEmpty(w.Caps), Key: w.Key, Addrs: nilIfEmpty(w.Addrs)}, nil
+}
+
+// checkAddrs accepts at most MaxAddrs entries, each an IP address and a
+// port from 1 to 65535 ("10.0.0.5:41135", "[fe80::1]:41135").
+func checkAddrs(what string, addrs []string) error {
+	if len(addrs) > MaxAddrs {
+		return fmt.Errorf("%s: field `addrs` has more than %d entries: %w", what, MaxAddrs, ErrMalformed)
+	}
+	for _, a := range addrs {
+		ap, err := netip.ParseAddrPort(a)
+		if err != nil || ap.Port() == 0 || len(a) > 64 {
+			return fmt.Errorf("%s: field `addrs` entry %q is not ip:port: %w", what, truncate(a, 64), ErrMalformed)
+		}
+	}
+	return nil
 }

@@ -130,8 +130,12 @@
 //	{"type":"peer_list","peers":[{"peer_id":"19c5e1eb-b897-49e4-b781-d187d0de38d6","nickname":"probe","public_addr":"127.0.0.1:40000","local_addr":"0.0.0.0:40000","last_seen":1795739225}]}
 //	{"type":"error","message":"Not registered"}
 //
-// Extensions: register may carry instance, caps, namespace and the
-// signature fields key, ts and sig described above; a server lists the key
+// Extensions: register may carry instance, caps, namespace, addrs (the
+// client's own addresses, "ip:port" of its message listener on each local
+// interface, at most 8, so that peers behind the same NAT can connect
+// without it) and the signature fields key, ts and sig described above
+// (the signature covers addrs too); peer entries carry addrs as
+// registered; a server lists the key
 // in peer_list and peer_joined entries ("key":"iojj…") only after checking
 // the signature. Peers in
 // different namespaces never see each other, and the absent namespace is

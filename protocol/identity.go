@@ -163,7 +163,7 @@ func (g *Goodbye) signed(ts int64) []byte {
 }
 
 // Sign sets the register's key, ts and sig over nickname, local_addr,
-// instance, caps, namespace and ts.
+// instance, caps, namespace, addrs and ts.
 func (m *Register) Sign(priv ed25519.PrivateKey, now time.Time) {
 	m.Signature.sign(priv, now, m.signed)
 }
@@ -172,7 +172,7 @@ func (m *Register) Sign(priv ed25519.PrivateKey, now time.Time) {
 func (m *Register) Verify() error { return m.Signature.verify(m.signed) }
 
 func (m *Register) signed(ts int64) []byte {
-	return signedBytes("register/v1", m.Nickname, m.LocalAddr, m.Instance, strings.Join(m.Caps, ","), m.Namespace, itoa(ts))
+	return signedBytes("register/v1", m.Nickname, m.LocalAddr, m.Instance, strings.Join(m.Caps, ","), m.Namespace, strings.Join(m.Addrs, ","), itoa(ts))
 }
 
 // Fingerprints

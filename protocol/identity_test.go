@@ -97,6 +97,11 @@ func TestSignaturesCoverEveryField(t *testing.T) {
 		if err := r.Verify(); !errors.Is(err, ErrBadSignature) {
 			t.Errorf("register with another namespace: %v", err)
 		}
+		r.Namespace = "team"
+		r.Addrs = []string{"10.0.0.9:4000"}
+		if err := r.Verify(); !errors.Is(err, ErrBadSignature) {
+			t.Errorf("register with an added address: %v", err)
+		}
 	})
 }
 
@@ -113,6 +118,9 @@ func TestSignatureFieldsDecode(t *testing.T) {
 		{"sig without key", `{"type":"announce","nickname":"bob","tcp_port":1,"sig":"` + sig + `"}`, "field `key`"},
 		{"negative ts", `{"type":"announce","nickname":"bob","tcp_port":1,"key":"` + key + `","ts":-5,"sig":"` + sig + `"}`, "field `ts` must be a positive integer"},
 		{"register key not base64", `{"type":"register","nickname":"a","local_addr":"0.0.0.0:1","key":"` + strings.Repeat("!", 44) + `","ts":1,"sig":"` + sig + `"}`, "field `key`"},
+		{"register addrs not ip:port", `{"type":"register","nickname":"a","local_addr":"0.0.0.0:1","addrs":["10.0.0.1"]}`, "field `addrs` entry \"10.0.0.1\" is not ip:port"},
+		{"register addrs port zero", `{"type":"register","nickname":"a","local_addr":"0.0.0.0:1","addrs":["10.0.0.1:0"]}`, "field `addrs` entry"},
+		{"register too many addrs", `{"type":"register","nickname":"a","local_addr":"0.0.0.0:1","addrs":["1.1.1.1:1","1.1.1.1:2","1.1.1.1:3","1.1.1.1:4","1.1.1.1:5","1.1.1.1:6","1.1.1.1:7","1.1.1.1:8","1.1.1.1:9"]}`, "more than 8 entries"},
 		{"peer list key not base64", `{"type":"peer_list","peers":[{"peer_id":"x","nickname":"a","public_addr":"1.2.3.4:5","local_addr":"0.0.0.0:5","last_seen":1,"key":"nope"}]}`, "field `key`"},
 	}
 	for _, tt := range tests {

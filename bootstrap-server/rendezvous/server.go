@@ -561,6 +561,7 @@ func (s *Server) registerLocked(c *conn, m *protocol.Register, key string, now t
 			Instance:   m.Instance,
 			Caps:       m.Caps,
 			Key:        key,
+			Addrs:      m.Addrs,
 		},
 		lastSeen: now,
 		conn:     c,

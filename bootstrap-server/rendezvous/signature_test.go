@@ -93,7 +93,10 @@ func TestSignedRegisterIsListedWithItsKey(t *testing.T) {
 		rb := b.registerWith(signedRegister("bob", 4002, bob, time.Now().Add(SignatureWindow), protocol.CapNoise))
 		watcher.recv()
 		c := dial(t, sim, "192.0.2.12")
-		rc := c.registerWith(signedRegister("carol", 4003, identity(3), time.Now().Add(-SignatureWindow)))
+		mc := signedRegister("carol", 4003, identity(3), time.Now().Add(-SignatureWindow))
+		mc.Addrs = []string{"10.0.0.7:4003", "192.168.1.7:4003"}
+		mc.Sign(identity(3), time.Now().Add(-SignatureWindow))
+		rc := c.registerWith(mc)
 		watcher.recv()
 
 		peers := watcher.list()
@@ -103,8 +106,8 @@ func TestSignedRegisterIsListedWithItsKey(t *testing.T) {
 		if p := byID(t, peers, rb.PeerID); p.Key != keyOf(bob) || !protocol.HasCap(p.Caps, protocol.CapNoise) {
 			t.Errorf("bob's entry %+v, want his key and caps", p)
 		}
-		if p := byID(t, peers, rc.PeerID); p.Key != keyOf(identity(3)) {
-			t.Errorf("carol's entry %+v, want her key", p)
+		if p := byID(t, peers, rc.PeerID); p.Key != keyOf(identity(3)) || len(p.Addrs) != 2 || p.Addrs[1] != "192.168.1.7:4003" {
+			t.Errorf("carol's entry %+v, want her key and her own addresses", p)
 		}
 	})
 }

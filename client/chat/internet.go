@@ -72,6 +72,7 @@ func (n *Node) startInternet(ls *loopState) error {
 		OnRelayIncoming:   n.relayIncoming,
 		Namespace:         n.cfg.Namespace,
 		Identity:          n.cfg.Identity,
+		Addrs:             n.ownAddrs(),
 		Dial:              n.cfg.Network.DialContext,
 		Rand:              rand.New(rand.NewPCG(ls.rnd.Uint64(), ls.rnd.Uint64())),
 		Logger:            n.log.With("component", "rendezvous"),
@@ -98,6 +99,27 @@ func (n *Node) startInternet(ls *loopState) error {
 	default:
 		return nil
 	}
+}
+
+// ownAddrs lists this node's message listener on each of its unicast
+// addresses (loopback and link-local left out), at most
+// protocol.MaxAddrs, for the registration: a peer behind the same NAT
+// reaches one of them when the public address leads nowhere. A Network
+// that cannot say its addresses gives none.
+func (n *Node) ownAddrs() []string {
+	an, ok := n.cfg.Network.(interface{ Addrs() []netip.Addr })
+	if !ok {
+		return nil
+	}
+	var out []string
+	for _, ip := range an.Addrs() {
+		ip = ip.Unmap()
+		if !ip.IsGlobalUnicast() || len(out) == protocol.MaxAddrs {
+			continue
+		}
+		out = append(out, netip.AddrPortFrom(ip, n.port).String())
+	}
+	return out
 }
 
 // applyUpdate mirrors one rendezvous update into the registry.
@@ -243,6 +265,6 @@ func (ls *loopState) bootstrapObservation(p protocol.PeerInfo) (registry.Observa
 	return registry.Observation{
 		Source: registry.SourceBootstrap, ID: p.PeerID,
 		Addr:     netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()),
-		Nickname: p.Nickname, Instance: p.Instance, Caps: p.Caps, PubKey: p.Key,
+		Nickname: p.Nickname, Instance: p.Instance, Caps: p.Caps, PubKey: p.Key, Addrs: p.Addrs,
 	}, true
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -257,4 +258,56 @@ func status(tn *testNode, nick string) chat.PeerStatus {
 		}
 	}
 	return chat.PeerStatus{}
+}
+
+// Two peers behind one NAT (no hairpinning: their public addresses lead
+// nowhere) find each other through a server outside and connect directly
+// on the addresses they registered as their own; a third peer behind
+// another NAT gets through the relay. A private address that leads to
+// another host of the same name (here: none) would fail the handshake
+// quietly.
+func TestInternetSameNATDirectOnOwnAddrs(t *testing.T) {
+	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
+		wan := nw.AddSegment("wan")
+		sh := nw.AddHost("server", wan)
+		serveRendezvous(t, sh, 4)
+		home := nw.AddSegmentPrefix("home", netip.MustParsePrefix("192.168.1.0/24"))
+		other := nw.AddSegmentPrefix("other", netip.MustParsePrefix("192.168.2.0/24"))
+		nat := nw.AddNAT("router", home, wan, netsim.NATCone())
+		nw.AddNAT("router2", other, wan, netsim.NATCone())
+		url := fmt.Sprintf("ws://%s:8080/", sh.IP())
+		internet := func(c *chat.Config) { c.Mode = chat.ModeInternet; c.BootstrapServer = url }
+		alice := start(t, nw.AddHost("a", home), "alice", 1, internet)
+		bob := start(t, nw.AddHost("b", home), "bob", 2, internet)
+		carol := start(t, nw.AddHost("c", other), "carol", 3, internet)
+		if !nw.RunUntil(func() bool { return len(alice.Peers()) == 2 && len(carol.Peers()) == 2 }, 10*time.Second) {
+			t.Fatalf("no discovery through the server: alice %v, carol %v", alice.Peers(), carol.Peers())
+		}
+		if p := status(alice, "bob"); p.Addr.Addr() != nat.PublicIP() || len(p.Addrs) != 1 {
+			t.Fatalf("alice lists bob as %+v, want the NAT's address and bob's own", p.Peer)
+		}
+		res, err := alice.Send(t.Context(), "bob", "next door")
+		if err != nil || res.Status != chat.Delivered {
+			t.Fatalf("alice to bob: %+v, %v", res, err)
+		}
+		if st := status(alice, "bob"); st.Path != chat.PathDirect {
+			t.Errorf("path from alice to bob is %q, want %q", st.Path, chat.PathDirect)
+		}
+		res, err = alice.Send(t.Context(), "carol", "far away")
+		if err != nil || res.Status != chat.Delivered {
+			t.Fatalf("alice to carol: %+v, %v", res, err)
+		}
+		if st := status(alice, "carol"); st.Path != chat.PathRelayed {
+			t.Errorf("path from alice to carol is %q, want %q", st.Path, chat.PathRelayed)
+		}
+		nw.Settle()
+		for _, n := range []*testNode{bob, carol} {
+			if n.rec.Count(chat.EventMessage) != 1 {
+				t.Errorf("%s got %d messages, want 1", n.Nickname(), n.rec.Count(chat.EventMessage))
+			}
+		}
+		if n := alice.rec.Count(chat.EventSecurity); n != 0 {
+			t.Errorf("alice was told of %d security events; trying private addresses must be quiet", n)
+		}
+	})
 }

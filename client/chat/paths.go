@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"time"
 
 	"github.com/parlance-chat/parlance/client/internal/rendezvous"
@@ -18,87 +19,92 @@ import (
 // raw conn the node tracks (the same for a peer without a key); closing
 // the raw one ends both.
 //
-// A peer found through the bootstrap server that accepts relayed streams
-// is tried on two paths, happy-eyeballs style: directly, and through the
-// server's relay from RelayDelay on (at once if the direct dial fails
-// first). The first path whose handshake proves the peer's key carries
-// the messages; the other is closed.
+// A peer found through the bootstrap server is tried on every path at
+// once, happy-eyeballs style: its public address, the addresses it
+// registered as its own (reachable when both are behind the same NAT),
+// and, if it accepts relayed streams, the server's relay from RelayDelay
+// on (at once if every direct dial has failed). The first path whose
+// handshake proves the peer's key carries the messages; the others are
+// closed.
 func (n *Node) connect(ctx context.Context, peer registry.Peer) (c, raw net.Conn, err error) {
+	if peer.Source != registry.SourceBootstrap || !encrypts(peer) {
+		return n.connectVia(ctx, peer, PathDirect, n.dial, false)
+	}
 	n.mu.Lock()
 	token := n.relayToken
 	n.mu.Unlock()
-	if peer.Source != registry.SourceBootstrap || token == "" || peer.ID == "" ||
-		!protocol.HasCap(peer.Caps, protocol.CapRelay) || !encrypts(peer) {
-		return n.connectVia(ctx, peer, PathDirect, n.dial)
-	}
-	relay := func(ctx context.Context, peer registry.Peer) (net.Conn, error) {
-		c, err := rendezvous.DialRelay(ctx, n.rv, token, peer.ID)
-		if err != nil {
-			return nil, sendError(peer, "connect through the relay", err)
-		}
-		if !n.trackConn(c) {
-			return nil, ErrClosed
-		}
-		return c, nil
-	}
+
 	type attempt struct {
 		c, raw net.Conn
 		err    error
 	}
 	actx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	direct, relayed := make(chan attempt, 1), make(chan attempt, 1)
-	start := func(ch chan attempt, path string, dial func(context.Context, registry.Peer) (net.Conn, error)) {
+	results := make(chan attempt)
+	pending, directLeft := 0, 0
+	start := func(path string, dial func(context.Context, registry.Peer) (net.Conn, error), quiet bool) {
+		pending++
 		go func() {
-			c, raw, err := n.connectVia(actx, peer, path, dial)
-			ch <- attempt{c, raw, err}
+			c, raw, err := n.connectVia(actx, peer, path, dial, quiet)
+			results <- attempt{c, raw, err}
 		}()
 	}
-	start(direct, PathDirect, n.dial)
+	start(PathDirect, n.dial, false)
+	for _, a := range peer.Addrs {
+		ap, err := netip.ParseAddrPort(a)
+		if err != nil || ap == peer.Addr {
+			continue
+		}
+		// Another network's host may hold that private address: a key
+		// mismatch there is no attack, just not the peer.
+		start(PathDirect, func(ctx context.Context, p registry.Peer) (net.Conn, error) {
+			p.Addr = ap
+			return n.dial(ctx, p)
+		}, true)
+	}
+	directLeft = pending
+	relayed := token != "" && peer.ID != "" && protocol.HasCap(peer.Caps, protocol.CapRelay)
+	startRelay := func() {
+		if !relayed {
+			return
+		}
+		relayed = false
+		start(PathRelayed, func(ctx context.Context, peer registry.Peer) (net.Conn, error) {
+			c, err := rendezvous.DialRelay(ctx, n.rv, token, peer.ID)
+			if err != nil {
+				return nil, sendError(peer, "connect through the relay", err)
+			}
+			if !n.trackConn(c) {
+				return nil, ErrClosed
+			}
+			return c, nil
+		}, false)
+	}
 	delay := time.NewTimer(RelayDelay)
 	defer delay.Stop()
 	var first *attempt
-	pending := 1
-	relayStarted := false
-	startRelay := func() {
-		if !relayStarted {
-			relayStarted = true
-			pending++
-			start(relayed, PathRelayed, relay)
-		}
-	}
 	var errs []error
 	for pending > 0 && first == nil {
 		select {
 		case <-delay.C:
 			startRelay()
-		case a := <-direct:
+		case a := <-results:
 			pending--
 			if a.err == nil {
 				first = &a
-			} else {
-				errs = append(errs, a.err)
-				startRelay()
+				break
 			}
-		case a := <-relayed:
-			pending--
-			if a.err == nil {
-				first = &a
-			} else {
-				errs = append(errs, a.err)
+			errs = append(errs, a.err)
+			if directLeft--; directLeft == 0 {
+				startRelay()
 			}
 		}
 	}
-	// The loser is cancelled; wait for it so that no goroutine outlives
-	// the call, and close what it may have opened anyway.
+	// The losers are cancelled; wait for them so that no goroutine
+	// outlives the call, and close what they may have opened anyway.
 	cancel()
 	for ; pending > 0; pending-- {
-		var a attempt
-		select {
-		case a = <-direct:
-		case a = <-relayed:
-		}
-		if a.err == nil {
+		if a := <-results; a.err == nil {
 			n.untrackConn(a.raw)
 		}
 	}
@@ -121,7 +127,11 @@ const RelayDelay = 250 * time.Millisecond
 
 // connectVia opens one path to peer with dial and, for a peer with a key,
 // runs the handshake on it.
-func (n *Node) connectVia(ctx context.Context, peer registry.Peer, path string, dial func(context.Context, registry.Peer) (net.Conn, error)) (c, raw net.Conn, err error) {
+//
+// quiet marks a speculative path (a private address that may belong to
+// another network's host): a key mismatch there fails the path without
+// telling the user of an attack.
+func (n *Node) connectVia(ctx context.Context, peer registry.Peer, path string, dial func(context.Context, registry.Peer) (net.Conn, error), quiet bool) (c, raw net.Conn, err error) {
 	raw, err = dial(ctx, peer)
 	if err != nil || !encrypts(peer) {
 		if err == nil {
@@ -139,7 +149,7 @@ func (n *Node) connectVia(ctx context.Context, peer registry.Peer, path string, 
 	sc, err := session.Client(hctx, raw, n.local, expect)
 	if err != nil {
 		n.untrackConn(raw)
-		if errors.Is(err, session.ErrKeyMismatch) {
+		if errors.Is(err, session.ErrKeyMismatch) && !quiet {
 			n.emit(Event{Kind: EventSecurity, Time: time.Now(), Peer: peer,
 				Text: fmt.Sprintf("refused %s (%s): it announced key %s but proved another (%v)", registry.Selector(peer), path, protocol.ShortFingerprint(expect), err)})
 			return nil, nil, fmt.Errorf("%s: %w: %w", registry.Selector(peer), ErrKeyMismatch, err)

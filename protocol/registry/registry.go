@@ -99,6 +99,10 @@ type Peer struct {
 	// PubKey is the identity key the peer announced (protocol wire form,
 	// signature checked by the caller); empty for original peers.
 	PubKey string
+	// Addrs are other addresses the peer says it accepts messages on (a
+	// bootstrap peer's own interface addresses, for peers behind the
+	// same NAT); nil for LAN peers.
+	Addrs  []string
 	Source Source
 	// ID is the bootstrap server's peer_id; empty for LAN peers.
 	ID        string
@@ -115,6 +119,8 @@ type Observation struct {
 	Caps     []string
 	// PubKey is the announced identity key; empty for original peers.
 	PubKey string
+	// Addrs are the peer's other addresses (see Peer.Addrs).
+	Addrs []string
 	// ID is the bootstrap peer_id; required for SourceBootstrap.
 	ID string
 }
@@ -226,9 +232,9 @@ func (r *Registry) Observe(now time.Time, o Observation) (Change, error) {
 	}
 	kind := Refreshed
 	var old Peer
-	if p.Nickname != o.Nickname || !slices.Equal(p.Caps, o.Caps) || p.Addr != o.Addr || p.ID != o.ID || p.PubKey != o.PubKey {
+	if p.Nickname != o.Nickname || !slices.Equal(p.Caps, o.Caps) || p.Addr != o.Addr || p.ID != o.ID || p.PubKey != o.PubKey || !slices.Equal(p.Addrs, o.Addrs) {
 		kind, old = Updated, p.clone()
-		p.Nickname, p.Caps, p.Addr, p.ID, p.PubKey = o.Nickname, slices.Clone(o.Caps), o.Addr, o.ID, o.PubKey
+		p.Nickname, p.Caps, p.Addr, p.ID, p.PubKey, p.Addrs = o.Nickname, slices.Clone(o.Caps), o.Addr, o.ID, o.PubKey, slices.Clone(o.Addrs)
 	}
 	if now.After(p.LastSeen) {
 		p.LastSeen = now
@@ -239,7 +245,7 @@ func (r *Registry) Observe(now time.Time, o Observation) (Change, error) {
 func newPeer(key Key, now time.Time, o Observation) *Peer {
 	return &Peer{
 		Key: key, Nickname: o.Nickname, Addr: o.Addr, Instance: o.Instance,
-		Caps: slices.Clone(o.Caps), PubKey: o.PubKey, Source: o.Source, ID: o.ID,
+		Caps: slices.Clone(o.Caps), PubKey: o.PubKey, Addrs: slices.Clone(o.Addrs), Source: o.Source, ID: o.ID,
 		FirstSeen: now, LastSeen: now,
 	}
 }
@@ -486,5 +492,6 @@ func (r *Registry) sortedKeys() []Key {
 func (p *Peer) clone() Peer {
 	c := *p
 	c.Caps = slices.Clone(p.Caps)
+	c.Addrs = slices.Clone(p.Addrs)
 	return c
 }

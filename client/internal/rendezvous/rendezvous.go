@@ -60,6 +60,10 @@ type Config struct {
 	Instance  string   // our instance id (extension field)
 	Caps      []string // our capabilities to advertise (e.g. "ack"); rendezvous adds protocol.CapPush itself
 	Namespace string   // optional; "" is the default namespace original clients share
+	// Addrs are this client's own addresses (ip:port of its message
+	// listener per local interface), registered so that peers behind the
+	// same NAT can reach it without the NAT. At most protocol.MaxAddrs.
+	Addrs []string
 	// Identity signs every register (protocol.Register.Sign) when it is
 	// sent. Nil registers unsigned, as the original client does.
 	Identity ed25519.PrivateKey
@@ -358,6 +362,7 @@ func (s *sess) register() error {
 		Instance:  s.cfg.Instance,
 		Caps:      s.cfg.Caps,
 		Namespace: s.cfg.Namespace,
+		Addrs:     s.cfg.Addrs,
 	}
 	if s.cfg.Identity != nil {
 		m.Sign(s.cfg.Identity, time.Now())
