@@ -154,3 +154,69 @@ func (lr *LineReader) ReadLine() ([]byte, error) {
 		return nil, err
 	}
 }
+
+// Punch coordinates a TCP hole punch (DCUtR-style) between two of our
+// peers that talk through the relay. It travels inside their session, as
+// a line like a chat message, only to peers that listed CapPunch:
+//
+//	{"punch":"connect","addrs":["203.0.113.5:41135"]}   both ways: where I can be dialled
+//	{"punch":"sync"}                                     initiator: dial now
+//
+// The initiator sends connect and times the answering connect (the round
+// trip), sends sync and dials after half a round trip; the other side
+// dials as soon as sync arrives, so that both SYNs cross the NATs at about
+// the same time.
+type Punch struct {
+	Punch string   `json:"punch"`
+	Addrs []string `json:"addrs,omitempty"`
+}
+
+// The Punch steps.
+const (
+	PunchConnect = "connect"
+	PunchSync    = "sync"
+)
+
+// CapPunch: the peer takes part in hole punching (Punch lines).
+const CapPunch = "punch"
+
+// EncodePunch returns the line with its trailing newline.
+func EncodePunch(p *Punch) ([]byte, error) {
+	if err := checkPunch(p.Punch, p.Addrs); err != nil {
+		return nil, err
+	}
+	b, err := marshal(p)
+	if err != nil {
+		return nil, fmt.Errorf("protocol: encode punch: %w", err)
+	}
+	return append(b, '\n'), nil
+}
+
+// DecodePunch parses one punch line, with or without its newline.
+func DecodePunch(line []byte) (*Punch, error) {
+	const what = "punch"
+	if err := checkInput(what, line, MaxLineSize); err != nil {
+		return nil, err
+	}
+	var w struct {
+		Punch *string  `json:"punch"`
+		Addrs []string `json:"addrs"`
+	}
+	if err := unmarshal(what, bytes.TrimSuffix(line, []byte("\n")), &w); err != nil {
+		return nil, err
+	}
+	if w.Punch == nil {
+		return nil, missing(what, "punch")
+	}
+	if err := checkPunch(*w.Punch, w.Addrs); err != nil {
+		return nil, err
+	}
+	return &Punch{Punch: *w.Punch, Addrs: nilIfEmpty(w.Addrs)}, nil
+}
+
+func checkPunch(step string, addrs []string) error {
+	if step != PunchConnect && step != PunchSync {
+		return fmt.Errorf("punch: field `punch` must be %q or %q, got %q: %w", PunchConnect, PunchSync, truncate(step, 16), ErrMalformed)
+	}
+	return checkAddrs("punch", addrs)
+}

@@ -113,6 +113,19 @@
 // altered transport messages fail authentication and end the connection.
 // An original sender's connection carries plaintext lines as before.
 //
+// # Hole punching
+//
+// Two of our peers that talk through the relay and both list CapPunch
+// ("punch") try to open a direct TCP connection through their NATs, as
+// libp2p's DCUtR does: inside their session, the one that opened it sends
+// {"punch":"connect","addrs":[...]} (where it can be dialled: the public
+// address the server observed), the other answers with its own, the first
+// measures that round trip, sends {"punch":"sync"} and dials half a round
+// trip later while the other dials at once, each from its message
+// listener's port, so that both SYNs cross the NATs at about the same
+// time (a TCP simultaneous open). The direct connection then carries a new
+// session that must prove the same key; the relayed one is closed.
+//
 // # Internet discovery (WebSocket bootstrap server)
 //
 // One JSON object per text frame. A client sends frames of at most

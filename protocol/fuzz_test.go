@@ -78,3 +78,15 @@ func roundTrip[T any](t *testing.T, x T, encode func(T) ([]byte, error), decode 
 		t.Fatalf("round trip changed the message:\n was %#v\n now %#v\nwire %s", x, y, b)
 	}
 }
+
+func FuzzDecodePunch(f *testing.F) {
+	f.Add([]byte(`{"punch":"connect","addrs":["203.0.113.5:41135"]}` + "\n"))
+	f.Add([]byte(`{"punch":"sync"}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p, err := DecodePunch(b)
+		if err != nil {
+			return
+		}
+		roundTrip(t, p, EncodePunch, DecodePunch)
+	})
+}

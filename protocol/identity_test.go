@@ -174,3 +174,18 @@ func TestFingerprint(t *testing.T) {
 		t.Error("8 and 1 are not base32: an instance prefix is no fingerprint")
 	}
 }
+
+func TestPunchLines(t *testing.T) {
+	b, err := EncodePunch(&Punch{Punch: PunchConnect, Addrs: []string{"203.0.113.5:41135"}})
+	if want := `{"punch":"connect","addrs":["203.0.113.5:41135"]}` + "\n"; err != nil || string(b) != want {
+		t.Fatalf("connect: %q, %v; want %q", b, err, want)
+	}
+	if b, _ := EncodePunch(&Punch{Punch: PunchSync}); string(b) != `{"punch":"sync"}`+"\n" {
+		t.Errorf("sync: %q", b)
+	}
+	for _, bad := range []string{`{"punch":"now"}`, `{"punch":"connect","addrs":["nowhere"]}`, `{"addrs":[]}`, `{"from":"a","content":"x","timestamp":1}`} {
+		if _, err := DecodePunch([]byte(bad)); !errors.Is(err, ErrMalformed) {
+			t.Errorf("DecodePunch(%s) = %v, want ErrMalformed", bad, err)
+		}
+	}
+}

@@ -67,7 +67,7 @@ func (n *Node) startInternet(ls *loopState) error {
 		Nickname:          n.cfg.Nickname,
 		TCPPort:           n.port,
 		Instance:          n.instance,
-		Caps:              append(Caps(), protocol.CapRelay),
+		Caps:              n.internetCaps(),
 		Relay:             true,
 		OnRelayIncoming:   n.relayIncoming,
 		Namespace:         n.cfg.Namespace,
@@ -101,6 +101,17 @@ func (n *Node) startInternet(ls *loopState) error {
 	}
 }
 
+// internetCaps are the capabilities registered in internet mode: Caps,
+// the relay, and hole punching where the Network can dial from the
+// listener's port.
+func (n *Node) internetCaps() []string {
+	caps := append(Caps(), protocol.CapRelay)
+	if n.canPunch() {
+		caps = append(caps, protocol.CapPunch)
+	}
+	return caps
+}
+
 // ownAddrs lists this node's message listener on each of its unicast
 // addresses (loopback and link-local left out), at most
 // protocol.MaxAddrs, for the registration: a peer behind the same NAT
@@ -132,7 +143,7 @@ func (ls *loopState) applyUpdate(now time.Time, up rendezvous.Update) {
 		ls.graceNext = ls.registered
 		ls.registered = true
 		n.mu.Lock()
-		n.relayToken = up.RelayToken
+		n.relayToken, n.publicAddr = up.RelayToken, up.PublicAddr
 		n.mu.Unlock()
 		n.emit(Event{Kind: EventStatus, Time: now, Text: fmt.Sprintf("registered with %s as %s", n.cfg.BootstrapServer, up.PublicAddr)})
 	case rendezvous.Disconnected:

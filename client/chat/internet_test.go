@@ -311,3 +311,66 @@ func TestInternetSameNATDirectOnOwnAddrs(t *testing.T) {
 		}
 	})
 }
+
+// Behind two cone NATs, a conversation starts on the relay and moves to a
+// direct connection by hole punching, with no message lost or shown
+// twice; behind two symmetric NATs it stays relayed after PunchAttempts
+// tries.
+func TestInternetHolePunching(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		nat  netsim.NATConfig
+		want string
+	}{
+		{"cone to cone", netsim.NATCone(), chat.PathDirect},
+		{"symmetric to symmetric", netsim.NATSymmetric(), chat.PathRelayed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
+				wan := nw.AddSegment("wan")
+				sh := nw.AddHost("server", wan)
+				serveRendezvous(t, sh, 5)
+				homeA := nw.AddSegmentPrefix("home-a", netip.MustParsePrefix("192.168.1.0/24"))
+				homeB := nw.AddSegmentPrefix("home-b", netip.MustParsePrefix("192.168.2.0/24"))
+				natA := nw.AddNAT("router-a", homeA, wan, tc.nat)
+				natB := nw.AddNAT("router-b", homeB, wan, tc.nat)
+				url := fmt.Sprintf("ws://%s:8080/", sh.IP())
+				internet := func(c *chat.Config) { c.Mode = chat.ModeInternet; c.BootstrapServer = url }
+				alice := start(t, nw.AddHost("a", homeA), "alice", 1, internet)
+				bob := start(t, nw.AddHost("b", homeB), "bob", 2, internet)
+				if !nw.RunUntil(func() bool { return hasPeer(alice, "bob") && hasPeer(bob, "alice") }, 10*time.Second) {
+					t.Fatalf("no discovery through the server")
+				}
+				const n = 6
+				for i := range n {
+					res, err := alice.Send(t.Context(), "bob", fmt.Sprintf("message %d", i))
+					if err != nil || res.Status != chat.Delivered {
+						t.Fatalf("message %d: %+v, %v", i, res, err)
+					}
+					if i == 0 {
+						if st := status(alice, "bob"); st.Path != chat.PathRelayed {
+							t.Fatalf("first message went %q, want relayed", st.Path)
+						}
+					}
+					nw.RunFor(4 * time.Second) // time for a try and its retries
+				}
+				if st := status(alice, "bob"); st.Path != tc.want {
+					t.Errorf("path after the punch tries: %q, want %q (NAT a %+v, b %+v)", st.Path, tc.want, natA.Stats(), natB.Stats())
+				}
+				nw.Settle()
+				got := map[string]int{}
+				for _, m := range bob.rec.Messages() {
+					got[m.Text]++
+				}
+				for i := range n {
+					if k := got[fmt.Sprintf("message %d", i)]; k != 1 {
+						t.Errorf("bob shows message %d %d times, want once", i, k)
+					}
+				}
+				if tc.want == chat.PathDirect && nw.Stats().SimultaneousOpens == 0 && natB.Stats().Translated == 0 {
+					t.Error("direct without a simultaneous open or a translated packet: the NATs did not act")
+				}
+			})
+		})
+	}
+}

@@ -46,6 +46,7 @@ type Node struct {
 	mu         sync.Mutex // guards the fields below; never held across I/O
 	closed     bool
 	relayToken string                  // internet mode: from the server's registered answer
+	publicAddr string                  // internet mode: where the server saw us
 	paths      map[registry.Key]string // the path of the last session to each peer
 	conns      map[net.Conn]struct{}   // every open TCP conn, to close on shutdown
 	pool       map[string]*peerConn    // kept-open conns to ack-capable peers

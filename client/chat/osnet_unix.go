@@ -50,10 +50,39 @@ func (OSNetwork) Addrs() []netip.Addr {
 	return out
 }
 
-// Listen listens with net.ListenConfig.
+// Listen listens with net.ListenConfig. TCP listeners get SO_REUSEADDR
+// and SO_REUSEPORT, so that DialFrom can dial from their port (hole
+// punching); only processes of the same user can share such a port.
 func (OSNetwork) Listen(ctx context.Context, network, addr string) (net.Listener, error) {
-	var lc net.ListenConfig
+	lc := net.ListenConfig{Control: reusePort}
 	return lc.Listen(ctx, network, addr)
+}
+
+// DialFrom dials raddr from laddr (":port" of a listener of ours) with
+// SO_REUSEADDR and SO_REUSEPORT: a TCP simultaneous open through NATs
+// needs the SYN to leave from the port the peer dials.
+func (OSNetwork) DialFrom(ctx context.Context, network, laddr, raddr string) (net.Conn, error) {
+	la, err := net.ResolveTCPAddr(network, laddr)
+	if err != nil {
+		return nil, err
+	}
+	d := net.Dialer{LocalAddr: la, Control: reusePort}
+	return d.DialContext(ctx, network, raddr)
+}
+
+// reusePort sets SO_REUSEADDR and SO_REUSEPORT on a socket.
+func reusePort(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); serr != nil {
+			serr = fmt.Errorf("SO_REUSEADDR: %w", serr)
+			return
+		}
+		if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); serr != nil {
+			serr = fmt.Errorf("SO_REUSEPORT: %w", serr)
+		}
+	})
+	return errors.Join(err, serr)
 }
 
 // ListenPacket listens with net.ListenConfig.
@@ -74,19 +103,7 @@ func (OSNetwork) ListenMulticastUDP(ctx context.Context, network string, ifi *ne
 	if gaddr == nil || gaddr.IP.To4() == nil || !gaddr.IP.IsMulticast() {
 		return nil, fmt.Errorf("listen multicast: %v is not an IPv4 multicast address", gaddr)
 	}
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
-		var serr error
-		err := c.Control(func(fd uintptr) {
-			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); serr != nil {
-				serr = fmt.Errorf("SO_REUSEADDR: %w", serr)
-				return
-			}
-			if serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); serr != nil {
-				serr = fmt.Errorf("SO_REUSEPORT: %w", serr)
-			}
-		})
-		return errors.Join(err, serr)
-	}}
+	lc := net.ListenConfig{Control: reusePort}
 	c, err := lc.ListenPacket(ctx, "udp4", net.JoinHostPort("0.0.0.0", strconv.Itoa(gaddr.Port)))
 	if err != nil {
 		return nil, fmt.Errorf("listen multicast: %w", err)

@@ -165,6 +165,12 @@ func (n *Node) connectVia(ctx context.Context, peer registry.Peer, path string, 
 	return sc, raw, nil
 }
 
+func (n *Node) pathTo(peer registry.Peer) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.paths[peer.Key]
+}
+
 func (n *Node) setPath(peer registry.Peer, path string) {
 	n.mu.Lock()
 	n.paths[peer.Key] = path

@@ -77,6 +77,7 @@ func (n *Node) serve(c net.Conn) {
 		return
 	}
 	lr := protocol.NewLineReader(conn)
+	var punchFrom netip.AddrPort // where the peer's last punch connect says to dial
 	for {
 		if err := c.SetReadDeadline(time.Now().Add(n.cfg.ReceiveIdleTimeout)); err != nil {
 			return
@@ -100,6 +101,13 @@ func (n *Node) serve(c net.Conn) {
 		}
 		msg, err := protocol.DecodeChatLine(line)
 		if err != nil {
+			if p, perr := protocol.DecodePunch(line); perr == nil && encrypted {
+				if err := n.answerPunch(conn, p, &punchFrom); err != nil {
+					n.log.Debug("punch answer not sent", "to", remote, "err", err)
+					return
+				}
+				continue
+			}
 			n.log.Warn("invalid message line skipped", "from", remote, "err", err)
 			continue
 		}

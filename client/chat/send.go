@@ -161,7 +161,8 @@ func encrypts(peer registry.Peer) bool {
 type peerConn struct {
 	token    chan struct{}
 	conn     net.Conn // the session, or raw for a peer without a key
-	raw      net.Conn // the tracked TCP conn
+	raw      net.Conn // the tracked TCP conn (or relayed stream)
+	path     string   // PathDirect or PathRelayed
 	lr       *protocol.LineReader
 	lastUsed time.Time
 	idle     *time.Timer
@@ -207,12 +208,15 @@ func (n *Node) sendAcked(ctx context.Context, peer registry.Peer, line []byte, i
 			if err != nil {
 				return err
 			}
-			pc.conn, pc.raw, pc.lr = c, raw, protocol.NewLineReader(c)
+			pc.conn, pc.raw, pc.lr, pc.path = c, raw, protocol.NewLineReader(c), n.pathTo(peer)
 		}
 		err := n.exchange(ctx, pc, line, id)
 		if err == nil {
 			pc.lastUsed = time.Now()
 			n.armIdle(pc)
+			if !reused && pc.path == PathRelayed {
+				n.maybePunch(peer, pc)
+			}
 			return nil
 		}
 		n.untrackConn(pc.raw)

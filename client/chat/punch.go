@@ -1,0 +1,255 @@
+package chat
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"strconv"
+	"time"
+
+	"github.com/parlance-chat/parlance/client/session"
+	"github.com/parlance-chat/parlance/protocol"
+	"github.com/parlance-chat/parlance/protocol/registry"
+)
+
+// Hole punching, DCUtR-style over TCP (see protocol.Punch): once a
+// conversation runs through the relay, the side that opened it asks the
+// other, inside the session, where it can be dialled, times the answer,
+// and both dial each other's public address from their message
+// listener's port at about the same instant, so that each NAT has a
+// mapping out before the other's SYN comes in. The direct connection
+// carries a new session that must prove the same key, and replaces the
+// relayed one between two messages (the sender holds the connection's
+// token), so nothing is lost or shown twice. Up to PunchAttempts tries;
+// after that the conversation stays relayed.
+
+// PunchAttempts bounds the hole punching tries per relayed connection;
+// the 2025 DCUtR measurement saw 97.6% of successes on the first.
+const PunchAttempts = 3
+
+// punchRetry is the pause between tries.
+const punchRetry = time.Second
+
+// dialFromNetwork is what hole punching needs of the Network: dialling
+// from a port a listener holds (SO_REUSEADDR and SO_REUSEPORT).
+type dialFromNetwork interface {
+	DialFrom(ctx context.Context, network, laddr, raddr string) (net.Conn, error)
+}
+
+// canPunch reports whether this node can take part in hole punching.
+func (n *Node) canPunch() bool {
+	_, ok := n.cfg.Network.(dialFromNetwork)
+	return ok
+}
+
+// ownPublicAddr is where the bootstrap server saw us (its IP, our port),
+// which peers behind another NAT dial; "" before registering.
+func (n *Node) ownPublicAddr() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.publicAddr
+}
+
+// goIfOpen runs f in a goroutine of the node unless the node is closing.
+func (n *Node) goIfOpen(f func()) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return false
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// maybePunch starts hole punching on pc, a relayed connection to peer
+// just made, when both sides can.
+func (n *Node) maybePunch(peer registry.Peer, pc *peerConn) {
+	if !n.canPunch() || !protocol.HasCap(peer.Caps, protocol.CapPunch) || n.ownPublicAddr() == "" {
+		return
+	}
+	n.goIfOpen(func() {
+		for try := 1; try <= PunchAttempts; try++ {
+			err := n.punchOnce(peer, pc)
+			if err == nil {
+				n.log.Info("hole punched: the conversation moved off the relay", "peer", peer.Nickname, "try", try)
+				return
+			}
+			n.log.Info("hole punching failed", "peer", peer.Nickname, "try", try, "err", err)
+			if errors.Is(err, errPunchMoot) || n.ctx.Err() != nil {
+				return
+			}
+			select {
+			case <-time.After(punchRetry):
+			case <-n.ctx.Done():
+				return
+			}
+		}
+	})
+}
+
+// errPunchMoot: the relayed connection is gone or already direct.
+var errPunchMoot = errors.New("no relayed connection to upgrade")
+
+// punchOnce coordinates one try over the relayed session in pc, dials,
+// and on success swaps pc's connection for the direct one.
+func (n *Node) punchOnce(peer registry.Peer, pc *peerConn) error {
+	ctx, cancel := context.WithTimeout(n.ctx, 2*n.cfg.AckTimeout)
+	defer cancel()
+	// Coordinate with the token held: no message is between send and ack.
+	select {
+	case pc.token <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	theirs, rtt, err := n.punchCoordinate(ctx, pc)
+	<-pc.token
+	if err != nil {
+		return err
+	}
+	select {
+	case <-time.After(rtt / 2):
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	c, raw, err := n.punchDial(ctx, peer, theirs, false)
+	if err != nil {
+		return err
+	}
+	select {
+	case pc.token <- struct{}{}:
+	case <-ctx.Done():
+		n.untrackConn(raw)
+		return ctx.Err()
+	}
+	defer func() { <-pc.token }()
+	if pc.conn == nil || pc.path != PathRelayed {
+		n.untrackConn(raw)
+		return errPunchMoot
+	}
+	n.untrackConn(pc.raw)
+	pc.conn, pc.raw, pc.lr, pc.path = c, raw, protocol.NewLineReader(c), PathDirect
+	n.setPath(peer, PathDirect)
+	return nil
+}
+
+// punchCoordinate sends connect, waits for the answering connect, sends
+// sync; it returns the peer's address and the round trip. Called with
+// pc's token held.
+func (n *Node) punchCoordinate(ctx context.Context, pc *peerConn) (netip.AddrPort, time.Duration, error) {
+	if pc.conn == nil || pc.path != PathRelayed {
+		return netip.AddrPort{}, 0, errPunchMoot
+	}
+	line, err := protocol.EncodePunch(&protocol.Punch{Punch: protocol.PunchConnect, Addrs: []string{n.ownPublicAddr()}})
+	if err != nil {
+		return netip.AddrPort{}, 0, err
+	}
+	sent := time.Now()
+	if err := n.write(ctx, pc.conn, line); err != nil {
+		return netip.AddrPort{}, 0, err
+	}
+	stop := context.AfterFunc(ctx, func() { pc.raw.SetDeadline(time.Now()) })
+	defer stop()
+	pc.conn.SetReadDeadline(time.Now().Add(n.cfg.AckTimeout))
+	defer pc.conn.SetReadDeadline(time.Time{})
+	for {
+		b, err := pc.lr.ReadLine()
+		if err != nil {
+			return netip.AddrPort{}, 0, fmt.Errorf("wait for the peer's addresses: %w", err)
+		}
+		p, err := protocol.DecodePunch(b)
+		if err != nil || p.Punch != protocol.PunchConnect {
+			continue // a late ack
+		}
+		rtt := time.Since(sent)
+		var theirs netip.AddrPort
+		for _, a := range p.Addrs {
+			if ap, err := netip.ParseAddrPort(a); err == nil {
+				theirs = ap
+				break
+			}
+		}
+		if !theirs.IsValid() {
+			return netip.AddrPort{}, 0, errors.New("the peer has no public address to dial")
+		}
+		sync, _ := protocol.EncodePunch(&protocol.Punch{Punch: protocol.PunchSync})
+		if err := n.write(ctx, pc.conn, sync); err != nil {
+			return netip.AddrPort{}, 0, err
+		}
+		return theirs, rtt, nil
+	}
+}
+
+// punchDial dials addr from the message listener's port. The initiator
+// runs the session's handshake on what it gets; the other side (serve)
+// serves it as an incoming connection, which the initiator's preamble
+// opens.
+func (n *Node) punchDial(ctx context.Context, peer registry.Peer, addr netip.AddrPort, serve bool) (c, raw net.Conn, err error) {
+	nw, ok := n.cfg.Network.(dialFromNetwork)
+	if !ok {
+		return nil, nil, errPunchMoot
+	}
+	dctx, cancel := context.WithTimeout(ctx, n.cfg.DialTimeout)
+	defer cancel()
+	raw, err = nw.DialFrom(dctx, "tcp", ":"+strconv.Itoa(int(n.port)), addr.String())
+	if err != nil {
+		return nil, nil, fmt.Errorf("dial %s from port %d: %w", addr, n.port, err)
+	}
+	if !n.trackConn(raw) {
+		return nil, nil, ErrClosed
+	}
+	if serve {
+		n.serve(raw)
+		return nil, nil, nil
+	}
+	expect, _ := protocol.ParsePublicKey(peer.PubKey)
+	sc, err := session.Client(dctx, raw, n.local, expect)
+	if err != nil {
+		n.untrackConn(raw)
+		return nil, nil, fmt.Errorf("handshake on the punched connection: %w", err)
+	}
+	return sc, raw, nil
+}
+
+// answerPunch is the other side of a try, run by serve when a punch line
+// arrives on a session: connect is answered with our public address,
+// sync makes us dial the address connect gave at once.
+func (n *Node) answerPunch(conn net.Conn, p *protocol.Punch, theirs *netip.AddrPort) error {
+	switch p.Punch {
+	case protocol.PunchConnect:
+		*theirs = netip.AddrPort{}
+		for _, a := range p.Addrs {
+			if ap, err := netip.ParseAddrPort(a); err == nil {
+				*theirs = ap
+				break
+			}
+		}
+		own := n.ownPublicAddr()
+		if own == "" || !n.canPunch() {
+			return nil // no answer: the initiator's try times out
+		}
+		line, err := protocol.EncodePunch(&protocol.Punch{Punch: protocol.PunchConnect, Addrs: []string{own}})
+		if err != nil {
+			return err
+		}
+		conn.SetWriteDeadline(time.Now().Add(n.cfg.WriteTimeout))
+		_, err = conn.Write(line)
+		return err
+	case protocol.PunchSync:
+		addr := *theirs
+		if !addr.IsValid() {
+			return nil
+		}
+		n.goIfOpen(func() {
+			if _, _, err := n.punchDial(n.ctx, registry.Peer{}, addr, true); err != nil {
+				n.log.Debug("hole punching dial failed", "to", addr, "err", err)
+			}
+		})
+	}
+	return nil
+}
