@@ -107,7 +107,7 @@ func (n *Node) punchOnce(peer registry.Peer, pc *peerConn) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	theirs, rtt, err := n.punchCoordinate(ctx, pc)
+	rtt, err := n.punchCoordinate(ctx, pc)
 	<-pc.token
 	if err != nil {
 		return err
@@ -117,7 +117,7 @@ func (n *Node) punchOnce(peer registry.Peer, pc *peerConn) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	c, raw, err := n.punchDial(ctx, peer, theirs, false)
+	c, raw, err := n.punchDial(ctx, peer, peer.Addr, false)
 	if err != nil {
 		return err
 	}
@@ -139,19 +139,23 @@ func (n *Node) punchOnce(peer registry.Peer, pc *peerConn) error {
 }
 
 // punchCoordinate sends connect, waits for the answering connect, sends
-// sync; it returns the peer's address and the round trip. Called with
-// pc's token held.
-func (n *Node) punchCoordinate(ctx context.Context, pc *peerConn) (netip.AddrPort, time.Duration, error) {
+// sync, and returns the round trip. Called with pc's token held.
+//
+// Each side dials the address the bootstrap server observed for the other
+// (Peer.Addr), not one the other claims in its connect: a peer cannot make
+// us dial somewhere else. The addrs of connect say the same and are there
+// for peers with several candidate addresses.
+func (n *Node) punchCoordinate(ctx context.Context, pc *peerConn) (time.Duration, error) {
 	if pc.conn == nil || pc.path != PathRelayed {
-		return netip.AddrPort{}, 0, errPunchMoot
+		return 0, errPunchMoot
 	}
 	line, err := protocol.EncodePunch(&protocol.Punch{Punch: protocol.PunchConnect, Addrs: []string{n.ownPublicAddr()}})
 	if err != nil {
-		return netip.AddrPort{}, 0, err
+		return 0, err
 	}
 	sent := time.Now()
 	if err := n.write(ctx, pc.conn, line); err != nil {
-		return netip.AddrPort{}, 0, err
+		return 0, err
 	}
 	stop := context.AfterFunc(ctx, func() { pc.raw.SetDeadline(time.Now()) })
 	defer stop()
@@ -160,28 +164,18 @@ func (n *Node) punchCoordinate(ctx context.Context, pc *peerConn) (netip.AddrPor
 	for {
 		b, err := pc.lr.ReadLine()
 		if err != nil {
-			return netip.AddrPort{}, 0, fmt.Errorf("wait for the peer's addresses: %w", err)
+			return 0, fmt.Errorf("wait for the peer's answer: %w", err)
 		}
 		p, err := protocol.DecodePunch(b)
 		if err != nil || p.Punch != protocol.PunchConnect {
 			continue // a late ack
 		}
 		rtt := time.Since(sent)
-		var theirs netip.AddrPort
-		for _, a := range p.Addrs {
-			if ap, err := netip.ParseAddrPort(a); err == nil {
-				theirs = ap
-				break
-			}
-		}
-		if !theirs.IsValid() {
-			return netip.AddrPort{}, 0, errors.New("the peer has no public address to dial")
-		}
 		sync, _ := protocol.EncodePunch(&protocol.Punch{Punch: protocol.PunchSync})
 		if err := n.write(ctx, pc.conn, sync); err != nil {
-			return netip.AddrPort{}, 0, err
+			return 0, err
 		}
-		return theirs, rtt, nil
+		return rtt, nil
 	}
 }
 
@@ -217,18 +211,14 @@ func (n *Node) punchDial(ctx context.Context, peer registry.Peer, addr netip.Add
 }
 
 // answerPunch is the other side of a try, run by serve when a punch line
-// arrives on a session: connect is answered with our public address,
-// sync makes us dial the address connect gave at once.
-func (n *Node) answerPunch(conn net.Conn, p *protocol.Punch, theirs *netip.AddrPort) error {
+// arrives on a session with from: connect is answered with our public
+// address, sync makes us dial from's public address (as the bootstrap
+// server observed it) at once. *syncs counts the syncs on this session:
+// after PunchAttempts, more are ignored, so a peer cannot make us dial
+// without end.
+func (n *Node) answerPunch(conn net.Conn, p *protocol.Punch, from session.Peer, syncs *int) error {
 	switch p.Punch {
 	case protocol.PunchConnect:
-		*theirs = netip.AddrPort{}
-		for _, a := range p.Addrs {
-			if ap, err := netip.ParseAddrPort(a); err == nil {
-				*theirs = ap
-				break
-			}
-		}
 		own := n.ownPublicAddr()
 		if own == "" || !n.canPunch() {
 			return nil // no answer: the initiator's try times out
@@ -241,9 +231,19 @@ func (n *Node) answerPunch(conn net.Conn, p *protocol.Punch, theirs *netip.AddrP
 		_, err = conn.Write(line)
 		return err
 	case protocol.PunchSync:
-		addr := *theirs
-		if !addr.IsValid() {
+		if *syncs++; *syncs > PunchAttempts || !n.canPunch() {
 			return nil
+		}
+		var addr netip.AddrPort
+		_ = n.call(n.ctx, func(ls *loopState) {
+			for _, p := range ls.reg.List() {
+				if p.Source == registry.SourceBootstrap && p.Instance == from.Instance && p.PubKey == protocol.EncodePublicKey(from.Key) {
+					addr = p.Addr
+				}
+			}
+		})
+		if !addr.IsValid() {
+			return nil // not a peer the server listed: nothing to dial
 		}
 		n.goIfOpen(func() {
 			if _, _, err := n.punchDial(n.ctx, registry.Peer{}, addr, true); err != nil {
