@@ -341,30 +341,43 @@ func TestInternetHolePunching(t *testing.T) {
 				if !nw.RunUntil(func() bool { return hasPeer(alice, "bob") && hasPeer(bob, "alice") }, 10*time.Second) {
 					t.Fatalf("no discovery through the server")
 				}
+				// Both ways: each direction punches its own connection.
 				const n = 6
 				for i := range n {
-					res, err := alice.Send(t.Context(), "bob", fmt.Sprintf("message %d", i))
-					if err != nil || res.Status != chat.Delivered {
-						t.Fatalf("message %d: %+v, %v", i, res, err)
-					}
-					if i == 0 {
-						if st := status(alice, "bob"); st.Path != chat.PathRelayed {
-							t.Fatalf("first message went %q, want relayed", st.Path)
+					for _, d := range []struct {
+						from *testNode
+						to   string
+					}{{alice, "bob"}, {bob, "alice"}} {
+						res, err := d.from.Send(t.Context(), d.to, fmt.Sprintf("message %d to %s", i, d.to))
+						if err != nil || res.Status != chat.Delivered {
+							t.Fatalf("message %d to %s: %+v, %v", i, d.to, res, err)
+						}
+						if i == 0 {
+							if st := status(d.from, d.to); st.Path != chat.PathRelayed {
+								t.Fatalf("first message to %s went %q, want relayed", d.to, st.Path)
+							}
 						}
 					}
 					nw.RunFor(4 * time.Second) // time for a try and its retries
 				}
-				if st := status(alice, "bob"); st.Path != tc.want {
-					t.Errorf("path after the punch tries: %q, want %q (NAT a %+v, b %+v)", st.Path, tc.want, natA.Stats(), natB.Stats())
+				for _, d := range []struct {
+					from *testNode
+					to   string
+				}{{alice, "bob"}, {bob, "alice"}} {
+					if st := status(d.from, d.to); st.Path != tc.want {
+						t.Errorf("path to %s after the punch tries: %q, want %q (NAT a %+v, b %+v)", d.to, st.Path, tc.want, natA.Stats(), natB.Stats())
+					}
 				}
 				nw.Settle()
-				got := map[string]int{}
-				for _, m := range bob.rec.Messages() {
-					got[m.Text]++
-				}
-				for i := range n {
-					if k := got[fmt.Sprintf("message %d", i)]; k != 1 {
-						t.Errorf("bob shows message %d %d times, want once", i, k)
+				for _, r := range []*testNode{alice, bob} {
+					got := map[string]int{}
+					for _, m := range r.rec.Messages() {
+						got[m.Text]++
+					}
+					for i := range n {
+						if k := got[fmt.Sprintf("message %d to %s", i, r.Nickname())]; k != 1 {
+							t.Errorf("%s shows message %d %d times, want once", r.Nickname(), i, k)
+						}
 					}
 				}
 				if tc.want == chat.PathDirect && nw.Stats().SimultaneousOpens == 0 && natB.Stats().Translated == 0 {

@@ -107,7 +107,7 @@ func (n *Node) punchOnce(peer registry.Peer, pc *peerConn) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	rtt, err := n.punchCoordinate(ctx, pc)
+	target, rtt, err := n.punchCoordinate(ctx, peer, pc)
 	<-pc.token
 	if err != nil {
 		return err
@@ -117,7 +117,7 @@ func (n *Node) punchOnce(peer registry.Peer, pc *peerConn) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	c, raw, err := n.punchDial(ctx, peer, peer.Addr, false)
+	c, raw, err := n.punchDial(ctx, peer, n.port, target, false)
 	if err != nil {
 		return err
 	}
@@ -139,23 +139,26 @@ func (n *Node) punchOnce(peer registry.Peer, pc *peerConn) error {
 }
 
 // punchCoordinate sends connect, waits for the answering connect, sends
-// sync, and returns the round trip. Called with pc's token held.
+// sync, and returns where to dial and the round trip. Called with pc's
+// token held.
 //
-// Each side dials the address the bootstrap server observed for the other
-// (Peer.Addr), not one the other claims in its connect: a peer cannot make
-// us dial somewhere else. The addrs of connect say the same and are there
-// for peers with several candidate addresses.
-func (n *Node) punchCoordinate(ctx context.Context, pc *peerConn) (time.Duration, error) {
+// The answer names the peer's public IP (as the bootstrap server saw it)
+// with a port the peer chose for this try: a fresh one, so that each
+// direction of a conversation can punch its own connection (one from our
+// listener's port to its listener's port could exist only once). An
+// address with another IP than the one the server observed is not
+// dialled: a peer cannot point our dials elsewhere.
+func (n *Node) punchCoordinate(ctx context.Context, peer registry.Peer, pc *peerConn) (netip.AddrPort, time.Duration, error) {
 	if pc.conn == nil || pc.path != PathRelayed {
-		return 0, errPunchMoot
+		return netip.AddrPort{}, 0, errPunchMoot
 	}
 	line, err := protocol.EncodePunch(&protocol.Punch{Punch: protocol.PunchConnect, Addrs: []string{n.ownPublicAddr()}})
 	if err != nil {
-		return 0, err
+		return netip.AddrPort{}, 0, err
 	}
 	sent := time.Now()
 	if err := n.write(ctx, pc.conn, line); err != nil {
-		return 0, err
+		return netip.AddrPort{}, 0, err
 	}
 	stop := context.AfterFunc(ctx, func() { pc.raw.SetDeadline(time.Now()) })
 	defer stop()
@@ -164,35 +167,41 @@ func (n *Node) punchCoordinate(ctx context.Context, pc *peerConn) (time.Duration
 	for {
 		b, err := pc.lr.ReadLine()
 		if err != nil {
-			return 0, fmt.Errorf("wait for the peer's answer: %w", err)
+			return netip.AddrPort{}, 0, fmt.Errorf("wait for the peer's answer: %w", err)
 		}
 		p, err := protocol.DecodePunch(b)
 		if err != nil || p.Punch != protocol.PunchConnect {
 			continue // a late ack
 		}
 		rtt := time.Since(sent)
+		target := peer.Addr
+		for _, a := range p.Addrs {
+			if ap, err := netip.ParseAddrPort(a); err == nil && ap.Addr().Unmap() == peer.Addr.Addr() {
+				target = netip.AddrPortFrom(peer.Addr.Addr(), ap.Port())
+				break
+			}
+		}
 		sync, _ := protocol.EncodePunch(&protocol.Punch{Punch: protocol.PunchSync})
 		if err := n.write(ctx, pc.conn, sync); err != nil {
-			return 0, err
+			return netip.AddrPort{}, 0, err
 		}
-		return rtt, nil
+		return target, rtt, nil
 	}
 }
 
-// punchDial dials addr from the message listener's port. The initiator
-// runs the session's handshake on what it gets; the other side (serve)
-// serves it as an incoming connection, which the initiator's preamble
-// opens.
-func (n *Node) punchDial(ctx context.Context, peer registry.Peer, addr netip.AddrPort, serve bool) (c, raw net.Conn, err error) {
+// punchDial dials addr from local port port. The initiator runs the
+// session's handshake on what it gets; the other side (serve) serves it
+// as an incoming connection, which the initiator's preamble opens.
+func (n *Node) punchDial(ctx context.Context, peer registry.Peer, port uint16, addr netip.AddrPort, serve bool) (c, raw net.Conn, err error) {
 	nw, ok := n.cfg.Network.(dialFromNetwork)
 	if !ok {
 		return nil, nil, errPunchMoot
 	}
 	dctx, cancel := context.WithTimeout(ctx, n.cfg.DialTimeout)
 	defer cancel()
-	raw, err = nw.DialFrom(dctx, "tcp", ":"+strconv.Itoa(int(n.port)), addr.String())
+	raw, err = nw.DialFrom(dctx, "tcp", ":"+strconv.Itoa(int(port)), addr.String())
 	if err != nil {
-		return nil, nil, fmt.Errorf("dial %s from port %d: %w", addr, n.port, err)
+		return nil, nil, fmt.Errorf("dial %s from port %d: %w", addr, port, err)
 	}
 	if !n.trackConn(raw) {
 		return nil, nil, ErrClosed
@@ -210,20 +219,34 @@ func (n *Node) punchDial(ctx context.Context, peer registry.Peer, addr netip.Add
 	return sc, raw, nil
 }
 
+// punchAnswer is the state of the answering side of a session's tries.
+type punchAnswer struct {
+	port  uint16 // the port chosen for the current try; 0 if none
+	syncs int    // syncs seen: after PunchAttempts, more are ignored
+}
+
 // answerPunch is the other side of a try, run by serve when a punch line
-// arrives on a session with from: connect is answered with our public
-// address, sync makes us dial from's public address (as the bootstrap
-// server observed it) at once. *syncs counts the syncs on this session:
-// after PunchAttempts, more are ignored, so a peer cannot make us dial
-// without end.
-func (n *Node) answerPunch(conn net.Conn, p *protocol.Punch, from session.Peer, syncs *int) error {
+// arrives on a session with from. connect is answered with our public IP
+// and a fresh port for this try; sync makes us dial, from that port, the
+// address the bootstrap server observed for from (found by its instance
+// and key: a peer cannot point our dials elsewhere), at once. After
+// PunchAttempts syncs on a session, more are ignored, so a peer cannot
+// make us dial without end.
+func (n *Node) answerPunch(conn net.Conn, p *protocol.Punch, from session.Peer, st *punchAnswer) error {
 	switch p.Punch {
 	case protocol.PunchConnect:
-		own := n.ownPublicAddr()
-		if own == "" || !n.canPunch() {
+		st.port = 0
+		own, err := netip.ParseAddrPort(n.ownPublicAddr())
+		if err != nil || !n.canPunch() {
 			return nil // no answer: the initiator's try times out
 		}
-		line, err := protocol.EncodePunch(&protocol.Punch{Punch: protocol.PunchConnect, Addrs: []string{own}})
+		port, err := n.freePort()
+		if err != nil {
+			n.log.Debug("no port for hole punching", "err", err)
+			return nil
+		}
+		st.port = port
+		line, err := protocol.EncodePunch(&protocol.Punch{Punch: protocol.PunchConnect, Addrs: []string{netip.AddrPortFrom(own.Addr(), port).String()}})
 		if err != nil {
 			return err
 		}
@@ -231,9 +254,11 @@ func (n *Node) answerPunch(conn net.Conn, p *protocol.Punch, from session.Peer, 
 		_, err = conn.Write(line)
 		return err
 	case protocol.PunchSync:
-		if *syncs++; *syncs > PunchAttempts || !n.canPunch() {
+		if st.syncs++; st.syncs > PunchAttempts || st.port == 0 {
 			return nil
 		}
+		port := st.port
+		st.port = 0
 		var addr netip.AddrPort
 		_ = n.call(n.ctx, func(ls *loopState) {
 			for _, p := range ls.reg.List() {
@@ -246,10 +271,25 @@ func (n *Node) answerPunch(conn net.Conn, p *protocol.Punch, from session.Peer, 
 			return nil // not a peer the server listed: nothing to dial
 		}
 		n.goIfOpen(func() {
-			if _, _, err := n.punchDial(n.ctx, registry.Peer{}, addr, true); err != nil {
+			if _, _, err := n.punchDial(n.ctx, registry.Peer{}, port, addr, true); err != nil {
 				n.log.Debug("hole punching dial failed", "to", addr, "err", err)
 			}
 		})
 	}
 	return nil
+}
+
+// freePort finds a TCP port free on this host: a NAT that preserves ports
+// maps it to the same public port, which the answer to connect names.
+func (n *Node) freePort() (uint16, error) {
+	ln, err := n.cfg.Network.Listen(n.ctx, "tcp", "0.0.0.0:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	a, ok := ln.Addr().(*net.TCPAddr)
+	if !ok || a.Port <= 0 || a.Port > 65535 {
+		return 0, fmt.Errorf("listener address %v is not a TCP address", ln.Addr())
+	}
+	return uint16(a.Port), nil
 }

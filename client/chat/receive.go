@@ -77,7 +77,7 @@ func (n *Node) serve(c net.Conn) {
 		return
 	}
 	lr := protocol.NewLineReader(conn)
-	punchSyncs := 0
+	var punch punchAnswer
 	for {
 		if err := c.SetReadDeadline(time.Now().Add(n.cfg.ReceiveIdleTimeout)); err != nil {
 			return
@@ -102,7 +102,7 @@ func (n *Node) serve(c net.Conn) {
 		msg, err := protocol.DecodeChatLine(line)
 		if err != nil {
 			if p, perr := protocol.DecodePunch(line); perr == nil && encrypted {
-				if err := n.answerPunch(conn, p, from, &punchSyncs); err != nil {
+				if err := n.answerPunch(conn, p, from, &punch); err != nil {
 					n.log.Debug("punch answer not sent", "to", remote, "err", err)
 					return
 				}
