@@ -161,6 +161,7 @@ func (lr *LineReader) ReadLine() ([]byte, error) {
 //
 //	{"punch":"connect","addrs":["203.0.113.5:41135"]}   both ways: where I can be dialled
 //	{"punch":"sync"}                                     initiator: dial now
+//	{"punch":"keepalive"}                                on a punched connection: keeps the NATs' mappings
 //
 // The initiator sends connect and times the answering connect (the round
 // trip), sends sync and dials after half a round trip; the other side
@@ -173,8 +174,9 @@ type Punch struct {
 
 // The Punch steps.
 const (
-	PunchConnect = "connect"
-	PunchSync    = "sync"
+	PunchConnect   = "connect"
+	PunchSync      = "sync"
+	PunchKeepalive = "keepalive"
 )
 
 // CapPunch: the peer takes part in hole punching (Punch lines).
@@ -215,8 +217,8 @@ func DecodePunch(line []byte) (*Punch, error) {
 }
 
 func checkPunch(step string, addrs []string) error {
-	if step != PunchConnect && step != PunchSync {
-		return fmt.Errorf("punch: field `punch` must be %q or %q, got %q: %w", PunchConnect, PunchSync, truncate(step, 16), ErrMalformed)
+	if step != PunchConnect && step != PunchSync && step != PunchKeepalive {
+		return fmt.Errorf("punch: field `punch` must be %q, %q or %q, got %q: %w", PunchConnect, PunchSync, PunchKeepalive, truncate(step, 16), ErrMalformed)
 	}
 	return checkAddrs("punch", addrs)
 }

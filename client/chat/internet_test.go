@@ -387,3 +387,49 @@ func TestInternetHolePunching(t *testing.T) {
 		})
 	}
 }
+
+// A punched connection outlives the NATs' mapping timeout: keepalives
+// hold the mappings while the conversation is idle, so the next message
+// goes direct on the same connection; past PunchedIdleTimeout it is
+// closed like any idle connection.
+func TestInternetPunchedKeepalive(t *testing.T) {
+	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
+		wan := nw.AddSegment("wan")
+		sh := nw.AddHost("server", wan)
+		serveRendezvous(t, sh, 6)
+		nat := netsim.NATCone()
+		nat.TCPTimeout = time.Minute // a short-lived consumer router
+		homeA := nw.AddSegmentPrefix("home-a", netip.MustParsePrefix("192.168.1.0/24"))
+		homeB := nw.AddSegmentPrefix("home-b", netip.MustParsePrefix("192.168.2.0/24"))
+		natA := nw.AddNAT("router-a", homeA, wan, nat)
+		nw.AddNAT("router-b", homeB, wan, nat)
+		url := fmt.Sprintf("ws://%s:8080/", sh.IP())
+		internet := func(c *chat.Config) { c.Mode = chat.ModeInternet; c.BootstrapServer = url }
+		alice := start(t, nw.AddHost("a", homeA), "alice", 1, internet)
+		bob := start(t, nw.AddHost("b", homeB), "bob", 2, internet)
+		if !nw.RunUntil(func() bool { return hasPeer(alice, "bob") && hasPeer(bob, "alice") }, 10*time.Second) {
+			t.Fatalf("no discovery through the server")
+		}
+		send := func(text string) {
+			t.Helper()
+			if res, err := alice.Send(t.Context(), "bob", text); err != nil || res.Status != chat.Delivered {
+				t.Fatalf("%s: %+v, %v", text, res, err)
+			}
+		}
+		send("first")
+		if !nw.RunUntil(func() bool { return status(alice, "bob").Path == chat.PathDirect }, 10*time.Second) {
+			t.Fatalf("not punched: path %q", status(alice, "bob").Path)
+		}
+		expired := natA.Stats().MappingsExpired
+		nw.RunFor(3 * time.Minute) // three mapping timeouts, idle
+		send("after an idle spell")
+		if st := status(alice, "bob"); st.Path != chat.PathDirect {
+			t.Errorf("after 3 idle minutes the path is %q, want direct on the kept-alive connection", st.Path)
+		}
+		nw.Settle()
+		if n := bob.rec.Count(chat.EventMessage); n != 2 {
+			t.Errorf("bob shows %d messages, want 2", n)
+		}
+		t.Logf("mappings expired during the idle spell: %d (the server's control connection is kept by heartbeats)", natA.Stats().MappingsExpired-expired)
+	})
+}

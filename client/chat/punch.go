@@ -32,6 +32,16 @@ const PunchAttempts = 3
 // punchRetry is the pause between tries.
 const punchRetry = time.Second
 
+// A punched connection is kept PunchedIdleTimeout after its last message
+// (an ordinary one IdleTimeout), with a keepalive line every
+// KeepaliveInterval, well inside the shortest TCP mapping timeouts of
+// consumer NATs, so that its mappings do not expire; punching again costs
+// a relayed round and a try.
+const (
+	PunchedIdleTimeout = 10 * time.Minute
+	KeepaliveInterval  = 25 * time.Second
+)
+
 // dialFromNetwork is what hole punching needs of the Network: dialling
 // from a port a listener holds (SO_REUSEADDR and SO_REUSEPORT).
 type dialFromNetwork interface {
@@ -133,8 +143,9 @@ func (n *Node) punchOnce(peer registry.Peer, pc *peerConn) error {
 		return errPunchMoot
 	}
 	n.untrackConn(pc.raw)
-	pc.conn, pc.raw, pc.lr, pc.path = c, raw, protocol.NewLineReader(c), PathDirect
+	pc.conn, pc.raw, pc.lr, pc.path, pc.punched = c, raw, protocol.NewLineReader(c), PathDirect, true
 	n.setPath(peer, PathDirect)
+	n.armIdle(pc)
 	return nil
 }
 

@@ -163,6 +163,7 @@ type peerConn struct {
 	conn     net.Conn // the session, or raw for a peer without a key
 	raw      net.Conn // the tracked TCP conn (or relayed stream)
 	path     string   // PathDirect or PathRelayed
+	punched  bool     // the conn is a punched one: kept alive longer
 	lr       *protocol.LineReader
 	lastUsed time.Time
 	idle     *time.Timer
@@ -208,7 +209,7 @@ func (n *Node) sendAcked(ctx context.Context, peer registry.Peer, line []byte, i
 			if err != nil {
 				return err
 			}
-			pc.conn, pc.raw, pc.lr, pc.path = c, raw, protocol.NewLineReader(c), n.pathTo(peer)
+			pc.conn, pc.raw, pc.lr, pc.path, pc.punched = c, raw, protocol.NewLineReader(c), n.pathTo(peer), false
 		}
 		err := n.exchange(ctx, pc, line, id)
 		if err == nil {
@@ -265,22 +266,42 @@ func (n *Node) exchange(ctx context.Context, pc *peerConn, line []byte, id strin
 // armIdle closes pc's connection after IdleTimeout unused. Called with the
 // token held.
 func (n *Node) armIdle(pc *peerConn) {
+	d := n.cfg.IdleTimeout
+	if pc.punched {
+		d = KeepaliveInterval
+	}
 	if pc.idle != nil {
-		pc.idle.Reset(n.cfg.IdleTimeout)
+		pc.idle.Reset(d)
 		return
 	}
-	pc.idle = time.AfterFunc(n.cfg.IdleTimeout, func() {
-		select {
-		case pc.token <- struct{}{}:
-		default:
-			return // in use; the user re-arms it
+	pc.idle = time.AfterFunc(d, func() { n.idleFired(pc) })
+}
+
+// idleFired closes pc's connection once unused for IdleTimeout (a punched
+// one for PunchedIdleTimeout, with a keepalive every KeepaliveInterval
+// until then, so that the NATs keep their mappings).
+func (n *Node) idleFired(pc *peerConn) {
+	select {
+	case pc.token <- struct{}{}:
+	default:
+		return // in use; the user re-arms it
+	}
+	defer func() { <-pc.token }()
+	if pc.conn == nil {
+		return
+	}
+	switch idle := time.Since(pc.lastUsed); {
+	case pc.punched && idle < PunchedIdleTimeout:
+		line, _ := protocol.EncodePunch(&protocol.Punch{Punch: protocol.PunchKeepalive})
+		if err := n.write(n.ctx, pc.conn, line); err == nil {
+			pc.idle.Reset(KeepaliveInterval)
+			return
 		}
-		defer func() { <-pc.token }()
-		if pc.conn != nil && time.Since(pc.lastUsed) >= n.cfg.IdleTimeout {
-			n.untrackConn(pc.raw)
-			pc.conn, pc.raw, pc.lr = nil, nil, nil
-		}
-	})
+	case !pc.punched && idle < n.cfg.IdleTimeout:
+		return
+	}
+	n.untrackConn(pc.raw)
+	pc.conn, pc.raw, pc.lr, pc.punched = nil, nil, nil, false
 }
 
 func (n *Node) stopIdleTimers() {
