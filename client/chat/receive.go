@@ -174,8 +174,9 @@ func (n *Node) acceptSession(remote netip.AddrPort, from session.Peer, key strin
 	return nil
 }
 
-// recentIDs remembers the last few message ids per sender nickname, so a
-// message resent after a lost ack is shown once.
+// recentIDs remembers the last few message ids per sender (its key inside
+// a session, its nickname in plaintext), so a message resent after a lost
+// ack is shown once.
 type recentIDs struct {
 	mu   sync.Mutex
 	set  map[string]struct{}

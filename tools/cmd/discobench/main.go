@@ -1,7 +1,10 @@
 // Command discobench measures the parlance client on real sockets:
-// mutual discovery time of two peers started about a second apart, how
-// long a peer that quits stays in the other's peer list, and messages per
-// second from one sender to one receiver over loopback with none lost.
+// mutual discovery time of two peers started about a second apart; how
+// soon the second can deliver its first message to the first (from its
+// start, and from mutual discovery: the connection, the Noise handshake
+// and the ack); how long a peer that quits stays in the other's peer list;
+// and messages per second from one sender to one receiver over loopback
+// with none lost, each inside the session.
 //
 // It multicasts, so it runs only inside a private network namespace:
 //
@@ -66,7 +69,9 @@ func (n *node) close() {
 	<-n.done
 }
 
-// waitFor returns when an event matching ok arrives.
+// waitFor returns the time at which the node noticed the first event
+// matching ok (Event.Time, not when it was read here: a node's events may
+// wait in the buffer while the other node is measured).
 func (n *node) waitFor(ok func(chat.Event) bool, limit time.Duration) (time.Time, error) {
 	deadline := time.After(limit)
 	for {
@@ -76,7 +81,7 @@ func (n *node) waitFor(ok func(chat.Event) bool, limit time.Duration) (time.Time
 				return time.Time{}, fmt.Errorf("%s closed", n.Nickname())
 			}
 			if ok(ev) {
-				return time.Now(), nil
+				return ev.Time, nil
 			}
 		case <-deadline:
 			return time.Time{}, fmt.Errorf("%s: no matching event within %v", n.Nickname(), limit)
@@ -89,7 +94,7 @@ func peerEvent(kind chat.EventKind, instance string) func(chat.Event) bool {
 }
 
 func run(ctx context.Context, runs int, gap time.Duration, messages int) error {
-	var mutual, gone []time.Duration
+	var mutual, firstDelivered, mutualToDelivered, gone []time.Duration
 	for i := range runs {
 		a, err := start(ctx, "alice", uint64(2*i+1))
 		if err != nil {
@@ -101,15 +106,28 @@ func run(ctx context.Context, runs int, gap time.Duration, messages int) error {
 		if err != nil {
 			return err
 		}
-		ta, err := a.waitFor(peerEvent(chat.EventPeerJoined, b.Instance()), 5*time.Second)
-		if err != nil {
-			return err
-		}
+		// bob sends as soon as he lists alice: the first moment a user
+		// could.
 		tb, err := b.waitFor(peerEvent(chat.EventPeerJoined, a.Instance()), 5*time.Second)
 		if err != nil {
 			return err
 		}
-		mutual = append(mutual, max(ta.Sub(t0), tb.Sub(t0)))
+		res, err := b.Send(ctx, "alice", "first message")
+		td := time.Now()
+		if err != nil || res.Status != chat.Delivered || !res.Encrypted {
+			return fmt.Errorf("run %d: first message: %v, encrypted %v: %v", i, res.Status, res.Encrypted, err)
+		}
+		ta, err := a.waitFor(peerEvent(chat.EventPeerJoined, b.Instance()), 5*time.Second)
+		if err != nil {
+			return err
+		}
+		both := ta
+		if tb.After(ta) {
+			both = tb
+		}
+		mutual = append(mutual, both.Sub(t0))
+		firstDelivered = append(firstDelivered, td.Sub(t0))
+		mutualToDelivered = append(mutualToDelivered, td.Sub(both))
 		// bob quits: how long until alice no longer lists him.
 		t1 := time.Now()
 		go b.close()
@@ -122,6 +140,8 @@ func run(ctx context.Context, runs int, gap time.Duration, messages int) error {
 		a.close()
 	}
 	fmt.Printf("mutual discovery, second peer started %v after the first (%d runs): %s\n", gap, runs, summary(mutual))
+	fmt.Printf("second peer's start to its first message Delivered (encrypted; sent when it lists the first) (%d runs): %s\n", runs, summary(firstDelivered))
+	fmt.Printf("mutual discovery to that message Delivered (connect, handshake, ack) (%d runs): %s\n", runs, summary(mutualToDelivered))
 	fmt.Printf("quit peer gone from the other's /peers (%d runs): %s\n", runs, summary(gone))
 
 	a, err := start(ctx, "alice", 1001)
@@ -153,8 +173,8 @@ func run(ctx context.Context, runs int, gap time.Duration, messages int) error {
 	t0 := time.Now()
 	for i := range messages {
 		res, err := a.Send(ctx, "bob", fmt.Sprintf("message %d", i))
-		if err != nil || res.Status != chat.Delivered {
-			return fmt.Errorf("message %d: %v %v", i, res.Status, err)
+		if err != nil || res.Status != chat.Delivered || !res.Encrypted {
+			return fmt.Errorf("message %d: %v, encrypted %v: %v", i, res.Status, res.Encrypted, err)
 		}
 	}
 	sent := time.Since(t0)
@@ -165,7 +185,7 @@ func run(ctx context.Context, runs int, gap time.Duration, messages int) error {
 		return fmt.Errorf("receiver did not see all %d messages", messages)
 	}
 	elapsed := time.Since(t0)
-	fmt.Printf("messages, one sender to one receiver over loopback, each acknowledged: %d sent in %v, %d received, %d lost: %.0f messages/s\n",
+	fmt.Printf("messages, one sender to one receiver over loopback, encrypted, each acknowledged: %d sent in %v, %d received, %d lost: %.0f messages/s\n",
 		messages, sent.Round(time.Millisecond), got, messages-got, float64(messages)/elapsed.Seconds())
 	return nil
 }
