@@ -433,3 +433,64 @@ func TestInternetPunchedKeepalive(t *testing.T) {
 		t.Logf("mappings expired during the idle spell: %d (the server's control connection is kept by heartbeats)", natA.Stats().MappingsExpired-expired)
 	})
 }
+
+// A punched path that dies (here the NATs forget the mapping faster than
+// keepalives come) falls back to the relay for the next message, which is
+// delivered once, and the conversation punches its way direct again.
+func TestInternetPunchedPathDiesAndRepunches(t *testing.T) {
+	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
+		wan := nw.AddSegment("wan")
+		sh := nw.AddHost("server", wan)
+		serveRendezvous(t, sh, 7)
+		nat := netsim.NATCone()
+		nat.TCPTimeout = chat.KeepaliveInterval / 2
+		homeA := nw.AddSegmentPrefix("home-a", netip.MustParsePrefix("192.168.1.0/24"))
+		homeB := nw.AddSegmentPrefix("home-b", netip.MustParsePrefix("192.168.2.0/24"))
+		natA := nw.AddNAT("router-a", homeA, wan, nat)
+		nw.AddNAT("router-b", homeB, wan, nat)
+		url := fmt.Sprintf("ws://%s:8080/", sh.IP())
+		internet := func(c *chat.Config) {
+			c.Mode, c.BootstrapServer = chat.ModeInternet, url
+			c.HeartbeatInterval = nat.TCPTimeout / 2 // the control connection's mapping lives
+		}
+		alice := start(t, nw.AddHost("a", homeA), "alice", 1, internet)
+		bob := start(t, nw.AddHost("b", homeB), "bob", 2, internet)
+		if !nw.RunUntil(func() bool { return hasPeer(alice, "bob") && hasPeer(bob, "alice") }, 10*time.Second) {
+			t.Fatalf("no discovery through the server")
+		}
+		send := func(text string) {
+			t.Helper()
+			if res, err := alice.Send(t.Context(), "bob", text); err != nil || res.Status != chat.Delivered {
+				t.Fatalf("%s: %+v, %v", text, res, err)
+			}
+		}
+		direct := func() bool { return status(alice, "bob").Path == chat.PathDirect }
+		send("first")
+		if !nw.RunUntil(direct, 10*time.Second) {
+			t.Fatalf("not punched: path %q", status(alice, "bob").Path)
+		}
+		expired := natA.Stats().MappingsExpired
+		nw.RunFor(chat.KeepaliveInterval + time.Second) // the mapping expires before the keepalive
+		if natA.Stats().MappingsExpired == expired {
+			t.Fatal("the NAT forgot no mapping: the test does not test a dead path")
+		}
+		send("after the path died")
+		if st := status(alice, "bob"); st.Path != chat.PathRelayed {
+			t.Errorf("the message after the path died went %q, want relayed", st.Path)
+		}
+		if !nw.RunUntil(direct, 10*time.Second) {
+			t.Errorf("not punched again: path %q", status(alice, "bob").Path)
+		}
+		send("direct again")
+		nw.Settle()
+		got := map[string]int{}
+		for _, m := range bob.rec.Messages() {
+			got[m.Text]++
+		}
+		for _, text := range []string{"first", "after the path died", "direct again"} {
+			if got[text] != 1 {
+				t.Errorf("bob shows %q %d times, want once", text, got[text])
+			}
+		}
+	})
+}
