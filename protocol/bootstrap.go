@@ -59,6 +59,11 @@ type Registered struct {
 	// RelayToken authenticates the client's relay WebSockets; present
 	// only when both the client and the server listed CapRelay.
 	RelayToken string `json:"relay_token,omitempty"`
+	// Observed is the ip:port this WebSocket connection came from, as the
+	// server saw it. A client compares its port with its own side's: a
+	// NAT that does not keep ports (a symmetric NAT, usually) makes hole
+	// punching hopeless, and such a client goes straight to the relay.
+	Observed string `json:"observed,omitempty"`
 }
 
 // PeerInfo describes one registered peer.
@@ -303,6 +308,7 @@ func DecodeServerMessage(b []byte) (ServerMessage, error) {
 			PublicAddr *string  `json:"public_addr"`
 			Caps       []string `json:"caps"`
 			RelayToken string   `json:"relay_token"`
+			Observed   string   `json:"observed"`
 		}
 		if err := unmarshal(typ, b, &w); err != nil {
 			return nil, err
@@ -319,7 +325,12 @@ func DecodeServerMessage(b []byte) (ServerMessage, error) {
 		if w.RelayToken != "" && !ValidRelayToken(w.RelayToken) {
 			return nil, fmt.Errorf("registered: field `relay_token` is not a relay token (%d characters of base64url): %w", RelayTokenLen, ErrMalformed)
 		}
-		return &Registered{PeerID: *w.PeerID, PublicAddr: *w.PublicAddr, Caps: nilIfEmpty(w.Caps), RelayToken: w.RelayToken}, nil
+		if w.Observed != "" {
+			if _, err := netip.ParseAddrPort(w.Observed); err != nil {
+				return nil, fmt.Errorf("registered: field `observed` is not ip:port: %w", ErrMalformed)
+			}
+		}
+		return &Registered{PeerID: *w.PeerID, PublicAddr: *w.PublicAddr, Caps: nilIfEmpty(w.Caps), RelayToken: w.RelayToken, Observed: w.Observed}, nil
 	case "peer_list":
 		var w struct {
 			Peers *[]wirePeer `json:"peers"`

@@ -124,7 +124,14 @@
 // trip later while the other dials at once, each from its message
 // listener's port, so that both SYNs cross the NATs at about the same
 // time (a TCP simultaneous open). The direct connection then carries a new
-// session that must prove the same key; the relayed one is closed.
+// session that must prove the same key; the relayed one is closed. Each
+// side dials from a port that its NAT must keep: a server of ours says in
+// registered where it saw the connection come from ("observed":
+// "203.0.113.5:51234"), and a client whose NAT changed the port (a
+// symmetric NAT, usually) neither starts a try nor offers an address in
+// its answer to connect ({"punch":"connect"} without addrs), so the
+// conversation stays on the relay at once. On a punched connection,
+// {"punch":"keepalive"} every 25 s keeps the NATs' mappings.
 //
 // # Internet discovery (WebSocket bootstrap server)
 //

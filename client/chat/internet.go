@@ -112,6 +112,15 @@ func (n *Node) internetCaps() []string {
 	return caps
 }
 
+// portKept reports whether the port the server observed is the local
+// port of the connection: a NAT on the way kept it. Unknown (a server
+// that does not say) counts as kept.
+func portKept(observed, local string) bool {
+	o, err1 := netip.ParseAddrPort(observed)
+	l, err2 := netip.ParseAddrPort(local)
+	return err1 != nil || err2 != nil || o.Port() == l.Port()
+}
+
 // ownAddrs lists this node's message listener on each of its unicast
 // addresses (loopback and link-local left out), at most
 // protocol.MaxAddrs, for the registration: a peer behind the same NAT
@@ -142,9 +151,13 @@ func (ls *loopState) applyUpdate(now time.Time, up rendezvous.Update) {
 		// other clients' own return (see BootstrapGrace).
 		ls.graceNext = ls.registered
 		ls.registered = true
+		kept := portKept(up.Observed, up.Local)
 		n.mu.Lock()
-		n.relayToken, n.publicAddr = up.RelayToken, up.PublicAddr
+		n.relayToken, n.publicAddr, n.portChanged = up.RelayToken, up.PublicAddr, !kept
 		n.mu.Unlock()
+		if !kept {
+			n.log.Info("our NAT changes ports (symmetric?): no hole punching, the relay carries conversations with NATed peers", "observed", up.Observed, "local", up.Local)
+		}
 		n.emit(Event{Kind: EventStatus, Time: now, Text: fmt.Sprintf("registered with %s as %s", n.cfg.BootstrapServer, up.PublicAddr)})
 	case rendezvous.Disconnected:
 		// The reason is part of the text: without it a user whose

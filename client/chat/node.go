@@ -43,15 +43,16 @@ type Node struct {
 
 	rv rendezvous.Config // internet mode: the bootstrap client's config, for relayed streams
 
-	mu         sync.Mutex // guards the fields below; never held across I/O
-	closed     bool
-	relayToken string                  // internet mode: from the server's registered answer
-	publicAddr string                  // internet mode: where the server saw us
-	paths      map[registry.Key]string // the path of the last session to each peer
-	conns      map[net.Conn]struct{}   // every open TCP conn, to close on shutdown
-	pool       map[string]*peerConn    // kept-open conns to ack-capable peers
-	seen       *recentIDs
-	sends      sync.WaitGroup
+	mu          sync.Mutex // guards the fields below; never held across I/O
+	closed      bool
+	relayToken  string                  // internet mode: from the server's registered answer
+	publicAddr  string                  // internet mode: where the server saw us
+	portChanged bool                    // internet mode: our NAT does not keep ports: no hole punching
+	paths       map[registry.Key]string // the path of the last session to each peer
+	conns       map[net.Conn]struct{}   // every open TCP conn, to close on shutdown
+	pool        map[string]*peerConn    // kept-open conns to ack-capable peers
+	seen        *recentIDs
+	sends       sync.WaitGroup
 }
 
 type datagram struct {

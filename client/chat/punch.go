@@ -55,10 +55,14 @@ func (n *Node) canPunch() bool {
 }
 
 // ownPublicAddr is where the bootstrap server saw us (its IP, our port),
-// which peers behind another NAT dial; "" before registering.
+// which peers behind another NAT dial; "" before registering, and when
+// our NAT does not keep ports (no dial of ours could be predicted).
 func (n *Node) ownPublicAddr() string {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.portChanged {
+		return ""
+	}
 	return n.publicAddr
 }
 
@@ -103,8 +107,9 @@ func (n *Node) maybePunch(peer registry.Peer, pc *peerConn) {
 	})
 }
 
-// errPunchMoot: the relayed connection is gone or already direct.
-var errPunchMoot = errors.New("no relayed connection to upgrade")
+// errPunchMoot: the relayed connection is gone or already direct, or the
+// peer says its NAT does not keep ports.
+var errPunchMoot = errors.New("nothing to punch: no relayed connection, or a NAT that does not keep ports")
 
 // punchOnce coordinates one try over the relayed session in pc, dials,
 // and on success swaps pc's connection for the direct one.
@@ -185,6 +190,9 @@ func (n *Node) punchCoordinate(ctx context.Context, peer registry.Peer, pc *peer
 			continue // a late ack
 		}
 		rtt := time.Since(sent)
+		if len(p.Addrs) == 0 {
+			return netip.AddrPort{}, 0, errPunchMoot // the peer's NAT does not keep ports
+		}
 		target := peer.Addr
 		for _, a := range p.Addrs {
 			if ap, err := netip.ParseAddrPort(a); err == nil && ap.Addr().Unmap() == peer.Addr.Addr() {
@@ -249,7 +257,14 @@ func (n *Node) answerPunch(conn net.Conn, p *protocol.Punch, from session.Peer, 
 		st.port = 0
 		own, err := netip.ParseAddrPort(n.ownPublicAddr())
 		if err != nil || !n.canPunch() {
-			return nil // no answer: the initiator's try times out
+			// An answer without addresses: no try can work from here.
+			line, err := protocol.EncodePunch(&protocol.Punch{Punch: protocol.PunchConnect})
+			if err != nil {
+				return err
+			}
+			conn.SetWriteDeadline(time.Now().Add(n.cfg.WriteTimeout))
+			_, err = conn.Write(line)
+			return err
 		}
 		port, err := n.freePort()
 		if err != nil {

@@ -128,10 +128,15 @@ type Update struct {
 	// for as long as this registration lasts; "" when we did not ask
 	// for the relay or the server does not relay.
 	RelayToken string
-	Peers      []protocol.PeerInfo // Snapshot: the full list without ourselves (replace all bootstrap peers with it); Joined: one peer
-	PeerID     string              // Left
-	Err        error               // Disconnected: why; RetryIn tells when
-	RetryIn    time.Duration
+	// Observed (Registered) is the ip:port the server saw the connection
+	// come from, and Local the connection's own local address: a NAT
+	// that kept the port keeps Observed's port equal to Local's. Empty
+	// when the server does not say (original servers).
+	Observed, Local string
+	Peers           []protocol.PeerInfo // Snapshot: the full list without ourselves (replace all bootstrap peers with it); Joined: one peer
+	PeerID          string              // Left
+	Err             error               // Disconnected: why; RetryIn tells when
+	RetryIn         time.Duration
 }
 
 // Defaults for Config.
@@ -378,7 +383,8 @@ func (s *sess) handle(m protocol.ServerMessage) error {
 		s.pushed = protocol.HasCap(m.Caps, protocol.CapPush)
 		s.nextBeat = now.Add(s.cfg.HeartbeatInterval)
 		s.cfg.Logger.Info("registered with bootstrap server", "url", s.cfg.URL, "peer_id", m.PeerID, "public_addr", m.PublicAddr, "pushed", s.pushed)
-		s.cfg.OnUpdate(Update{Kind: Registered, SelfID: m.PeerID, PublicAddr: m.PublicAddr, Pushed: s.pushed, RelayToken: m.RelayToken})
+		s.cfg.OnUpdate(Update{Kind: Registered, SelfID: m.PeerID, PublicAddr: m.PublicAddr, Pushed: s.pushed, RelayToken: m.RelayToken,
+			Observed: m.Observed, Local: s.ws.LocalAddr().String()})
 		if !s.pushed {
 			// The original server: list at once, then poll.
 			s.nextPoll = now.Add(s.cfg.PollInterval)
