@@ -48,6 +48,12 @@ type conn struct {
 	raw          syscall.RawConn // the TCP socket, for wait; nil for TLS
 	done         chan bool       // a reader is done with this conn: go on?
 
+	// The wait goroutine's own (startReading, peekHeartbeat).
+	peekFn        func(fd uintptr) bool // c.peekHeartbeat, made once
+	peekBuf       [heartbeatFrameLen]byte
+	gotHeartbeat  bool // peekHeartbeat consumed a heartbeat frame
+	deadlineStale bool // heartbeats were read since the read deadline was set
+
 	// Guarded by Server.mu.
 	peer    *peer        // current registration, nil when none
 	expired bool         // the last registration expired (or was removed)
@@ -225,18 +231,19 @@ func (c *conn) writeLoop() {
 }
 
 // An idle connection costs little because of how it waits. Its one
-// goroutine (wait) parks in a readiness check on the socket that is only
-// a few frames deep, so its stack stays at the 2 KiB a goroutine starts
-// with. When bytes arrive it hands the connection to a pooled reader
-// goroutine, which reads and handles messages on its own, already grown
-// stack until no message is left half-read, and then gives the
-// connection back. (Parked inside gorilla's reader, a goroutine is about
+// goroutine (startReading) parks in a readiness check on the socket
+// that is only a few frames deep, so its stack stays at the 2 KiB a
+// goroutine starts with. When bytes arrive it hands the connection to a
+// pooled reader goroutine, which reads and handles messages on its own,
+// already grown stack until no message is left half-read, and then
+// gives the connection back (a heartbeat it handles itself, see
+// peekHeartbeat). (Parked inside gorilla's reader, a goroutine is about
 // 1.8 KiB deep and grows to 4 KiB, which the runtime never shrinks back;
 // reading on a fresh goroutine per message would pay for growing its
 // stack every time instead.) A client that sends half a frame holds one
 // reader until its read deadline, as it held its own goroutine before.
 //
-// wait may trust the socket only when nothing is buffered above it:
+// The wait may trust the socket only when nothing is buffered above it:
 // frameConn hands gorilla the bytes of one frame at a time, so once a
 // message is read to its end, gorilla's buffer is empty. A TLS conn
 // buffers whole records itself, so there the goroutine reads directly.
@@ -259,10 +266,25 @@ func (c *conn) startReading() {
 		c.end()
 		return
 	}
+	c.peekFn = c.peekHeartbeat
 	for {
-		if err := c.raw.Read(peekReadable); err != nil {
+		if err := c.raw.Read(c.peekFn); err != nil {
+			if c.rearm(err) {
+				continue
+			}
 			c.readFailed(err)
 			break
+		}
+		if c.gotHeartbeat {
+			c.gotHeartbeat = false
+			c.s.fastHeartbeat(c)
+			continue
+		}
+		if c.deadlineStale {
+			c.deadlineStale = false
+			if c.setReadDeadline() != nil {
+				break
+			}
 		}
 		c.s.dispatch(c)
 		if !<-c.done {
@@ -273,6 +295,82 @@ func (c *conn) startReading() {
 		c.s.relayPump(c)
 	}
 	c.end()
+}
+
+// A heartbeat, the frame every registered client sends every 10 s, is
+// read and handled by the waiting goroutine itself when it arrives as
+// its own, canonical frame: no hand-over to a reader and back, no
+// gorilla, no JSON (issue 13). The frame is 26 bytes: FIN and text, a
+// masked 20-byte length, the mask, and {"type":"heartbeat"} masked.
+const heartbeatFrameLen = 2 + 4 + len(heartbeatJSON)
+
+// peekHeartbeat reports whether fd is readable, as peekInto does, and
+// takes a heartbeat frame off the socket when one is next, setting
+// c.gotHeartbeat. Anything else is left in the socket for a reader.
+func (c *conn) peekHeartbeat(fd uintptr) bool {
+	n, ready := peekInto(fd, c.peekBuf[:])
+	if n != len(c.peekBuf) || !isHeartbeatFrame(&c.peekBuf) || c.fc.draining.Load() {
+		return ready
+	}
+	// The bytes are there: this read takes exactly them.
+	if k := readInto(fd, c.peekBuf[:]); k == len(c.peekBuf) {
+		c.gotHeartbeat = true
+		return true
+	} else if k > 0 {
+		// Cannot happen (only this goroutine reads the socket). Should
+		// it, keep gorilla's frame tracking right and let it go on.
+		c.fc.advance(c.peekBuf[:k])
+	}
+	return true
+}
+
+// isHeartbeatFrame reports whether b is a masked text frame holding
+// exactly heartbeatJSON.
+func isHeartbeatFrame(b *[heartbeatFrameLen]byte) bool {
+	if b[0] != 0x81 || b[1] != 0x80|byte(len(heartbeatJSON)) {
+		return false
+	}
+	for i := range len(heartbeatJSON) {
+		if b[6+i]^b[2+i%4] != heartbeatJSON[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// rearm handles a read deadline that passed while waiting. Heartbeats
+// handled by the waiting goroutine do not move the socket's deadline
+// (that costs a timer update per heartbeat); so when it passes, the
+// connection ends only if nothing was read for ReadTimeout, as before,
+// and otherwise waits on until ReadTimeout after its last read. rearm
+// reports whether to wait on.
+func (c *conn) rearm(err error) bool {
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() || c.lingerUntil.Load() != 0 {
+		return false
+	}
+	d := c.lastRead().Add(c.s.cfg.ReadTimeout)
+	if !time.Now().Before(d) || c.ws.SetReadDeadline(d) != nil {
+		return false
+	}
+	if c.lingerUntil.Load() != 0 { // lingerClose started meanwhile: its deadline wins
+		return c.ws.SetReadDeadline(c.readDeadline()) == nil
+	}
+	return true
+}
+
+// fastHeartbeat handles a heartbeat taken off the socket by
+// peekHeartbeat, as readMessage and handle would.
+// One clock reading serves all three uses.
+func (s *Server) fastHeartbeat(c *conn) {
+	now := time.Now()
+	c.lastReadNano.Store(now.UnixNano())
+	c.deadlineStale = true
+	if lim := c.ipst.lim; lim != nil && !lim.AllowN(now, 1) {
+		s.rateLimited(c)
+		return
+	}
+	s.heartbeat(c, now)
 }
 
 // dispatch gives c to an idle reader, or to a new one.
@@ -363,13 +461,7 @@ func (c *conn) readMessage() bool {
 		return false
 	}
 	if !s.allow(c) {
-		s.metrics.err(errKindRateLimited)
-		s.metrics.rateLimited.Inc()
-		s.log.Info("closing connection: message rate exceeded", "ip", c.ip)
-		c.closeWith(
-			outMsg{kind: msgText, data: encodeServer(&protocol.Error{Message: ErrTextRateLimited})},
-			outMsg{kind: msgClose, data: websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "rate limit exceeded")},
-		)
+		s.rateLimited(c)
 		return true // drain until the client's close frame
 	}
 	if tooBig {
@@ -387,7 +479,22 @@ func (c *conn) readMessage() bool {
 	return c.relay == nil
 }
 
+// rateLimited closes c, whose address sent more than its message rate.
+func (s *Server) rateLimited(c *conn) {
+	s.metrics.err(errKindRateLimited)
+	s.metrics.rateLimited.Inc()
+	s.log.Info("closing connection: message rate exceeded", "ip", c.ip)
+	c.closeWith(
+		outMsg{kind: msgText, data: s.frames.rateLimited},
+		outMsg{kind: msgClose, data: s.frames.rateLimitedClose},
+	)
+}
+
 func (s *Server) process(c *conn, frame []byte) {
+	if m, ok := decodeFast(frame); ok {
+		s.handle(c, m)
+		return
+	}
 	m, err := protocol.DecodeClientMessage(frame)
 	if err != nil {
 		s.metrics.msg("invalid")
@@ -400,7 +507,7 @@ func (s *Server) process(c *conn, frame []byte) {
 
 // frameConn is the conn gorilla reads from. Each Read returns bytes of
 // one WebSocket frame only, so that nothing of a next frame waits in
-// gorilla's buffer when a message has been read to its end (see wait).
+// gorilla's buffer when a message has been read to its end (see startReading).
 // A client frame's header is 6 to 14 bytes (clients must mask); the
 // first read of a header asks for 6, the rest once the length is known.
 type frameConn struct {

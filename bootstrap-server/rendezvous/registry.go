@@ -8,25 +8,28 @@ import (
 	"time"
 
 	"github.com/parlance-chat/parlance/protocol"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // peer is one registration. Its fields are guarded by Server.mu.
 type peer struct {
-	info     protocol.PeerInfo
-	entry    []byte    // info encoded as a peer_list entry
-	lastSeen time.Time // monotonic; drives expiry
-	ns       *namespace
-	index    int // position in ns.peers
-	conn     *conn
-	push     bool
-	relay    *relayState // nil unless the peer listed protocol.CapRelay and the server relays
+	info       protocol.PeerInfo
+	entry      []byte    // info encoded as a peer_list entry; copied, never shared
+	lastSeenAt int       // where entry's last_seen digits start (setLastSeen)
+	lastSeen   time.Time // monotonic; drives expiry
+	ns         *namespace
+	index      int // position in ns.peers
+	conn       *conn
+	push       bool
+	relay      *relayState // nil unless the peer listed protocol.CapRelay and the server relays
 }
 
 // namespace is the set of peers that see each other. Original clients
 // all share the default namespace "". Guarded by Server.mu.
 type namespace struct {
 	name  string
-	peers []*peer // registration order, with swap-delete: deterministic
+	peers []*peer          // registration order, with swap-delete: deterministic
+	gauge prometheus.Gauge // registered_peers{namespace=name}
 	subs  map[*conn]struct{}
 
 	// The encoded peer_list, shared by every requester and every pushed

@@ -62,8 +62,12 @@ type Server struct {
 	gatherer prometheus.Gatherer
 	upgrader websocket.Upgrader
 	handler  http.Handler
-	frameErr []byte    // the frame-too-large error, encoded once
-	bufs     sync.Pool // *[]byte read buffers of MaxFrame+1 bytes
+	frameErr []byte   // the frame-too-large error, encoded once
+	frames   struct { // frames sent as they are, encoded once
+		rateLimited, rateLimitedClose    []byte
+		notRegistered, peerNotRegistered []byte
+	}
+	bufs sync.Pool // *[]byte read buffers of MaxFrame+1 bytes
 
 	ctx      context.Context // cancelled by Shutdown
 	readable chan *conn      // connections with input, for idle readers
@@ -123,6 +127,10 @@ func NewServer(cfg Config) (*Server, error) {
 		frameErr:     encodeServer(&protocol.Error{Message: protocol.ErrTextInvalidPrefix + fmt.Sprintf(ErrTextFrameTooLarge, cfg.MaxFrame)}),
 	}
 	s.relayLim = s.newRelayLimiter(cfg.RelayTotalRate)
+	s.frames.rateLimited = encodeServer(&protocol.Error{Message: ErrTextRateLimited})
+	s.frames.rateLimitedClose = websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "rate limit exceeded")
+	s.frames.notRegistered = encodeServer(&protocol.Error{Message: protocol.ErrTextNotRegistered})
+	s.frames.peerNotRegistered = encodeServer(&protocol.Error{Message: protocol.ErrTextPeerNotRegistered})
 	s.upgrader = websocket.Upgrader{
 		HandshakeTimeout: 10 * time.Second,
 		// A small read buffer and pooled write buffers keep an idle
@@ -457,9 +465,11 @@ func (s *Server) handle(c *conn, m protocol.ClientMessage) {
 		s.metrics.msg("relay_accept")
 		s.relayAcceptLocked(c, m, first)
 	case *protocol.Register:
-		s.metrics.msg("register")
+		s.metrics.registers.Inc()
 		if !keyOK {
-			s.log.Debug("register refused", "ip", c.ip, "nickname", m.Nickname, "reason", why)
+			if s.debug() {
+				s.log.Debug("register refused", "ip", c.ip, "nickname", m.Nickname, "reason", why)
+			}
 			s.sendErrorLocked(c, kind, protocol.ErrTextInvalidPrefix+why)
 			return
 		}
@@ -476,21 +486,7 @@ func (s *Server) handle(c *conn, m protocol.ClientMessage) {
 		}
 		c.send(outMsg{kind: msgText, data: s.listLocked(ns, now)})
 	case *protocol.Heartbeat:
-		s.metrics.msg("heartbeat")
-		switch {
-		case c.peer == nil && !c.expired:
-			s.sendErrorLocked(c, errKindNotRegistered, protocol.ErrTextNotRegistered)
-		case c.peer == nil:
-			s.sendErrorLocked(c, errKindPeerNotRegistered, protocol.ErrTextPeerNotRegistered)
-		default:
-			p := c.peer
-			p.lastSeen = now
-			if sec := now.Unix(); sec != p.info.LastSeen {
-				p.info.LastSeen = sec
-				p.entry = encodeEntry(&p.info)
-				p.ns.cacheStale = true
-			}
-		}
+		s.heartbeatLocked(c, now)
 	case *protocol.Unregister:
 		s.metrics.msg("unregister")
 		switch {
@@ -505,6 +501,35 @@ func (s *Server) handle(c *conn, m protocol.ClientMessage) {
 			c.expired = false
 		default:
 			s.sendErrorLocked(c, errKindNotRegistered, protocol.ErrTextNotRegistered)
+		}
+	}
+}
+
+// heartbeat handles a heartbeat from c. It is shallow (no JSON, no
+// logging on the way), as it runs on the stack of c's waiting goroutine
+// (fastHeartbeat), which is to stay small.
+func (s *Server) heartbeat(c *conn, now time.Time) {
+	s.mu.Lock()
+	c.used = true
+	s.heartbeatLocked(c, now)
+	s.mu.Unlock()
+}
+
+func (s *Server) heartbeatLocked(c *conn, now time.Time) {
+	s.metrics.heartbeats.Inc()
+	switch {
+	case c.peer == nil && !c.expired:
+		s.metrics.err(errKindNotRegistered)
+		c.send(outMsg{kind: msgText, data: s.frames.notRegistered})
+	case c.peer == nil:
+		s.metrics.err(errKindPeerNotRegistered)
+		c.send(outMsg{kind: msgText, data: s.frames.peerNotRegistered})
+	default:
+		p := c.peer
+		p.lastSeen = now
+		if sec := now.Unix(); sec != p.info.LastSeen {
+			p.setLastSeen(sec)
+			p.ns.cacheStale = true
 		}
 	}
 }
@@ -567,7 +592,7 @@ func (s *Server) registerLocked(c *conn, m *protocol.Register, key string, now t
 		conn:     c,
 		push:     push,
 	}
-	p.entry = encodeEntry(&p.info)
+	p.entry, p.lastSeenAt = appendEntry(&p.info)
 	if err := s.relayRegisterLocked(p, m.Caps); err != nil {
 		s.log.Error("register failed", "err", err)
 		s.sendErrorLocked(c, errKindInternal, "Internal error")
@@ -575,14 +600,14 @@ func (s *Server) registerLocked(c *conn, m *protocol.Register, key string, now t
 	}
 	ns := s.namespaces[m.Namespace]
 	if ns == nil {
-		ns = &namespace{name: m.Namespace, subs: make(map[*conn]struct{})}
+		ns = &namespace{name: m.Namespace, subs: make(map[*conn]struct{}), gauge: s.metrics.peers.WithLabelValues(m.Namespace)}
 		s.namespaces[m.Namespace] = ns
 	}
 	ns.add(p)
 	c.peer = p
 	s.peersByID[id] = p
 	s.npeers++
-	s.metrics.peers.WithLabelValues(ns.name).Set(float64(len(ns.peers)))
+	ns.gauge.Set(float64(len(ns.peers)))
 
 	reg := &protocol.Registered{PeerID: id, PublicAddr: publicAddr}
 	if push {
@@ -603,7 +628,9 @@ func (s *Server) registerLocked(c *conn, m *protocol.Register, key string, now t
 		c.send(outMsg{kind: msgText, data: s.listLocked(ns, now)})
 		ns.subs[c] = struct{}{}
 	}
-	s.log.Debug("peer registered", "peer", id, "nickname", m.Nickname, "public_addr", publicAddr, "namespace", ns.name, "push", push, "signed", key != "")
+	if s.debug() {
+		s.log.Debug("peer registered", "peer", id, "nickname", m.Nickname, "public_addr", publicAddr, "namespace", ns.name, "push", push, "signed", key != "")
+	}
 }
 
 // removePeerLocked removes p from the registry and tells subscribers.
@@ -631,8 +658,12 @@ func (s *Server) removePeerLocked(p *peer) {
 		}
 		return
 	}
-	s.metrics.peers.WithLabelValues(ns.name).Set(float64(len(ns.peers)))
+	ns.gauge.Set(float64(len(ns.peers)))
 }
+
+// debug reports whether debug logs are written: the arguments of one
+// cost allocations even when it is not.
+func (s *Server) debug() bool { return s.log.Enabled(context.Background(), slog.LevelDebug) }
 
 func (s *Server) broadcastLocked(ns *namespace, m outMsg, except *conn) {
 	n := 0
@@ -649,7 +680,9 @@ func (s *Server) broadcastLocked(ns *namespace, m outMsg, except *conn) {
 func (s *Server) dropConn(c *conn) {
 	s.mu.Lock()
 	if c.peer != nil {
-		s.log.Debug("peer disconnected", "peer", c.peer.info.PeerID, "nickname", c.peer.info.Nickname)
+		if s.debug() {
+			s.log.Debug("peer disconnected", "peer", c.peer.info.PeerID, "nickname", c.peer.info.Nickname)
+		}
 		s.removePeerLocked(c.peer)
 	}
 	delete(s.conns, c)

@@ -103,3 +103,130 @@ func TestWaitOnRealSocket(t *testing.T) {
 		t.Fatal("no peer_list after idling")
 	}
 }
+
+// maskedText is a client's text frame, written by hand.
+func maskedText(payload string) []byte {
+	mask := [4]byte{0x37, 0xfa, 0x21, 0x3d}
+	b := append([]byte{0x81, 0x80 | byte(len(payload))}, mask[:]...)
+	for i := range len(payload) {
+		b = append(b, payload[i]^mask[i%4])
+	}
+	return b
+}
+
+// On a real socket the waiting goroutine handles heartbeats itself
+// (peekHeartbeat): they refresh the registration and keep the connection
+// open past ReadTimeout although the socket's deadline is not moved for
+// them, the connection still ends ReadTimeout after the last one, and a
+// heartbeat before any register still gets its error.
+func TestHeartbeatsOnRealSocket(t *testing.T) {
+	netns.Require(t)
+	const readTimeout = 2 * time.Second
+	s, err := NewServer(Config{ReadTimeout: readTimeout, PingInterval: time.Second, Sweep: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(t.Context(), ln)
+	t.Cleanup(func() { s.Close() })
+	url := "ws://" + ln.Addr().String() + "/"
+	recv := func(ws *websocket.Conn) protocol.ServerMessage {
+		t.Helper()
+		ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+		_, b, err := ws.ReadMessage()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := protocol.DecodeServerMessage(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+
+	t.Run("a heartbeat before register is refused", func(t *testing.T) {
+		ws, _, err := websocket.DefaultDialer.Dial(url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.Close()
+		if _, err := ws.NetConn().Write(maskedText(heartbeatJSON)); err != nil {
+			t.Fatal(err)
+		}
+		if e, ok := recv(ws).(*protocol.Error); !ok || e.Message != protocol.ErrTextNotRegistered {
+			t.Fatalf("got %#v, want %q", e, protocol.ErrTextNotRegistered)
+		}
+	})
+
+	t.Run("heartbeats keep a registration and its connection", func(t *testing.T) {
+		ws, _, err := websocket.DefaultDialer.Dial(url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.Close()
+		reg, _ := protocol.EncodeClientMessage(&protocol.Register{Nickname: "alice", LocalAddr: "0.0.0.0:4000"})
+		if err := ws.WriteMessage(websocket.TextMessage, reg); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := recv(ws).(*protocol.Registered); !ok {
+			t.Fatal("no registered")
+		}
+		// Heartbeats for longer than ReadTimeout, alone and two in one
+		// write; nothing else is sent or read meanwhile.
+		hb := maskedText(heartbeatJSON)
+		start := time.Now()
+		for time.Since(start) < readTimeout+time.Second {
+			if _, err := ws.NetConn().Write(append(hb, hb...)); err != nil {
+				t.Fatalf("connection closed after %v of heartbeats: %v", time.Since(start), err)
+			}
+			time.Sleep(250 * time.Millisecond)
+		}
+		last := time.Now().Unix()
+		if err := ws.WriteMessage(websocket.TextMessage, []byte(listPeersJSON)); err != nil {
+			t.Fatal(err)
+		}
+		l, ok := recv(ws).(*protocol.PeerList)
+		if !ok || len(l.Peers) != 1 || l.Peers[0].LastSeen < last-1 {
+			t.Fatalf("peer_list %+v, want alice seen at about %d", l, last)
+		}
+		if got := testutilCount(t, s, "heartbeat"); got < 2*int((readTimeout+time.Second)/(250*time.Millisecond)) {
+			t.Errorf("%v heartbeats counted", got)
+		}
+		// Silence: the connection ends ReadTimeout after the last read.
+		quiet := time.Now()
+		ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+		for {
+			if _, _, err := ws.ReadMessage(); err != nil {
+				break
+			}
+		}
+		if d := time.Since(quiet); d < readTimeout-100*time.Millisecond || d > readTimeout+2*time.Second {
+			t.Fatalf("connection ended %v after the last message, want about %v", d, readTimeout)
+		}
+	})
+}
+
+// testutilCount reads messages_received_total{type=typ}.
+func testutilCount(t *testing.T, s *Server, typ string) int {
+	t.Helper()
+	mfs, err := s.gatherer.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "parlance_bootstrap_messages_received_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "type" && l.GetValue() == typ {
+					return int(m.GetCounter().GetValue())
+				}
+			}
+		}
+	}
+	return 0
+}

@@ -66,7 +66,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.IntVar(&o.n, "n", 1000, "registered clients to hold")
 	fs.StringVar(&o.server, "server", "", "bootstrap-server binary to start on 127.0.0.1 (or use -url and -pid)")
 	fs.StringVar(&o.serverFlags, "server-flags", "", "extra flags for the -server binary, space-separated (e.g. \"--gc-percent 50\")")
-	fs.StringVar(&o.pprofDir, "pprof", "", "directory: with -server, save the server's CPU profile of the register burst and heap/goroutine profiles after the hold")
+	fs.StringVar(&o.pprofDir, "pprof", "", "directory: with -server, save the server's CPU profiles of the register burst and of the hold, and heap/goroutine profiles after the hold")
 	fs.DurationVar(&o.pprofSeconds, "pprof-seconds", 3*time.Second, "length of the register-burst CPU profile")
 	fs.StringVar(&o.url, "url", "", "URL of a running server (ws://127.x.y.z:port/)")
 	fs.IntVar(&o.pid, "pid", 0, "process id of the running server, for RSS and CPU")
@@ -231,12 +231,26 @@ func coordinate(ctx context.Context, o options, stdout, stderr io.Writer) error 
 	if err != nil {
 		return err
 	}
+	var holdProf chan error
+	if o.pprofDir != "" && o.server != "" && o.hold >= 2*time.Second {
+		// A CPU profile of the hold: heartbeats only.
+		holdProf = make(chan error, 1)
+		go func() {
+			holdProf <- fetch(ctx, fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", debugAddr, int(o.hold.Seconds())-1),
+				filepath.Join(o.pprofDir, "cpu-hold.pb.gz"))
+		}()
+	}
 	select {
 	case <-time.After(o.hold):
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 	cpu1, _ := cpuSeconds(o.pid)
+	if holdProf != nil {
+		if err := <-holdProf; err != nil {
+			return err
+		}
+	}
 	rss, _ := rssKiB(o.pid)
 	if o.pprofDir != "" && o.server != "" {
 		for name, u := range map[string]string{"heap-hold.pb.gz": "heap", "heap-hold.txt": "heap?debug=1", "goroutine-hold.txt": "goroutine?debug=1"} {
