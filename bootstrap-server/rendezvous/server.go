@@ -610,6 +610,11 @@ func (s *Server) registerLocked(c *conn, m *protocol.Register, key string, now t
 	ns.gauge.Set(float64(len(ns.peers)))
 
 	reg := &protocol.Registered{PeerID: id, PublicAddr: publicAddr}
+	// Where the connection came from, so a client can tell whether its
+	// NAT keeps ports; unknown behind a proxy (no port).
+	if ap, err := netip.ParseAddrPort(net.JoinHostPort(c.ip, c.port)); err == nil && ap.Port() != 0 {
+		reg.Observed = ap.String()
+	}
 	if push {
 		reg.Caps = []string{protocol.CapPush}
 	}

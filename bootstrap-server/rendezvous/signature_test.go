@@ -3,6 +3,7 @@ package rendezvous
 import (
 	"crypto/ed25519"
 	"fmt"
+	"net/netip"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -84,6 +85,9 @@ func TestSignedRegisterIsListedWithItsKey(t *testing.T) {
 
 		a := dial(t, sim, "192.0.2.10")
 		ra := a.registerWith(signedRegister("alice", 4001, alice, time.Now()))
+		if ap, err := netip.ParseAddrPort(ra.Observed); err != nil || ap.Addr().String() != "192.0.2.10" || ap.Port() == 0 {
+			t.Errorf("registered says observed %q, want 192.0.2.10 and the connection's port", ra.Observed)
+		}
 		j := watcher.recv().(*protocol.PeerJoined)
 		if j.Peer.PeerID != ra.PeerID || j.Peer.Key != keyOf(alice) {
 			t.Fatalf("peer_joined %+v, want alice with key %s", j.Peer, keyOf(alice))

@@ -383,6 +383,17 @@ func TestInternetHolePunching(t *testing.T) {
 				if tc.want == chat.PathDirect && nw.Stats().SimultaneousOpens == 0 && natB.Stats().Translated == 0 {
 					t.Error("direct without a simultaneous open or a translated packet: the NATs did not act")
 				}
+				// Behind NATs that change ports no try is made at all:
+				// no punch SYN ever reaches a NAT, so each NAT turned
+				// away only the first direct attempt at its public
+				// address.
+				if tc.want == chat.PathRelayed {
+					for _, x := range []*netsim.NAT{natA, natB} {
+						if st := x.Stats(); st.InboundNoMapping+st.InboundFiltered > 1 {
+							t.Errorf("%s turned away %d inbound connections, want only the first direct attempt: hole punching was tried", x.Name(), st.InboundNoMapping+st.InboundFiltered)
+						}
+					}
+				}
 			})
 		})
 	}
