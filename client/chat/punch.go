@@ -84,7 +84,17 @@ func (n *Node) goIfOpen(f func()) bool {
 // maybePunch starts hole punching on pc, a relayed connection to peer
 // just made, when both sides can.
 func (n *Node) maybePunch(peer registry.Peer, pc *peerConn) {
-	if !n.canPunch() || !protocol.HasCap(peer.Caps, protocol.CapPunch) || n.ownPublicAddr() == "" {
+	var why string
+	switch {
+	case !n.canPunch():
+		why = "this network cannot dial from the listener's port"
+	case !protocol.HasCap(peer.Caps, protocol.CapPunch):
+		why = "the peer does not take part"
+	case n.ownPublicAddr() == "":
+		why = "our NAT does not keep ports"
+	}
+	if why != "" {
+		n.log.Info("hole punching skipped: the conversation stays relayed", "peer", peer.Nickname, "why", why)
 		return
 	}
 	n.goIfOpen(func() {

@@ -217,7 +217,7 @@ func (p *natPeer) pathTo(nick string) string {
 
 var (
 	punchedRE     = regexp.MustCompile(`msg="hole punched: the conversation moved off the relay"`)
-	punchGaveUpRE = regexp.MustCompile(`msg="hole punching failed".*(try=3|no relayed connection to upgrade)`)
+	punchGaveUpRE = regexp.MustCompile(`msg="hole punching failed".*(try=3|nothing to punch)|msg="hole punching skipped`)
 	punchDoneRE   = regexp.MustCompile(punchedRE.String() + `|` + punchGaveUpRE.String())
 )
 
