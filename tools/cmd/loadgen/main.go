@@ -40,6 +40,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/parlance-chat/parlance/protocol"
+	"github.com/parlance-chat/parlance/tools/internal/procstat"
 )
 
 func main() {
@@ -116,7 +117,7 @@ func coordinate(ctx context.Context, o options, stdout, stderr io.Writer) error 
 		}()
 		o.pid = cmd.Process.Pid
 		o.url = fmt.Sprintf("ws://127.0.0.1:%d/", port)
-		if err := waitHealthy(ctx, fmt.Sprintf("http://127.0.0.1:%d/healthz", port)); err != nil {
+		if err := procstat.WaitHealthy(ctx, fmt.Sprintf("http://127.0.0.1:%d/healthz", port)); err != nil {
 			return err
 		}
 	}
@@ -124,7 +125,7 @@ func coordinate(ctx context.Context, o options, stdout, stderr io.Writer) error 
 		return errors.New("-pid is required with -url")
 	}
 	time.Sleep(time.Second) // let the fresh server settle before the baseline
-	rssBase, err := rssKiB(o.pid)
+	rssBase, err := procstat.RSSKiB(o.pid)
 	if err != nil {
 		return err
 	}
@@ -180,14 +181,14 @@ func coordinate(ctx context.Context, o options, stdout, stderr io.Writer) error 
 		}()
 		time.Sleep(200 * time.Millisecond) // let the profile start
 	}
-	cpuReg0, err := cpuSeconds(o.pid)
+	cpuReg0, err := procstat.CPUSeconds(o.pid)
 	if err != nil {
 		return err
 	}
-	busy0, _ := machineBusySeconds()
+	busy0, _, _ := procstat.MachineBusy()
 	workCPU0 := 0.0
 	for _, w := range workers {
-		c, _ := cpuSeconds(w.cmd.Process.Pid)
+		c, _ := procstat.CPUSeconds(w.cmd.Process.Pid)
 		workCPU0 += c
 	}
 	start := time.Now()
@@ -210,13 +211,13 @@ func coordinate(ctx context.Context, o options, stdout, stderr io.Writer) error 
 		total += okN
 	}
 	regTime := time.Since(start)
-	cpuReg1, _ := cpuSeconds(o.pid)
+	cpuReg1, _ := procstat.CPUSeconds(o.pid)
 	workCPU1 := 0.0
 	for _, w := range workers {
-		c, _ := cpuSeconds(w.cmd.Process.Pid)
+		c, _ := procstat.CPUSeconds(w.cmd.Process.Pid)
 		workCPU1 += c
 	}
-	busy1, _ := machineBusySeconds()
+	busy1, _, _ := procstat.MachineBusy()
 	srvCPU, genCPU := cpuReg1-cpuReg0, workCPU1-workCPU0
 	fmt.Fprintf(stdout, "registered %d clients in %d worker process(es) in %.3f s (%.0f registrations/s); server CPU %.2f s (%.0f us per connect+register); load generator CPU %.2f s; other processes %.2f CPU s\n",
 		total, nw, regTime.Seconds(), float64(total)/regTime.Seconds(), srvCPU, 1e6*srvCPU/float64(total), genCPU, max(0, busy1-busy0-srvCPU-genCPU))
@@ -227,7 +228,7 @@ func coordinate(ctx context.Context, o options, stdout, stderr io.Writer) error 
 	}
 
 	// Idle hold: heartbeats only.
-	cpu0, err := cpuSeconds(o.pid)
+	cpu0, err := procstat.CPUSeconds(o.pid)
 	if err != nil {
 		return err
 	}
@@ -245,13 +246,13 @@ func coordinate(ctx context.Context, o options, stdout, stderr io.Writer) error 
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	cpu1, _ := cpuSeconds(o.pid)
+	cpu1, _ := procstat.CPUSeconds(o.pid)
 	if holdProf != nil {
 		if err := <-holdProf; err != nil {
 			return err
 		}
 	}
-	rss, _ := rssKiB(o.pid)
+	rss, _ := procstat.RSSKiB(o.pid)
 	if o.pprofDir != "" && o.server != "" {
 		for name, u := range map[string]string{"heap-hold.pb.gz": "heap", "heap-hold.txt": "heap?debug=1", "goroutine-hold.txt": "goroutine?debug=1"} {
 			if err := fetch(ctx, "http://"+debugAddr+"/debug/pprof/"+u, filepath.Join(o.pprofDir, name)); err != nil {
@@ -294,7 +295,7 @@ func coordinate(ctx context.Context, o options, stdout, stderr io.Writer) error 
 			return err
 		}
 	}
-	rssEnd, _ := rssKiB(o.pid)
+	rssEnd, _ := procstat.RSSKiB(o.pid)
 	fmt.Fprintf(stdout, "server RSS at the end %d KiB\n", rssEnd)
 	return nil
 }
@@ -406,74 +407,3 @@ func fetch(ctx context.Context, url, file string) error {
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-func waitHealthy(ctx context.Context, url string) error {
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return nil
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("server not healthy at %s within 10 s", url)
-}
-
-// rssKiB reads VmRSS from /proc/<pid>/status.
-func rssKiB(pid int) (int, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			return strconv.Atoi(f[1])
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
-}
-
-// machineBusySeconds is the CPU time all processors spent not idle, from
-// /proc/stat: what else ran on the machine shows in the run's figures.
-func machineBusySeconds() (float64, error) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0, err
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) < 6 || f[0] != "cpu" {
-		return 0, errors.New("parse /proc/stat")
-	}
-	busy := 0.0
-	for i, v := range f[1:] {
-		if i == 3 || i == 4 { // idle, iowait
-			continue
-		}
-		x, _ := strconv.ParseFloat(v, 64)
-		busy += x
-	}
-	return busy / 100, nil
-}
-
-// cpuSeconds reads utime+stime from /proc/<pid>/stat.
-func cpuSeconds(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	// Fields after the command: state is f[0]; utime and stime are the
-	// 14th and 15th fields of stat, f[11] and f[12] here.
-	ut, err1 := strconv.ParseFloat(f[11], 64)
-	st, err2 := strconv.ParseFloat(f[12], 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
-	}
-	const hz = 100 // USER_HZ on Linux
-	return (ut + st) / hz, nil
-}

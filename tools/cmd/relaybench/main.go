@@ -61,6 +61,7 @@ import (
 
 	"github.com/gorilla/websocket"
 	"github.com/parlance-chat/parlance/protocol"
+	"github.com/parlance-chat/parlance/tools/internal/procstat"
 )
 
 func main() {
@@ -176,7 +177,7 @@ func startServer(ctx context.Context, o options, maxPeers int, stderr io.Writer)
 	}
 	s := &server{cmd: cmd, pid: cmd.Process.Pid,
 		url: fmt.Sprintf("ws://127.0.0.1:%d/", o.port), http: fmt.Sprintf("http://127.0.0.1:%d", o.port)}
-	if err := waitHealthy(ctx, s.http+"/healthz"); err != nil {
+	if err := procstat.WaitHealthy(ctx, s.http+"/healthz"); err != nil {
 		s.stop()
 		return nil, err
 	}
@@ -512,11 +513,11 @@ func runIdle(ctx context.Context, o options, n int, stdout, stderr io.Writer) er
 		return err
 	}
 	defer s.stop()
-	rss0, err := rssKiB(s.pid)
+	rss0, err := procstat.RSSKiB(s.pid)
 	if err != nil {
 		return err
 	}
-	cpu0, _ := cpuSeconds(s.pid)
+	cpu0, _ := procstat.CPUSeconds(s.pid)
 	t0 := time.Now()
 	f, err := registerPairs(ctx, s.url, n)
 	if err != nil {
@@ -524,27 +525,27 @@ func runIdle(ctx context.Context, o options, n int, stdout, stderr io.Writer) er
 	}
 	defer f.close()
 	tReg := time.Since(t0)
-	cpu1, _ := cpuSeconds(s.pid)
+	cpu1, _ := procstat.CPUSeconds(s.pid)
 	if err := sleep(ctx, o.hold); err != nil {
 		return err
 	}
-	rss1, _ := rssKiB(s.pid)
-	cpu2, _ := cpuSeconds(s.pid)
-	self0, _ := cpuSeconds(os.Getpid())
-	busy0, _, _ := machineBusySeconds()
+	rss1, _ := procstat.RSSKiB(s.pid)
+	cpu2, _ := procstat.CPUSeconds(s.pid)
+	self0, _ := procstat.CPUSeconds(os.Getpid())
+	busy0, _, _ := procstat.MachineBusy()
 	t1 := time.Now()
 	if err := openAll(ctx, f, s.url, 1024, true); err != nil {
 		return err
 	}
 	tOpen := time.Since(t1)
-	cpu3, _ := cpuSeconds(s.pid)
-	self1, _ := cpuSeconds(os.Getpid())
-	busy1, _, _ := machineBusySeconds()
+	cpu3, _ := procstat.CPUSeconds(s.pid)
+	self1, _ := procstat.CPUSeconds(os.Getpid())
+	busy1, _, _ := procstat.MachineBusy()
 	if err := sleep(ctx, o.hold); err != nil {
 		return err
 	}
-	rss2, _ := rssKiB(s.pid)
-	cpu4, _ := cpuSeconds(s.pid)
+	rss2, _ := procstat.RSSKiB(s.pid)
+	cpu4, _ := procstat.CPUSeconds(s.pid)
 	open := s.metric(ctx, `parlance_bootstrap_relay_streams{state="open"}`)
 	fmt.Fprintf(stdout, "idle N=%d streams (%d registrations), server %s\n", n, 2*n, strings.TrimSpace("defaults "+o.serverFlags))
 	fmt.Fprintf(stdout, "  server RSS: %d KiB empty, %d KiB with %d registrations (after %v), %d KiB with %d open streams (after %v; relay_streams{open} = %.0f)\n",
@@ -578,7 +579,7 @@ func runBulk(ctx context.Context, o options, k int, stdout, stderr io.Writer) er
 		return err
 	}
 	defer s.stop()
-	rss0, err := rssKiB(s.pid)
+	rss0, err := procstat.RSSKiB(s.pid)
 	if err != nil {
 		return err
 	}
@@ -590,7 +591,7 @@ func runBulk(ctx context.Context, o options, k int, stdout, stderr io.Writer) er
 	if err := openAll(ctx, f, s.url, 64<<10, false); err != nil {
 		return err
 	}
-	rss1, _ := rssKiB(s.pid)
+	rss1, _ := procstat.RSSKiB(s.pid)
 
 	frame := append(frameHeader(o.frame), make([]byte, o.frame)...)
 	for i := range o.frame {
@@ -664,9 +665,9 @@ func runBulk(ctx context.Context, o options, k int, stdout, stderr io.Writer) er
 	}
 	take := func() snap {
 		x := snap{t: time.Now(), bytes: received.Load(), frames: frames.Load()}
-		x.srv, _ = cpuSeconds(s.pid)
-		x.self, _ = cpuSeconds(os.Getpid())
-		x.busy, x.soft, _ = machineBusySeconds()
+		x.srv, _ = procstat.CPUSeconds(s.pid)
+		x.self, _ = procstat.CPUSeconds(os.Getpid())
+		x.busy, x.soft, _ = procstat.MachineBusy()
 		return x
 	}
 	a := take()
@@ -676,7 +677,7 @@ func runBulk(ctx context.Context, o options, k int, stdout, stderr io.Writer) er
 	}
 	b := take()
 	b.thr = s.metric(ctx, "parlance_bootstrap_relay_throttled_seconds_total")
-	rss2, _ := rssKiB(s.pid)
+	rss2, _ := procstat.RSSKiB(s.pid)
 	relayed := s.metric(ctx, "parlance_bootstrap_relay_bytes_total")
 	stop.Store(true)
 	for _, p := range f.pairs {
@@ -704,78 +705,6 @@ func runBulk(ctx context.Context, o options, k int, stdout, stderr io.Writer) er
 	fmt.Fprintf(stdout, "  server RSS %d KiB empty, %d KiB with %d streams open, %d KiB at the end of the transfer (%.1f KiB per stream over the registered+open baseline)\n",
 		rss0, rss1, k, rss2, float64(rss2-rss1)/float64(k))
 	return nil
-}
-
-func waitHealthy(ctx context.Context, url string) error {
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
-		if resp, err := http.DefaultClient.Do(req); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return nil
-			}
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return fmt.Errorf("server not healthy at %s within 10 s", url)
-}
-
-// rssKiB reads VmRSS from /proc/<pid>/status.
-func rssKiB(pid int) (int, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for line := range strings.SplitSeq(string(b), "\n") {
-		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
-			return strconv.Atoi(f[1])
-		}
-	}
-	return 0, fmt.Errorf("no VmRSS in /proc/%d/status", pid)
-}
-
-// machineBusySeconds is the CPU time all processors spent not idle, and
-// of it the time in softirq (where much of loopback TCP's work runs,
-// charged to no process), from /proc/stat.
-func machineBusySeconds() (busy, softirq float64, err error) {
-	b, err := os.ReadFile("/proc/stat")
-	if err != nil {
-		return 0, 0, err
-	}
-	line, _, _ := strings.Cut(string(b), "\n")
-	f := strings.Fields(line)
-	if len(f) < 8 || f[0] != "cpu" {
-		return 0, 0, errors.New("parse /proc/stat")
-	}
-	for i, v := range f[1:] {
-		if i == 3 || i == 4 { // idle, iowait
-			continue
-		}
-		x, _ := strconv.ParseFloat(v, 64)
-		busy += x
-		if i == 6 {
-			softirq = x
-		}
-	}
-	return busy / 100, softirq / 100, nil
-}
-
-// cpuSeconds reads utime+stime from /proc/<pid>/stat.
-func cpuSeconds(pid int) (float64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	ut, err1 := strconv.ParseFloat(f[11], 64)
-	st, err2 := strconv.ParseFloat(f[12], 64)
-	if err1 != nil || err2 != nil {
-		return 0, fmt.Errorf("parse /proc/%d/stat", pid)
-	}
-	const hz = 100 // USER_HZ on Linux
-	return (ut + st) / hz, nil
 }
 
 func loadavg() string {
