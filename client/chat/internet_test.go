@@ -327,20 +327,7 @@ func TestInternetHolePunching(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
-				wan := nw.AddSegment("wan")
-				sh := nw.AddHost("server", wan)
-				serveRendezvous(t, sh, 5)
-				homeA := nw.AddSegmentPrefix("home-a", netip.MustParsePrefix("192.168.1.0/24"))
-				homeB := nw.AddSegmentPrefix("home-b", netip.MustParsePrefix("192.168.2.0/24"))
-				natA := nw.AddNAT("router-a", homeA, wan, tc.nat)
-				natB := nw.AddNAT("router-b", homeB, wan, tc.nat)
-				url := fmt.Sprintf("ws://%s:8080/", sh.IP())
-				internet := func(c *chat.Config) { c.Mode = chat.ModeInternet; c.BootstrapServer = url }
-				alice := start(t, nw.AddHost("a", homeA), "alice", 1, internet)
-				bob := start(t, nw.AddHost("b", homeB), "bob", 2, internet)
-				if !nw.RunUntil(func() bool { return hasPeer(alice, "bob") && hasPeer(bob, "alice") }, 10*time.Second) {
-					t.Fatalf("no discovery through the server")
-				}
+				alice, bob, natA, natB := behindNATs(t, nw, 5, tc.nat)
 				// Both ways: each direction punches its own connection.
 				const n = 6
 				for i := range n {
@@ -405,22 +392,9 @@ func TestInternetHolePunching(t *testing.T) {
 // closed like any idle connection.
 func TestInternetPunchedKeepalive(t *testing.T) {
 	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
-		wan := nw.AddSegment("wan")
-		sh := nw.AddHost("server", wan)
-		serveRendezvous(t, sh, 6)
 		nat := netsim.NATCone()
 		nat.TCPTimeout = time.Minute // a short-lived consumer router
-		homeA := nw.AddSegmentPrefix("home-a", netip.MustParsePrefix("192.168.1.0/24"))
-		homeB := nw.AddSegmentPrefix("home-b", netip.MustParsePrefix("192.168.2.0/24"))
-		natA := nw.AddNAT("router-a", homeA, wan, nat)
-		nw.AddNAT("router-b", homeB, wan, nat)
-		url := fmt.Sprintf("ws://%s:8080/", sh.IP())
-		internet := func(c *chat.Config) { c.Mode = chat.ModeInternet; c.BootstrapServer = url }
-		alice := start(t, nw.AddHost("a", homeA), "alice", 1, internet)
-		bob := start(t, nw.AddHost("b", homeB), "bob", 2, internet)
-		if !nw.RunUntil(func() bool { return hasPeer(alice, "bob") && hasPeer(bob, "alice") }, 10*time.Second) {
-			t.Fatalf("no discovery through the server")
-		}
+		alice, bob, natA, _ := behindNATs(t, nw, 6, nat)
 		send := func(text string) {
 			t.Helper()
 			if res, err := alice.Send(t.Context(), "bob", text); err != nil || res.Status != chat.Delivered {
@@ -450,25 +424,11 @@ func TestInternetPunchedKeepalive(t *testing.T) {
 // delivered once, and the conversation punches its way direct again.
 func TestInternetPunchedPathDiesAndRepunches(t *testing.T) {
 	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
-		wan := nw.AddSegment("wan")
-		sh := nw.AddHost("server", wan)
-		serveRendezvous(t, sh, 7)
 		nat := netsim.NATCone()
 		nat.TCPTimeout = chat.KeepaliveInterval / 2
-		homeA := nw.AddSegmentPrefix("home-a", netip.MustParsePrefix("192.168.1.0/24"))
-		homeB := nw.AddSegmentPrefix("home-b", netip.MustParsePrefix("192.168.2.0/24"))
-		natA := nw.AddNAT("router-a", homeA, wan, nat)
-		nw.AddNAT("router-b", homeB, wan, nat)
-		url := fmt.Sprintf("ws://%s:8080/", sh.IP())
-		internet := func(c *chat.Config) {
-			c.Mode, c.BootstrapServer = chat.ModeInternet, url
+		alice, bob, natA, _ := behindNATs(t, nw, 7, nat, func(c *chat.Config) {
 			c.HeartbeatInterval = nat.TCPTimeout / 2 // the control connection's mapping lives
-		}
-		alice := start(t, nw.AddHost("a", homeA), "alice", 1, internet)
-		bob := start(t, nw.AddHost("b", homeB), "bob", 2, internet)
-		if !nw.RunUntil(func() bool { return hasPeer(alice, "bob") && hasPeer(bob, "alice") }, 10*time.Second) {
-			t.Fatalf("no discovery through the server")
-		}
+		})
 		send := func(text string) {
 			t.Helper()
 			if res, err := alice.Send(t.Context(), "bob", text); err != nil || res.Status != chat.Delivered {
@@ -504,4 +464,26 @@ func TestInternetPunchedPathDiesAndRepunches(t *testing.T) {
 			}
 		}
 	})
+}
+
+// behindNATs starts a bootstrap server on a WAN segment and alice and bob
+// in internet mode, each on a home segment behind its own NAT with cfg,
+// and waits until they list each other. tweak adjusts both nodes.
+func behindNATs(t *testing.T, nw *netsim.Network, seed byte, cfg netsim.NATConfig, tweak ...func(*chat.Config)) (alice, bob *testNode, natA, natB *netsim.NAT) {
+	t.Helper()
+	wan := nw.AddSegment("wan")
+	sh := nw.AddHost("server", wan)
+	serveRendezvous(t, sh, seed)
+	homeA := nw.AddSegmentPrefix("home-a", netip.MustParsePrefix("192.168.1.0/24"))
+	homeB := nw.AddSegmentPrefix("home-b", netip.MustParsePrefix("192.168.2.0/24"))
+	natA = nw.AddNAT("router-a", homeA, wan, cfg)
+	natB = nw.AddNAT("router-b", homeB, wan, cfg)
+	url := fmt.Sprintf("ws://%s:8080/", sh.IP())
+	tweaks := append([]func(*chat.Config){func(c *chat.Config) { c.Mode, c.BootstrapServer = chat.ModeInternet, url }}, tweak...)
+	alice = start(t, nw.AddHost("a", homeA), "alice", 1, tweaks...)
+	bob = start(t, nw.AddHost("b", homeB), "bob", 2, tweaks...)
+	if !nw.RunUntil(func() bool { return hasPeer(alice, "bob") && hasPeer(bob, "alice") }, 10*time.Second) {
+		t.Fatalf("no discovery through the server")
+	}
+	return alice, bob, natA, natB
 }
