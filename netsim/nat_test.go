@@ -42,29 +42,9 @@ func stunUDP(t *testing.T, h *netsim.Host, port int) {
 // a newline, and holds it open until the peer closes it.
 func stunTCP(t *testing.T, h *netsim.Host, port int) {
 	t.Helper()
-	ln, err := h.Listen(h.Context(), "tcp", fmt.Sprintf(":%d", port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.Go(func(ctx context.Context) {
-		var wg sync.WaitGroup
-		defer wg.Wait()
-		context.AfterFunc(ctx, func() { ln.Close() })
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				stop := context.AfterFunc(ctx, func() { c.Close() })
-				defer stop()
-				fmt.Fprintf(c, "%s\n", c.RemoteAddr())
-				io.Copy(io.Discard, c)
-			}()
-		}
+	serveStreams(t, h, port, func(c net.Conn) {
+		fmt.Fprintf(c, "%s\n", c.RemoteAddr())
+		io.Copy(io.Discard, c)
 	})
 }
 

@@ -24,6 +24,14 @@ var group = &net.UDPAddr{IP: net.IPv4(239, 255, 255, 250), Port: 6789}
 // the host's context ends.
 func echoServer(t *testing.T, h *netsim.Host, port int) {
 	t.Helper()
+	serveStreams(t, h, port, func(c net.Conn) { io.Copy(c, c) })
+}
+
+// serveStreams accepts streams on h:port and runs handle on each, in a
+// goroutine of its own, until the host's context ends; each stream is
+// closed when handle returns or the context ends.
+func serveStreams(t *testing.T, h *netsim.Host, port int, handle func(net.Conn)) {
+	t.Helper()
 	ln, err := h.Listen(h.Context(), "tcp", fmt.Sprintf(":%d", port))
 	if err != nil {
 		t.Fatal(err)
@@ -43,7 +51,7 @@ func echoServer(t *testing.T, h *netsim.Host, port int) {
 				defer c.Close()
 				stop := context.AfterFunc(ctx, func() { c.Close() })
 				defer stop()
-				io.Copy(c, c)
+				handle(c)
 			}()
 		}
 	})
