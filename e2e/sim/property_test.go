@@ -230,12 +230,23 @@ func runSchedule(t *testing.T, nw *netsim.Network, s schedule, st *scheduleStats
 func checkSchedules(t *testing.T, minPeers, maxPeers int) {
 	var st scheduleStats
 	defer func() { t.Logf("%s", &st) }()
+	checkSimulated(t, func(rt *rapid.T) schedule { return drawSchedule(rt, minPeers, maxPeers) },
+		func(s schedule) uint64 { return s.Seed },
+		func(t *testing.T, nw *netsim.Network, s schedule) []error { return runSchedule(t, nw, s, &st) })
+}
+
+// checkSimulated runs rapid over schedules that draw makes, each in a
+// netsim run of its own seed, as a subtest named by that seed; a schedule
+// whose run returns errors, or whose simulation fails, fails the check
+// with the schedule, the errors and how to replay it.
+func checkSimulated[S any](t *testing.T, draw func(*rapid.T) S, seed func(S) uint64, run func(*testing.T, *netsim.Network, S) []error) {
+	t.Helper()
 	rapid.Check(t, func(rt *rapid.T) {
-		s := drawSchedule(rt, minPeers, maxPeers)
+		s := draw(rt)
 		var errs []error
-		ok := t.Run(fmt.Sprintf("seed=%d", s.Seed), func(t *testing.T) {
-			netsim.Run(t, s.Seed, nil, func(t *testing.T, nw *netsim.Network) {
-				errs = runSchedule(t, nw, s, &st)
+		ok := t.Run(fmt.Sprintf("seed=%d", seed(s)), func(t *testing.T) {
+			netsim.Run(t, seed(s), nil, func(t *testing.T, nw *netsim.Network) {
+				errs = run(t, nw, s)
 			})
 		})
 		if !ok || len(errs) > 0 {

@@ -2,7 +2,6 @@ package sim
 
 import (
 	"bytes"
-	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -225,22 +224,8 @@ func runMITMSchedule(t *testing.T, nw *netsim.Network, s mitmSchedule, st *sched
 func TestPropertyMITM(t *testing.T) {
 	withRapidChecks(t, mitmSchedules)
 	var st scheduleStats
-	rapid.Check(t, func(rt *rapid.T) {
-		s := drawMITMSchedule(rt)
-		var errs []error
-		ok := t.Run(fmt.Sprintf("seed=%d", s.Seed), func(t *testing.T) {
-			netsim.Run(t, s.Seed, nil, func(t *testing.T, nw *netsim.Network) {
-				errs = runMITMSchedule(t, nw, s, &st)
-			})
-		})
-		if !ok || len(errs) > 0 {
-			if !ok {
-				errs = append(errs, errors.New("the simulation itself failed (leaked goroutine, panic or deadlock): see the subtest's log"))
-			}
-			rt.Fatalf("schedule %v\n%v\nreplay: go test -run '^%s$' -rapid.seed=N ./e2e/sim, with the N rapid prints",
-				s, errors.Join(errs...), t.Name())
-		}
-	})
+	checkSimulated(t, drawMITMSchedule, func(s mitmSchedule) uint64 { return s.Seed },
+		func(t *testing.T, nw *netsim.Network, s mitmSchedule) []error { return runMITMSchedule(t, nw, s, &st) })
 	t.Logf("%s", &st)
 	if st.schedules >= 50 {
 		for _, k := range []netsim.FaultKind{netsim.FaultRule, netsim.FaultReplay, netsim.FaultRewrite} {
