@@ -23,6 +23,13 @@ type ChatMessage struct {
 	// of several peers with one nickname wrote. Empty from original
 	// senders.
 	Instance string `json:"instance,omitempty"`
+	// Expires is when the sender stops trying to deliver the message
+	// (Unix seconds; 0: never said). Our senders set it on messages that
+	// can wait in their offline queue; a receiver drops a message that
+	// arrives after it, unacknowledged, because the sender has told its
+	// user that the message expired. Original senders never set it, and
+	// original receivers ignore it.
+	Expires int64 `json:"expires,omitempty"`
 }
 
 // Ack acknowledges delivery of the message with the given id.
@@ -57,6 +64,7 @@ func DecodeChatLine(line []byte) (*ChatMessage, error) {
 		Timestamp *int64  `json:"timestamp"`
 		ID        string  `json:"id"`
 		Instance  string  `json:"instance"`
+		Expires   int64   `json:"expires"`
 	}
 	if err := unmarshal(what, line, &w); err != nil {
 		return nil, err
@@ -79,7 +87,10 @@ func DecodeChatLine(line []byte) (*ChatMessage, error) {
 	if err := checkInstance(what, w.Instance); err != nil {
 		return nil, err
 	}
-	return &ChatMessage{From: *w.From, Content: *w.Content, Timestamp: *w.Timestamp, ID: w.ID, Instance: w.Instance}, nil
+	if w.Expires < 0 {
+		return nil, fmt.Errorf("%s: field `expires` must not be negative: %w", what, ErrMalformed)
+	}
+	return &ChatMessage{From: *w.From, Content: *w.Content, Timestamp: *w.Timestamp, ID: w.ID, Instance: w.Instance, Expires: w.Expires}, nil
 }
 
 // EncodeAck returns the ack line with its trailing newline.
@@ -137,6 +148,11 @@ type LineReader struct {
 func NewLineReader(r io.Reader) *LineReader {
 	return &LineReader{r: bufio.NewReaderSize(r, MaxLineSize)}
 }
+
+// Buffered reports how many bytes are already read from the stream and
+// not yet returned: more lines may be waiting without another read. A
+// reader of pipelined lines handles what is buffered as one batch.
+func (lr *LineReader) Buffered() int { return lr.r.Buffered() }
 
 // ReadLine returns the next line without its newline. The returned slice is
 // valid until the next call. A last line without a newline is returned

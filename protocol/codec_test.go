@@ -68,6 +68,17 @@ func TestGoldenChatLine(t *testing.T) {
 	if back, err := DecodeChatLine(got); err != nil || !reflect.DeepEqual(back, withID) {
 		t.Errorf("decode with id and instance: got %#v, %v", back, err)
 	}
+	queued := &ChatMessage{From: "alice", Content: "are you back?", Timestamp: 1795739259, ID: "5f0c1a2b3c4d5e70", Instance: "8c1d2e4f5a6b7c8d", Expires: 1796344059}
+	got, _ = EncodeChatLine(queued)
+	if want := `{"from":"alice","content":"are you back?","timestamp":1795739259,"id":"5f0c1a2b3c4d5e70","instance":"8c1d2e4f5a6b7c8d","expires":1796344059}` + "\n"; string(got) != want {
+		t.Errorf("encode with expires:\n got %s\nwant %s", got, want)
+	}
+	if back, err := DecodeChatLine(got); err != nil || !reflect.DeepEqual(back, queued) {
+		t.Errorf("decode with expires: got %#v, %v", back, err)
+	}
+	if _, err := DecodeChatLine([]byte(`{"from":"a","content":"x","timestamp":1,"expires":-5}`)); !errors.Is(err, ErrMalformed) {
+		t.Errorf("negative expires: %v, want ErrMalformed", err)
+	}
 	ack, _ := EncodeAck(&Ack{ID: "5f0c1a2b3c4d5e6f"})
 	if want := `{"ack":"5f0c1a2b3c4d5e6f"}` + "\n"; string(ack) != want {
 		t.Errorf("ack: got %s, want %s", ack, want)

@@ -60,6 +60,18 @@
 // sends no id and gets no answer. A from that is not a valid nickname is
 // not a decoding error: the receiver shows such a message marked.
 //
+// Acks are pipelined: a sender may write many lines (up to its window,
+// 1,024 in ours) before the first ack comes back, and a receiver answers
+// each line that carries an id, in order, once the message is stored, in
+// as few writes as it likes. Acks are matched by id. A receiver keeps the
+// ids it stored, so a line sent again after a lost ack (or a restart of
+// either side) is acknowledged but not shown twice. A message that waited
+// in the sender's offline queue carries when the sender gives up on it,
+// in Unix seconds; a receiver that reads it later drops it unacknowledged,
+// since the sender has by then told its user the message expired:
+//
+//	{"from":"alice","content":"are you back?","timestamp":1795739259,"id":"5f0c1a2b3c4d5e70","instance":"8c1d2e4f5a6b7c8d","expires":1796344059}
+//
 // # Identity keys and signed discovery
 //
 // Each of our peers has a long-term Ed25519 identity key. It adds [CapNoise]

@@ -22,6 +22,7 @@ func FuzzDecodeDatagram(f *testing.F) {
 
 func FuzzDecodeChatLine(f *testing.F) {
 	f.Add([]byte(`{"from":"alice","content":"hello bob","timestamp":1795739259}` + "\n"))
+	f.Add([]byte(`{"from":"alice","content":"are you back?","timestamp":1795739259,"id":"5f0c1a2b3c4d5e70","instance":"8c1d2e4f5a6b7c8d","expires":1796344059}` + "\n"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		m, err := DecodeChatLine(b)
 		if err != nil {
