@@ -1,0 +1,393 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+type opKind uint8
+
+const (
+	opInsert  opKind = iota + 1 // AddOutgoing, AddIncoming
+	opDeliver                   // MarkDelivered
+	opExpire                    // ExpireDue
+	opIndex                     // one chunk of IndexSearch
+	opFlush                     // Flush: writes nothing
+)
+
+// op is one submitted operation, applied by the writer in submit order.
+type op struct {
+	kind opKind
+	err  error      // refused when submitted (bad input): done gets it, nothing is written
+	msgs []*Message // opInsert
+	seqs []int64    // opDeliver
+	at   time.Time  // opDeliver: the delivery time; opExpire: now
+	done func(error)
+
+	// Results, set by the writer before done.
+	newSeqs []int64   // opInsert: the seq of each stored message, 0 for duplicates
+	rows    []Message // opExpire
+	more    bool      // opIndex: unindexed rows remain
+}
+
+const (
+	stmtRows   = 128   // rows of one multi-row INSERT (a power of two)
+	maxIn      = 256   // seqs of one UPDATE ... IN (a power of two)
+	txRows     = 65536 // rows of one transaction, roughly: bounds its latency
+	indexChunk = 10000 // rows indexed per IndexSearch transaction
+)
+
+// The columns of messages, in the order scanMessage reads them.
+const columns = "seq, id, peer_key, peer_nick, dir, text, sent_ms, received_ms, delivered_ms, expires_ms, status, encrypted"
+
+// stmtKey names a prepared statement: a kind and its number of rows.
+type stmtKey struct {
+	kind opKind
+	n    int
+}
+
+// writer owns the write connection: it alone writes, in one goroutine,
+// so seqs can be assigned here (the lock file keeps other processes out).
+type writer struct {
+	s        *Store
+	db       *sql.DB
+	maxBatch int
+	nextSeq  int64
+	stmts    map[stmtKey]*sql.Stmt // prepared on db, for every size used
+	txStmts  map[stmtKey]*sql.Stmt // the same, bound to the current transaction
+	args     []any
+	refs     []inRef
+	seqBuf   []int64
+	commits  atomic.Int64 // committed transactions, for tests
+	exited   chan struct{}
+}
+
+// inRef points at one message of an op in the batch.
+type inRef struct {
+	o *op
+	i int
+}
+
+func newWriter(ctx context.Context, s *Store, maxBatch int) (*writer, error) {
+	w := &writer{
+		s: s, db: s.wdb, maxBatch: maxBatch,
+		stmts:   make(map[stmtKey]*sql.Stmt),
+		txStmts: make(map[stmtKey]*sql.Stmt),
+		exited:  make(chan struct{}),
+	}
+	if err := w.db.QueryRowContext(ctx, "SELECT coalesce(max(seq), 0) + 1 FROM messages").Scan(&w.nextSeq); err != nil {
+		return nil, err
+	}
+	// Prepare everything now: inside a transaction the only connection is
+	// taken, and database/sql could not prepare on the handle.
+	for n := 1; n <= maxIn; n *= 2 {
+		q := map[stmtKey]string{{opDeliver, n}: "UPDATE messages SET status = 3, delivered_ms = ? WHERE status = 1 AND seq IN (" + repeat("?", n) + ")"}
+		if n <= stmtRows {
+			// OR IGNORE: the unique index drops incoming duplicates.
+			q[stmtKey{opInsert, n}] = "INSERT OR IGNORE INTO messages (" + columns + ", conv) VALUES " + repeat("(?,?,?,?,?,?,?,?,?,?,?,?,?)", n)
+		}
+		for k, text := range q {
+			st, err := w.db.PrepareContext(ctx, text)
+			if err != nil {
+				w.closeStmts()
+				return nil, err
+			}
+			w.stmts[k] = st
+		}
+	}
+	return w, nil
+}
+
+func repeat(s string, n int) string {
+	return strings.TrimSuffix(strings.Repeat(s+",", n), ",")
+}
+
+func (w *writer) closeStmts() {
+	for _, st := range w.stmts {
+		st.Close()
+	}
+}
+
+// run is the writer goroutine: it takes the first queued op, drains what
+// else is queued (up to maxBatch ops and about txRows rows, without
+// waiting), applies the batch in one transaction and calls every done. An
+// index op gets a batch of its own. run returns when Close has closed the
+// queue and everything in it is applied.
+func (w *writer) run() {
+	defer close(w.exited)
+	var batch []*op
+	var carry *op
+	for open := true; open || carry != nil; {
+		batch = batch[:0]
+		if carry != nil {
+			batch, carry = append(batch, carry), nil
+		} else if o, ok := <-w.s.ops; ok {
+			batch = append(batch, o)
+		} else {
+			return
+		}
+		rows := len(batch[0].msgs) + len(batch[0].seqs)
+	drain:
+		for batch[0].kind != opIndex && len(batch) < w.maxBatch && rows < txRows {
+			select {
+			case o, ok := <-w.s.ops:
+				switch {
+				case !ok:
+					open = false
+					break drain
+				case o.kind == opIndex:
+					carry = o
+					break drain
+				}
+				batch = append(batch, o)
+				rows += 1 + len(o.msgs) + len(o.seqs)
+			default:
+				break drain
+			}
+		}
+		w.apply(batch)
+		clear(batch)
+	}
+}
+
+// apply runs batch in one transaction and then calls every done, in order.
+// If the transaction fails, nothing of it is stored and every op gets the
+// error.
+func (w *writer) apply(batch []*op) {
+	var err error
+	for _, o := range batch {
+		if o.err == nil && o.kind != opFlush {
+			start := w.nextSeq
+			if err = w.exec(batch); err != nil {
+				w.nextSeq = start
+				// A failed COMMIT may leave the transaction open; there
+				// is only one connection, so this reaches it.
+				w.db.Exec("ROLLBACK")
+				err = fail(w.s.name, "write", err)
+				w.s.noteErr(err)
+			} else {
+				w.commits.Add(1)
+			}
+			break
+		}
+	}
+	for _, o := range batch {
+		if o.err != nil {
+			o.done(o.err)
+			continue
+		}
+		if err == nil {
+			for i, seq := range o.newSeqs {
+				if seq != 0 {
+					o.msgs[i].Seq = seq
+				}
+			}
+		}
+		o.done(err)
+	}
+}
+
+func (w *writer) exec(batch []*op) (err error) {
+	ctx := context.Background()
+	tx, err := w.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE: _txlock
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			tx.Rollback()
+		}
+	}()
+	clear(w.txStmts)
+	for i := 0; i < len(batch); {
+		o, j := batch[i], i+1
+		// Consecutive ops of one kind share multi-row statements.
+		for o.err == nil && (o.kind == opInsert || o.kind == opDeliver) && j < len(batch) &&
+			batch[j].kind == o.kind && batch[j].err == nil && sameMillis(batch[j].at, o.at) {
+			j++
+		}
+		switch {
+		case o.err != nil:
+		case o.kind == opInsert:
+			err = w.insert(ctx, tx, batch[i:j])
+		case o.kind == opDeliver:
+			err = w.deliver(ctx, tx, batch[i:j])
+		case o.kind == opExpire:
+			err = w.expire(ctx, tx, o)
+		case o.kind == opIndex:
+			err = w.index(ctx, tx, o)
+		}
+		if err != nil {
+			return err
+		}
+		i = j
+	}
+	return tx.Commit()
+}
+
+func (w *writer) stmt(ctx context.Context, tx *sql.Tx, k stmtKey) *sql.Stmt {
+	st := w.txStmts[k]
+	if st == nil {
+		st = tx.StmtContext(ctx, w.stmts[k])
+		w.txStmts[k] = st
+	}
+	return st
+}
+
+// insert stores the messages of ops, stmtRows (or the largest power of two
+// left) per statement, with consecutive seqs. When a statement stored
+// fewer rows than it had, the unique index dropped incoming duplicates,
+// and the seqs present tell which; the dropped ones leave gaps in seq.
+func (w *writer) insert(ctx context.Context, tx *sql.Tx, ops []*op) error {
+	all := w.refs[:0]
+	for _, o := range ops {
+		o.newSeqs = make([]int64, len(o.msgs))
+		for i := range o.msgs {
+			all = append(all, inRef{o, i})
+		}
+	}
+	defer func() { clear(all); w.refs = all[:0] }()
+	for refs := all; len(refs) > 0; {
+		n := chunk(len(refs))
+		base := w.nextSeq
+		w.nextSeq += int64(n)
+		args := w.args[:0]
+		for k, r := range refs[:n] {
+			m := r.o.msgs[r.i]
+			args = append(args, base+int64(k), m.ID, m.PeerKey, m.PeerNick, int64(m.Dir), m.Text,
+				millis(m.Sent), millis(m.Received), millis(m.Delivered), millis(m.Expires),
+				int64(m.Status), boolInt(m.Encrypted), convOf(m.PeerKey, m.PeerNick))
+		}
+		res, err := w.stmt(ctx, tx, stmtKey{opInsert, n}).ExecContext(ctx, args...)
+		clear(args)
+		w.args = args[:0]
+		var stored int64
+		if err == nil {
+			stored, err = res.RowsAffected()
+		}
+		switch {
+		case err != nil:
+			return err
+		case stored == int64(n):
+			for k, r := range refs[:n] {
+				r.o.newSeqs[r.i] = base + int64(k)
+			}
+		default:
+			if err := w.markStored(ctx, tx, refs[:n], base); err != nil {
+				return err
+			}
+		}
+		refs = refs[n:]
+	}
+	return nil
+}
+
+// chunk returns the largest power of two <= min(n, stmtRows).
+func chunk(n int) int {
+	c := stmtRows
+	for c > n {
+		c /= 2
+	}
+	return c
+}
+
+// markStored sets newSeqs for the rows of refs (given seqs base, base+1,
+// ...) that the last INSERT OR IGNORE stored.
+func (w *writer) markStored(ctx context.Context, tx *sql.Tx, refs []inRef, base int64) error {
+	rows, err := tx.QueryContext(ctx, "SELECT seq FROM messages WHERE seq >= ? AND seq < ?", base, base+int64(len(refs)))
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var seq int64
+		if err := rows.Scan(&seq); err != nil {
+			return err
+		}
+		r := refs[seq-base]
+		r.o.newSeqs[r.i] = seq
+	}
+	return rows.Err()
+}
+
+// deliver marks the seqs of ops (which share one delivery millisecond)
+// Delivered. Short IN lists are padded to a power of two by repeating the
+// last seq, so a handful of prepared statements serve every length.
+func (w *writer) deliver(ctx context.Context, tx *sql.Tx, ops []*op) error {
+	seqs := w.seqBuf[:0]
+	for _, o := range ops {
+		seqs = append(seqs, o.seqs...)
+	}
+	w.seqBuf = seqs[:0]
+	for len(seqs) > 0 {
+		n, p := min(len(seqs), maxIn), 1
+		for p < n {
+			p *= 2
+		}
+		args := append(w.args[:0], millis(ops[0].at))
+		for k := range p {
+			args = append(args, seqs[min(k, n-1)])
+		}
+		_, err := w.stmt(ctx, tx, stmtKey{opDeliver, p}).ExecContext(ctx, args...)
+		clear(args)
+		w.args = args[:0]
+		if err != nil {
+			return err
+		}
+		seqs = seqs[n:]
+	}
+	return nil
+}
+
+func (w *writer) expire(ctx context.Context, tx *sql.Tx, o *op) error {
+	rows, err := tx.QueryContext(ctx, "UPDATE messages SET status = 4 WHERE status = 1 AND expires_ms <= ? RETURNING "+columns, millis(o.at))
+	if err == nil {
+		o.rows, err = scanMessages(rows)
+	}
+	return err
+}
+
+// index adds up to indexChunk messages past the high-water mark to the
+// full-text index and moves the mark.
+func (w *writer) index(ctx context.Context, tx *sql.Tx, o *op) error {
+	var mark int64
+	var hi sql.NullInt64
+	var n int
+	err := tx.QueryRowContext(ctx, "SELECT value FROM meta WHERE key = 'fts_seq'").Scan(&mark)
+	if err == nil {
+		err = tx.QueryRowContext(ctx, "SELECT max(seq), count(*) FROM (SELECT seq FROM messages WHERE seq > ? ORDER BY seq LIMIT ?)",
+			mark, indexChunk).Scan(&hi, &n)
+	}
+	if err != nil || n == 0 {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, "INSERT INTO messages_fts (rowid, text) SELECT seq, text FROM messages WHERE seq > ? AND seq <= ?",
+		mark, hi.Int64); err != nil {
+		return err
+	}
+	_, err = tx.ExecContext(ctx, "UPDATE meta SET value = ? WHERE key = 'fts_seq'", hi.Int64)
+	o.more = n == indexChunk
+	return err
+}
+
+// millis is t in unix milliseconds, or nil (SQL NULL) for the zero time.
+func millis(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixMilli()
+}
+
+func sameMillis(a, b time.Time) bool {
+	return a.IsZero() == b.IsZero() && a.UnixMilli() == b.UnixMilli()
+}
+
+func boolInt(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
+}
