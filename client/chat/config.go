@@ -12,6 +12,7 @@ import (
 	"net"
 	"time"
 
+	"github.com/parlance-chat/parlance/client/store"
 	"github.com/parlance-chat/parlance/client/trust"
 	"github.com/parlance-chat/parlance/protocol"
 )
@@ -116,6 +117,15 @@ type Config struct {
 	// RequireEncryption refuses to send to or accept messages from peers
 	// without a key (original clients).
 	RequireEncryption bool
+	// Store keeps every message sent and received, and the offline
+	// queue (client/store). Nil means a store in memory, lost at Close.
+	// The caller keeps ownership of a store it passes: it closes it
+	// after the node's Close.
+	Store *store.Store
+	// MessageTTL is how long a message to an unreachable peer waits in
+	// the queue before it expires (default 7 days).
+	MessageTTL time.Duration
+
 	// CryptoRand feeds the identity key made when Identity is nil and
 	// the session keys. Nil means crypto/rand; only a simulation passes a
 	// seeded reader, so that its runs replay.
@@ -178,6 +188,12 @@ func (c Config) withDefaults() (Config, error) {
 	def(&c.AckTimeout, DefaultAckTimeout)
 	def(&c.IdleTimeout, DefaultIdleTimeout)
 	def(&c.ReceiveIdleTimeout, DefaultReceiveIdleTimeout)
+	def(&c.MessageTTL, DefaultMessageTTL)
+	if c.MessageTTL <= 2*c.AckTimeout {
+		// A message is not written within AckTimeout of its expiry, so
+		// that it is never in flight when it is reported expired.
+		return c, fmt.Errorf("chat: MessageTTL (%v) must be more than twice AckTimeout (%v)", c.MessageTTL, c.AckTimeout)
+	}
 	def(&c.HeartbeatInterval, 10*time.Second)
 	def(&c.PeerTimeout, 30*time.Second)
 	if c.BootstrapServer == "" {

@@ -12,7 +12,8 @@
 //	})
 //	defer node.Close()             // sends goodbye, closes sockets, waits for goroutines
 //	for ev := range node.Events() { ... }  // messages, peers joining and leaving
-//	res, err := node.Send(ctx, "bob", "hi") // res.Status: Delivered or Sent
+//	res, err := node.Send(ctx, "bob", "hi") // res.Status: Delivered, Queued or Sent
+//	out, err := node.Post(ctx, "bob", "hi") // at once; out.Wait(ctx) later
 //
 // # Design
 //
@@ -20,8 +21,7 @@
 // itself. One event loop per node owns the peer registry
 // (protocol/registry), the discovery timers and the random source, so a
 // node run on netsim inside a synctest bubble replays exactly for a seed.
-// Send does its network I/O in the caller's goroutine and asks the loop
-// only to resolve the peer.
+// Post asks the loop only to resolve the peer; the I/O is the outbox's.
 //
 // Discovery (local mode) follows the original protocol and adds, as
 // optional extensions, an instance id, capabilities, a query datagram and
@@ -32,12 +32,30 @@
 // announce every AnnounceInterval, jittered by ±10%. A goodbye removes a
 // peer at once; a silent peer expires after Timeout.
 //
-// Messages to peers that advertise the "ack" capability carry an id and
-// wait for the ack on the same connection, which is kept open for reuse;
-// a reused connection found closed is redialled once and the message sent
-// again (receivers drop duplicates by id), so the result is either
-// Delivered or an error. Original peers get the original's
-// one-connection-per-message, and the result is Sent.
+// # Messages: stored, queued, pipelined
+//
+// Every message sent and received is kept in Config.Store (client/store;
+// a store in memory when nil). A message to a peer with a key is stored
+// (Pending) before Post's caller hears anything, and goes through that
+// key's outbox (outbox.go): one runner per key writes up to Window
+// messages on one kept-open connection before the first ack returns,
+// matches acks by id and records deliveries (group-committed), so one
+// sender to one receiver runs at the rate of batches, not round trips.
+// If the peer is away or the connection fails, the messages stay in the
+// store and the result is Queued; the runner starts again when the key
+// is seen (any registry change for it) or, for a listed peer that does
+// not answer, after a backoff, and writes the unacknowledged ones again
+// in order. A receiver stores a batch of lines (duplicates by id are
+// dropped: the store remembers every id), shows the new ones and only
+// then acknowledges the batch, so Delivered means "on the receiver's
+// disk", and a resend after a lost ack or a restart is never shown
+// twice. Messages queued for MessageTTL expire (EventExpired); they carry
+// their expiry on the wire and a receiver drops one that arrives late,
+// and none is written within AckTimeout of its expiry, so nothing is
+// shown after its sender was told it expired. Peers without a key
+// (original clients) are not queued: ack-capable ones get one message at
+// a time on a kept-open connection (Delivered or an error), original ones
+// the original's one connection per message (Sent).
 //
 // # Identity, sessions and trust
 //

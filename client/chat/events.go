@@ -3,9 +3,11 @@ package chat
 import (
 	"context"
 	"net/netip"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/parlance-chat/parlance/client/store"
 	"github.com/parlance-chat/parlance/client/trust"
 	"github.com/parlance-chat/parlance/protocol/registry"
 )
@@ -35,6 +37,12 @@ const (
 	// encryption (Event.Text): a handshake that proved another key than
 	// announced, a refused unencrypted connection, a forged message.
 	EventSecurity
+	// EventDelivered: a message nobody waited for any more (reported
+	// Queued, or queued in an earlier run) was delivered (Event.Stored).
+	EventDelivered
+	// EventExpired: a queued message reached its TTL undelivered
+	// (Event.Stored); it will not be sent.
+	EventExpired
 )
 
 func (k EventKind) String() string {
@@ -55,6 +63,10 @@ func (k EventKind) String() string {
 		return "status"
 	case EventSecurity:
 		return "security"
+	case EventDelivered:
+		return "delivered"
+	case EventExpired:
+		return "expired"
 	}
 	return "event(?)"
 }
@@ -69,6 +81,9 @@ type Event struct {
 	Message Message
 	Text    string
 	Err     error
+	// Stored is the outgoing message of EventDelivered and EventExpired,
+	// as the store holds it.
+	Stored store.Message
 }
 
 // Message is a received direct message. Its fields are raw network input:
@@ -99,8 +114,9 @@ type Message struct {
 	InvalidFrom bool
 }
 
-// maxQueuedEvents bounds the events waiting for a slow reader. Past it the
-// oldest are dropped and the drop is logged.
+// maxQueuedEvents bounds the events waiting for a slow reader. Past it a
+// received message waits (its ack too), and other events are dropped,
+// oldest first, and the drop is logged.
 const maxQueuedEvents = 8192
 
 // eventQueue decouples the node from its reader: emit never blocks, a
@@ -110,11 +126,36 @@ type eventQueue struct {
 	q       []Event
 	dropped int
 	signal  chan struct{} // 1-buffered: "the queue is not empty"
+	room    chan struct{} // 1-buffered: "an event was taken"
 	out     chan Event
 }
 
 func newEventQueue() *eventQueue {
-	return &eventQueue{signal: make(chan struct{}, 1), out: make(chan Event)}
+	return &eventQueue{signal: make(chan struct{}, 1), room: make(chan struct{}, 1), out: make(chan Event)}
+}
+
+// emitWait queues ev, waiting while the queue is full rather than
+// dropping: a received message waits for the reader (and so does its ack,
+// which holds the sender back) instead of being lost to the display.
+func (e *eventQueue) emitWait(ctx context.Context, ev Event) error {
+	for {
+		e.mu.Lock()
+		if len(e.q) < maxQueuedEvents {
+			e.q = append(e.q, ev)
+			e.mu.Unlock()
+			select {
+			case e.signal <- struct{}{}:
+			default:
+			}
+			return nil
+		}
+		e.mu.Unlock()
+		select {
+		case <-e.room:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // emit queues ev; it reports how many events were dropped so far when the
@@ -122,9 +163,16 @@ func newEventQueue() *eventQueue {
 func (e *eventQueue) emit(ev Event) (dropped int) {
 	e.mu.Lock()
 	if len(e.q) >= maxQueuedEvents {
-		e.q = e.q[1:]
+		// The oldest event that is not a received message goes (messages
+		// are queued by emitWait and never dropped); if all are, ev does.
 		e.dropped++
 		dropped = e.dropped
+		i := slices.IndexFunc(e.q, func(q Event) bool { return q.Kind != EventMessage })
+		if i < 0 {
+			e.mu.Unlock()
+			return dropped
+		}
+		e.q = slices.Delete(e.q, i, i+1)
 	}
 	e.q = append(e.q, ev)
 	e.mu.Unlock()
@@ -160,6 +208,10 @@ func (e *eventQueue) run(ctx context.Context) {
 		case e.out <- ev:
 		case <-ctx.Done():
 			return
+		}
+		select {
+		case e.room <- struct{}{}:
+		default:
 		}
 	}
 }

@@ -11,10 +11,12 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/parlance-chat/parlance/client/internal/rendezvous"
 	"github.com/parlance-chat/parlance/client/session"
+	"github.com/parlance-chat/parlance/client/store"
 	"github.com/parlance-chat/parlance/client/trust"
 	"github.com/parlance-chat/parlance/protocol"
 	"github.com/parlance-chat/parlance/protocol/registry"
@@ -51,8 +53,12 @@ type Node struct {
 	paths       map[registry.Key]string // the path of the last session to each peer
 	conns       map[net.Conn]struct{}   // every open TCP conn, to close on shutdown
 	pool        map[string]*peerConn    // kept-open conns to ack-capable peers
-	seen        *recentIDs
-	sends       sync.WaitGroup
+	outboxes    map[string]*outbox      // by identity key
+
+	store       *store.Store
+	ownStore    bool          // opened by Start (in memory): closed by Close
+	lastStored  atomic.Int64  // when a message was last stored (Unix ns); 0: indexed since
+	outstanding chan struct{} // a slot per Post waiting for its outcome
 }
 
 type datagram struct {
@@ -70,17 +76,35 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		cfg:       cfg,
-		log:       cfg.Logger,
-		instance:  fmt.Sprintf("%016x", cfg.Rand.Uint64()),
-		events:    newEventQueue(),
-		calls:     make(chan func(*loopState)),
-		datagrams: make(chan datagram, 64),
-		loopDone:  make(chan struct{}),
-		conns:     make(map[net.Conn]struct{}),
-		pool:      make(map[string]*peerConn),
-		paths:     make(map[registry.Key]string),
-		seen:      newRecentIDs(1024),
+		cfg:         cfg,
+		log:         cfg.Logger,
+		instance:    fmt.Sprintf("%016x", cfg.Rand.Uint64()),
+		events:      newEventQueue(),
+		calls:       make(chan func(*loopState)),
+		datagrams:   make(chan datagram, 64),
+		loopDone:    make(chan struct{}),
+		conns:       make(map[net.Conn]struct{}),
+		pool:        make(map[string]*peerConn),
+		paths:       make(map[registry.Key]string),
+		outboxes:    make(map[string]*outbox),
+		store:       cfg.Store,
+		outstanding: make(chan struct{}, MaxOutstanding),
+	}
+	if n.store == nil {
+		st, err := store.OpenMemory()
+		if err != nil {
+			return nil, fmt.Errorf("chat: %w", err)
+		}
+		n.store, n.ownStore = st, true
+	}
+	started := false
+	defer func() {
+		if !started && n.ownStore {
+			n.store.Close()
+		}
+	}()
+	if err := n.restoreQueue(ctx); err != nil {
+		return nil, fmt.Errorf("chat: read the queue: %w", err)
 	}
 	n.log = n.log.With("node", cfg.Nickname, "instance", n.instance)
 	n.pubKey = protocol.EncodePublicKey(cfg.Identity.Public().(ed25519.PublicKey))
@@ -124,6 +148,8 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		}
 	}
 	n.spawn(func() { n.loop(ls) })
+	n.spawn(n.expireLoop)
+	started = true
 	// A canceled parent stops the node as Close does.
 	n.spawn(func() {
 		select {
@@ -160,7 +186,9 @@ func (n *Node) Fingerprint() string { return protocol.KeyFingerprint(n.pubKey) }
 func (n *Node) Port() uint16 { return n.port }
 
 // Events returns the node's events, in order. The channel is closed when
-// the node stops. Events are queued (up to 8,192) while nobody reads.
+// the node stops. Events are queued (up to 8,192) while nobody reads;
+// past that, received messages wait to be read (and are not acknowledged
+// until then), while other events are dropped.
 func (n *Node) Events() <-chan Event { return n.events.out }
 
 // Peers returns the known peers, ordered by nickname then address. It
@@ -179,8 +207,14 @@ func (n *Node) Close() error {
 	n.mu.Unlock()
 	n.cancel()
 	n.wg.Wait()
-	n.sends.Wait()
 	n.stopIdleTimers()
+	n.settleAll()
+	if n.ownStore {
+		n.ownStore = false
+		if err := n.store.Close(); err != nil {
+			return fmt.Errorf("chat: close the store: %w", err)
+		}
+	}
 	return nil
 }
 
@@ -297,6 +331,8 @@ type loopState struct {
 	// replayed announce (from anywhere) cannot move a peer. Bounded like
 	// the registry: cleared when it grows past twice its bound.
 	lastSigned map[string]int64
+
+	lastID uint64 // the last message id handed out (see nextMessageID)
 
 	burst      []time.Duration // remaining start-up burst offsets
 	nextSteady time.Time       // next steady-state announce
@@ -537,6 +573,8 @@ func (ls *loopState) report(now time.Time, c registry.Change) {
 	switch c.Kind {
 	case registry.Joined, registry.Restarted, registry.Updated:
 		ls.warnKeyChange(now, c)
+		// Messages queued for the peer's key can go now.
+		n.kickKey(sessionKey(p))
 	}
 }
 

@@ -550,8 +550,8 @@ func TestDeterministic(t *testing.T) {
 	})
 }
 
-// A send cut short by the node's own Close fails with ErrClosed, not with
-// the internal context's cancellation.
+// A send to a peer with a key cut short by the node's own Close ends
+// Queued: the message is in the store and goes out on a later run.
 func TestSendInterruptedByClose(t *testing.T) {
 	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
 		lan := nw.AddSegment("lan")
@@ -562,15 +562,21 @@ func TestSendInterruptedByClose(t *testing.T) {
 			t.Fatal("no discovery")
 		}
 		bh.Crash() // the dial to bob now waits for an answer that never comes
-		errc := make(chan error, 1)
+		type result struct {
+			res chat.SendResult
+			err error
+		}
+		done := make(chan result, 1)
 		go func() {
-			_, err := alice.Send(context.Background(), "bob", "hello?")
-			errc <- err
+			res, err := alice.Send(context.Background(), "bob", "hello?")
+			done <- result{res, err}
 		}()
 		nw.RunFor(time.Second)
 		alice.close()
-		if err := <-errc; !errors.Is(err, chat.ErrClosed) {
-			t.Errorf("send interrupted by Close: %v, want ErrClosed", err)
+		// Bob has a key: the message was stored before the dial, so Close
+		// leaves it queued, not lost.
+		if r := <-done; r.err != nil || r.res.Status != chat.Queued {
+			t.Errorf("send interrupted by Close: %v %v, want Queued", r.res.Status, r.err)
 		}
 	})
 }
@@ -595,17 +601,17 @@ func TestSendAckWaitCutByCloseAndReset(t *testing.T) {
 					t.Fatal(err)
 				}
 				hold := nw.Hold([]*netsim.Host{bh}, []*netsim.Host{ah}) // no ack comes back
-				errc := make(chan error, 1)
+				done := make(chan chat.Status, 1)
 				go func() {
-					_, err := alice.Send(context.Background(), "bob", "held")
-					errc <- err
+					res, _ := alice.Send(context.Background(), "bob", "held")
+					done <- res.Status
 				}()
 				nw.RunFor(time.Second)
 				// Reset the stream and close the node at the same instant.
 				nw.ResetStreams([]*netsim.Host{ah}, []*netsim.Host{bh})
 				alice.close()
-				if err := <-errc; err == nil {
-					t.Error("send with no ack reported success")
+				if st := <-done; st != chat.Queued {
+					t.Errorf("send with no ack ended %v, want queued", st)
 				}
 				hold.Release()
 			})

@@ -7,10 +7,10 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"sync"
 	"time"
 
 	"github.com/parlance-chat/parlance/client/session"
+	"github.com/parlance-chat/parlance/client/store"
 	"github.com/parlance-chat/parlance/protocol"
 	"github.com/parlance-chat/parlance/protocol/registry"
 )
@@ -78,12 +78,15 @@ func (n *Node) serve(c net.Conn) {
 	}
 	lr := protocol.NewLineReader(conn)
 	var punch punchAnswer
+	in := inbound{n: n, c: c, conn: conn, remote: remote}
 	for {
 		if err := c.SetReadDeadline(time.Now().Add(n.cfg.ReceiveIdleTimeout)); err != nil {
 			return
 		}
 		line, err := lr.ReadLine()
 		if err != nil {
+			// What was read before the error is stored and acknowledged.
+			in.flush()
 			switch {
 			case errors.Is(err, protocol.ErrTooLarge):
 				n.log.Warn("message line too long; connection closed", "from", remote, "limit", protocol.MaxLineSize)
@@ -102,6 +105,9 @@ func (n *Node) serve(c net.Conn) {
 		msg, err := protocol.DecodeChatLine(line)
 		if err != nil {
 			if p, perr := protocol.DecodePunch(line); perr == nil && encrypted {
+				if !in.flush() {
+					return
+				}
 				if err := n.answerPunch(conn, p, from, &punch); err != nil {
 					n.log.Debug("punch answer not sent", "to", remote, "err", err)
 					return
@@ -112,12 +118,16 @@ func (n *Node) serve(c net.Conn) {
 			continue
 		}
 		now := time.Now()
+		if msg.Expires != 0 && now.Unix() >= msg.Expires {
+			// The sender has told its user that this one expired.
+			n.log.Info("expired message dropped", "from", remote, "id", msg.ID)
+			continue
+		}
 		m := Message{
 			From: msg.From, Text: msg.Content, Sent: time.Unix(msg.Timestamp, 0),
 			Received: now, Remote: remote, ID: msg.ID, Instance: msg.Instance,
 			Encrypted: encrypted,
 		}
-		sender := msg.From
 		if encrypted {
 			// The session proved who wrote: its nickname and instance
 			// stand, whatever the line claims.
@@ -125,29 +135,107 @@ func (n *Node) serve(c net.Conn) {
 				n.log.Warn("message from field differs from the session's nickname", "from", remote, "claimed", msg.From, "session", from.Nickname)
 			}
 			m.From, m.Instance, m.Key = from.Nickname, from.Instance, key
-			sender = key
 		}
 		m.InvalidFrom = protocol.ValidateNickname(m.From) != nil
-		m.Trust = n.trustState(m.From, m.Key)
-		if n.seen.add(sender, msg.ID) {
-			n.emit(Event{Kind: EventMessage, Time: now, Message: m})
-		} else {
-			n.log.Debug("duplicate message dropped", "from", msg.From, "id", msg.ID)
-		}
-		if msg.ID != "" {
-			ack, err := protocol.EncodeAck(&protocol.Ack{ID: msg.ID})
-			if err != nil {
-				continue
-			}
-			if err := c.SetWriteDeadline(time.Now().Add(n.cfg.WriteTimeout)); err != nil {
-				return
-			}
-			if _, err := conn.Write(ack); err != nil {
-				n.log.Debug("ack not sent", "to", remote, "err", err)
+		in.batch = append(in.batch, m)
+		// Pipelined lines already read are stored and acknowledged
+		// together: one commit and one write for the batch.
+		if lr.Buffered() == 0 || len(in.batch) >= maxReceiveBatch {
+			if !in.flush() {
 				return
 			}
 		}
 	}
+}
+
+// maxReceiveBatch bounds the messages stored and acknowledged together.
+const maxReceiveBatch = 512
+
+// inbound is the receiving side of one connection: messages read and not
+// yet stored.
+type inbound struct {
+	n      *Node
+	c      net.Conn // the raw conn, for deadlines
+	conn   net.Conn // what acks are written to
+	remote netip.AddrPort
+	batch  []Message
+	acks   []byte
+}
+
+// flush stores the batch (new messages only: the store knows every id
+// stored before, in any run), shows the new ones, in order, and then
+// acknowledges all of them, so that an ack always means "on the
+// receiver's disk". It reports whether the connection can go on.
+func (in *inbound) flush() bool {
+	n := in.n
+	if len(in.batch) == 0 {
+		return true
+	}
+	defer func() {
+		clear(in.batch)
+		in.batch = in.batch[:0]
+	}()
+	rows := make([]*store.Message, len(in.batch))
+	for i, m := range in.batch {
+		rows[i] = &store.Message{
+			ID: m.ID, PeerKey: m.Key, PeerNick: m.From, Dir: store.In, Text: m.Text,
+			Sent: m.Sent, Received: m.Received, Status: store.Received, Encrypted: m.Encrypted,
+		}
+	}
+	isNew, err := n.store.AddIncomingSync(n.ctx, rows)
+	n.lastStored.Store(time.Now().UnixNano())
+	if err != nil {
+		// Not stored, so not acknowledged: the sender tries again.
+		if n.ctx.Err() == nil {
+			n.log.Error("received messages not stored; not acknowledged", "from", in.remote, "err", err)
+			n.emit(Event{Kind: EventStatus, Time: time.Now(), Err: err,
+				Text: fmt.Sprintf("could not store %d message(s) from %s, so they were not acknowledged (the sender will try again): %v", len(rows), in.batch[0].From, err)})
+		}
+		return false
+	}
+	// One trip to the event loop for the batch's trust states (one
+	// sender, as a rule).
+	_ = n.call(n.ctx, func(ls *loopState) {
+		for i := range in.batch {
+			m := &in.batch[i]
+			if i > 0 && m.From == in.batch[i-1].From && m.Key == in.batch[i-1].Key {
+				m.Trust = in.batch[i-1].Trust
+				continue
+			}
+			m.Trust = ls.trust.State(m.From, m.Key)
+		}
+	})
+	for i, m := range in.batch {
+		if !isNew[i] {
+			n.log.Debug("duplicate message dropped", "from", m.From, "id", m.ID)
+			continue
+		}
+		if err := n.events.emitWait(n.ctx, Event{Kind: EventMessage, Time: m.Received, Message: m}); err != nil {
+			return false
+		}
+	}
+	in.acks = in.acks[:0]
+	for _, m := range in.batch {
+		if m.ID == "" {
+			continue
+		}
+		ack, err := protocol.EncodeAck(&protocol.Ack{ID: m.ID})
+		if err != nil {
+			continue
+		}
+		in.acks = append(in.acks, ack...)
+	}
+	if len(in.acks) == 0 {
+		return true
+	}
+	if err := in.c.SetWriteDeadline(time.Now().Add(n.cfg.WriteTimeout)); err != nil {
+		return false
+	}
+	if _, err := in.conn.Write(in.acks); err != nil {
+		n.log.Debug("acks not sent", "to", in.remote, "err", err)
+		return false
+	}
+	return true
 }
 
 // acceptSession checks an incoming session against what the peer
@@ -172,39 +260,4 @@ func (n *Node) acceptSession(remote netip.AddrPort, from session.Peer, key strin
 	}
 	n.pinFirst(from.Nickname, key)
 	return nil
-}
-
-// recentIDs remembers the last few message ids per sender (its key inside
-// a session, its nickname in plaintext), so a message resent after a lost
-// ack is shown once.
-type recentIDs struct {
-	mu   sync.Mutex
-	set  map[string]struct{}
-	ring []string
-	next int
-}
-
-func newRecentIDs(size int) *recentIDs {
-	return &recentIDs{set: make(map[string]struct{}, size), ring: make([]string, size)}
-}
-
-// add reports whether (from, id) is new, and records it. Messages without
-// id (original senders) are always new.
-func (r *recentIDs) add(from, id string) bool {
-	if id == "" {
-		return true
-	}
-	k := from + "\x00" + id
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if _, ok := r.set[k]; ok {
-		return false
-	}
-	if old := r.ring[r.next]; old != "" {
-		delete(r.set, old)
-	}
-	r.ring[r.next] = k
-	r.next = (r.next + 1) % len(r.ring)
-	r.set[k] = struct{}{}
-	return true
 }

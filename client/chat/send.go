@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/parlance-chat/parlance/client/store"
 	"github.com/parlance-chat/parlance/client/trust"
 	"github.com/parlance-chat/parlance/protocol"
 	"github.com/parlance-chat/parlance/protocol/registry"
@@ -24,6 +25,10 @@ const (
 	// Sent: the message was written to an original peer, which cannot
 	// acknowledge; like the original, we know no more.
 	Sent
+	// Queued: the peer is offline or unreachable; the message waits in
+	// the store and goes out, in order, when the peer is seen again.
+	// EventDelivered or EventExpired tells how it ended.
+	Queued
 )
 
 func (s Status) String() string {
@@ -32,6 +37,8 @@ func (s Status) String() string {
 		return "delivered"
 	case Sent:
 		return "sent"
+	case Queued:
+		return "queued"
 	}
 	return "status(?)"
 }
@@ -47,70 +54,154 @@ type SendResult struct {
 	Encrypted bool
 	// Trust is the peer's trust state when the message was sent.
 	Trust trust.State
+	// Seq is the message's row in the store (store.Message.Seq), once it
+	// is there; 0 for a message that was not stored.
+	Seq int64
 }
 
-// Send sends text to the peer a user means by name: a nickname, or
-// nickname@ip:port, nickname@ip or nickname#<instance prefix> to pick one
-// of several peers with that nickname (see registry.Resolve).
-//
-// Errors: registry.ErrUnknownPeer (wrapped), *registry.AmbiguousError
-// (errors.As), and, wrapped with the peer and the operation, ErrRefused,
-// ErrTimeout, ErrBroken (the connection failed before the peer
-// acknowledged), ErrTooLong and ErrClosed.
+// Send posts text (see Post) and waits for the outcome (see
+// Outgoing.Wait).
 func (n *Node) Send(ctx context.Context, name, text string) (SendResult, error) {
-	n.mu.Lock()
-	if n.closed {
-		n.mu.Unlock()
-		return SendResult{}, ErrClosed
+	o, res, err := n.post(ctx, name, text)
+	if err != nil {
+		return res, err
 	}
-	n.sends.Add(1)
-	n.mu.Unlock()
-	defer n.sends.Done()
+	return o.Wait(ctx)
+}
 
+// Post sends text to the peer a user means by name: a nickname, or
+// nickname@ip:port, nickname@ip or nickname#<instance prefix> to pick one
+// of several peers with that nickname (see registry.Resolve), and returns
+// at once; Outgoing.Wait tells the outcome. Posts to one peer are
+// delivered in the order of the Post calls.
+//
+// A message to a peer with a key (announced, or pinned for a nickname not
+// seen now) is stored first and then delivered over a pipelined
+// connection; when the peer is offline or unreachable it stays queued in
+// the store for MessageTTL. A message to a peer without a key is not
+// queued: a failure is an error, as before.
+//
+// Errors: registry.ErrUnknownPeer (wrapped: a nickname never seen and not
+// pinned), *registry.AmbiguousError (errors.As), ErrKeyChanged,
+// ErrDowngrade, ErrUnencrypted, ErrTooLong, ErrClosed, a store error
+// (store.ErrDiskFull...); and from Wait, for peers without a key,
+// ErrRefused, ErrTimeout and ErrBroken wrapped with the peer.
+func (n *Node) Post(ctx context.Context, name, text string) (*Outgoing, error) {
+	o, _, err := n.post(ctx, name, text)
+	return o, err
+}
+
+func (n *Node) post(ctx context.Context, name, text string) (*Outgoing, SendResult, error) {
 	var (
 		peer    registry.Peer
 		state   trust.State
+		key     string
+		nick    string
 		id      string
 		sentAt  time.Time
 		resolve error
 	)
 	err := n.call(ctx, func(ls *loopState) {
 		peer, state, resolve = ls.resolveTrusted(name)
-		if resolve == nil && protocol.HasCap(peer.Caps, protocol.CapAck) {
-			id = fmt.Sprintf("%016x", ls.rnd.Uint64())
+		if errors.Is(resolve, registry.ErrUnknownPeer) {
+			// Not listed now: a pinned nickname is queued for its key.
+			if pin, ok := ls.trust.Lookup(name); ok && pin.Key != "" {
+				key, nick, resolve = pin.Key, name, nil
+				state = ls.trust.State(name, pin.Key)
+				peer = registry.Peer{Nickname: name, PubKey: pin.Key}
+			}
+		} else if resolve == nil {
+			key, nick = sessionKey(peer), peer.Nickname
 		}
 		sentAt = time.Now()
+		if resolve == nil && (key != "" || protocol.HasCap(peer.Caps, protocol.CapAck)) {
+			id = ls.nextMessageID(sentAt)
+		}
 	})
 	if err != nil {
-		return SendResult{}, err
+		if errors.Is(err, ErrClosed) || n.ctx.Err() != nil {
+			err = ErrClosed
+		}
+		return nil, SendResult{}, err
 	}
+	res := SendResult{Peer: peer, ID: id, Encrypted: key != "", Trust: state}
 	if resolve != nil {
-		return SendResult{Peer: peer, Trust: state}, resolve
+		return nil, res, resolve
 	}
+	// JSON escaping grows text at most sixfold: only a long text needs a
+	// trial encoding.
+	if 6*(len(text)+len(n.cfg.Nickname))+200 > protocol.MaxLineSize {
+		if _, err := protocol.EncodeChatLine(&protocol.ChatMessage{From: n.cfg.Nickname, Content: text, Timestamp: sentAt.Unix(), ID: id, Instance: n.instance, Expires: sentAt.Unix()}); err != nil {
+			return nil, res, fmt.Errorf("%w: %d bytes of text, the limit is about %d", ErrTooLong, len(text), protocol.MaxLineSize-200)
+		}
+	}
+	// Backpressure: at most MaxOutstanding Posts wait for an outcome.
+	select {
+	case n.outstanding <- struct{}{}:
+	case <-ctx.Done():
+		return nil, res, ctx.Err()
+	case <-n.ctx.Done():
+		return nil, res, ErrClosed
+	}
+	o := newOutgoing(res, func() { <-n.outstanding })
+	if key == "" {
+		if !n.goIfOpen(func() { n.sendPlain(o, peer, text, id, sentAt) }) {
+			o.resolve(0, ErrClosed)
+		}
+		return o, res, nil
+	}
+	ob := n.outboxFor(key, nick)
+	m := &store.Message{
+		ID: id, PeerKey: key, PeerNick: nick, Dir: store.Out, Text: text,
+		Sent: sentAt, Expires: sentAt.Add(n.cfg.MessageTTL), Status: store.Pending, Encrypted: true,
+	}
+	n.store.AddOutgoing(m, func(err error) {
+		if err != nil {
+			o.resolve(0, fmt.Errorf("message to %s not stored, not sent: %w", nick, err))
+			return
+		}
+		o.res.Seq = m.Seq
+		n.lastStored.Store(time.Now().UnixNano())
+		ob.push(&outEntry{seq: m.Seq, id: id, text: text, sent: sentAt, expires: m.Expires}, o)
+	})
+	return o, res, nil
+}
+
+// sendPlain sends to a peer without a key, as before the offline queue:
+// one line on a new connection to an original peer, or one acknowledged
+// line on the kept-open connection to an ack-capable one. What was sent
+// is stored afterwards, for the history.
+func (n *Node) sendPlain(o *Outgoing, peer registry.Peer, text, id string, sentAt time.Time) {
 	line, err := protocol.EncodeChatLine(&protocol.ChatMessage{From: n.cfg.Nickname, Content: text, Timestamp: sentAt.Unix(), ID: id, Instance: n.instance})
 	if err != nil {
-		return SendResult{Peer: peer}, fmt.Errorf("%w: %d bytes of text, the limit is about %d", ErrTooLong, len(text), protocol.MaxLineSize-100)
+		o.resolve(0, fmt.Errorf("%w: %d bytes of text", ErrTooLong, len(text)))
+		return
 	}
-	// Stop waiting when the node closes.
-	callerCtx := ctx
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := context.AfterFunc(n.ctx, cancel)
-	defer stop()
-
-	res := SendResult{Peer: peer, ID: id, Encrypted: encrypts(peer), Trust: state}
+	ctx := n.ctx
+	st := Sent
 	if id == "" {
-		res.Status = Sent
 		err = n.sendOnce(ctx, peer, line)
 	} else {
-		res.Status = Delivered
+		st = Delivered
 		err = n.sendAcked(ctx, peer, line, id)
 	}
-	if err != nil && n.ctx.Err() != nil && callerCtx.Err() == nil && !errors.Is(err, ErrClosed) {
-		// Cut short by Close, not by the caller: say so.
-		err = fmt.Errorf("%w: %w", ErrClosed, err)
+	if err != nil {
+		if n.ctx.Err() != nil && !errors.Is(err, ErrClosed) {
+			err = fmt.Errorf("%w: %w", ErrClosed, err)
+		}
+		o.resolve(0, err)
+		return
 	}
-	return res, err
+	now := time.Now()
+	m := &store.Message{ID: id, PeerNick: peer.Nickname, Dir: store.Out, Text: text, Sent: sentAt, Delivered: now, Status: store.Sent}
+	if st == Delivered {
+		m.Status = store.Delivered
+	}
+	if err := n.store.AddOutgoingSync(context.WithoutCancel(ctx), m); err != nil {
+		n.log.Error("sent message not stored in the history", "peer", peer.Nickname, "err", err)
+	}
+	o.res.Seq = m.Seq
+	o.resolve(st, nil)
 }
 
 // sendOnce is the original's way: connect, write one line, close.
@@ -344,4 +435,20 @@ func sendError(peer registry.Peer, op string, err error) error {
 		}
 	}
 	return fmt.Errorf("%s %s: %w: %w", op, registry.Selector(peer), kind, err)
+}
+
+// nextMessageID returns a message id: 16 hex digits of the time in
+// milliseconds (shifted left 20 bits) plus a counter, increasing within a
+// run. Ids that grow with time keep the receivers' index of ids (their
+// duplicate check) appending at its end, which doubles the rate a store
+// takes messages at, against random ids. A run starts its counter at a
+// random point within the first millisecond, so that two runs of one
+// identity do not reuse ids unless the clock went back.
+func (ls *loopState) nextMessageID(now time.Time) string {
+	next := uint64(now.UnixMilli()) << 20
+	if ls.lastID == 0 {
+		next |= ls.rnd.Uint64N(1 << 19)
+	}
+	ls.lastID = max(ls.lastID+1, next)
+	return fmt.Sprintf("%016x", ls.lastID)
 }

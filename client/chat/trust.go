@@ -63,6 +63,15 @@ func (ls *loopState) resolveTrusted(name string) (registry.Peer, trust.State, er
 	p, err := ls.reg.Resolve(name)
 	var amb *registry.AmbiguousError
 	if errors.As(err, &amb) {
+		if same, ok := oneIdentity(amb.Candidates); ok {
+			// One key behind every candidate: one identity, seen at
+			// several addresses, as a peer that crashed and came back
+			// on another port is until its old entry expires. The
+			// newest entry is the one that runs.
+			p, err = same, nil
+		}
+	}
+	if errors.As(err, &amb) {
 		var pinned []registry.Peer
 		for _, c := range amb.Candidates {
 			if pin, ok := ls.trust.Lookup(c.Nickname); ok && sessionKey(c) == pin.Key {
@@ -97,6 +106,24 @@ func (ls *loopState) resolveTrusted(name string) (registry.Peer, trust.State, er
 	return p, state, nil
 }
 
+// oneIdentity reports whether every candidate proves the same key, and
+// returns the one seen last.
+func oneIdentity(cands []registry.Peer) (registry.Peer, bool) {
+	if len(cands) == 0 || sessionKey(cands[0]) == "" {
+		return registry.Peer{}, false
+	}
+	newest := cands[0]
+	for _, c := range cands[1:] {
+		if sessionKey(c) != sessionKey(newest) {
+			return registry.Peer{}, false
+		}
+		if c.LastSeen.After(newest.LastSeen) {
+			newest = c
+		}
+	}
+	return newest, true
+}
+
 func shortFP(key string) string {
 	fp := protocol.KeyFingerprint(key)
 	if fp == "" {
@@ -118,15 +145,6 @@ func (n *Node) pinFirst(nickname, key string) {
 			n.log.Info("key pinned", "peer", nickname, "fingerprint", protocol.KeyFingerprint(key))
 		}
 	})
-}
-
-// trustState returns the trust state of nickname with key, on the loop.
-func (n *Node) trustState(nickname, key string) trust.State {
-	var st trust.State
-	if err := n.call(context.Background(), func(ls *loopState) { st = ls.trust.State(nickname, key) }); err != nil {
-		return trust.StateNew
-	}
-	return st
 }
 
 // Errors of Trust and Verify.
