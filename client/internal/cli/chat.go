@@ -13,6 +13,7 @@ import (
 
 	"github.com/parlance-chat/parlance/client/chat"
 	"github.com/parlance-chat/parlance/client/internal/display"
+	"github.com/parlance-chat/parlance/client/store"
 	"github.com/parlance-chat/parlance/client/trust"
 	"github.com/parlance-chat/parlance/protocol"
 	"github.com/parlance-chat/parlance/protocol/registry"
@@ -34,6 +35,7 @@ func runChat(ctx context.Context, s Settings, env Env, logger *slog.Logger) int 
 		fmt.Fprintf(env.Stderr, "parlance: %v\n", err)
 		return exitFailure
 	}
+	defer prof.store.Close()
 	secs := func(n int64) time.Duration { return time.Duration(n) * time.Second }
 	node, err := chat.Start(ctx, chat.Config{
 		Network:           env.Network,
@@ -48,6 +50,8 @@ func runChat(ctx context.Context, s Settings, env Env, logger *slog.Logger) int 
 		Identity:          prof.key,
 		Trust:             prof.trust,
 		RequireEncryption: s.Config.Security.RequireEncryption,
+		Store:             prof.store,
+		MessageTTL:        time.Duration(s.Config.Messages.QueueTTLDays) * 24 * time.Hour,
 		Logger:            logger,
 	})
 	if err != nil {
@@ -103,6 +107,11 @@ func (ui *chatUI) run(ctx context.Context, s Settings) int {
 		Version, display.Sanitize(s.Nickname), mode, ui.node.Port()))
 	if ui.prof.created {
 		ui.scr.Print(fmt.Sprintf("Created your identity key in %s. Your fingerprint: %s", display.Sanitize(ui.prof.identityFile), ui.node.Fingerprint()))
+	}
+	if sum, err := ui.prof.store.QueueSummary(ctx); err != nil {
+		ui.scr.Print("Could not read the message queue: " + display.Sanitize(err.Error()))
+	} else if line := queueSummaryLine(sum); line != "" {
+		ui.scr.Print(line)
 	}
 
 	// Events are printed as they come, above the prompt.
@@ -193,15 +202,30 @@ func (ui *chatUI) handle(ctx context.Context, line string) bool {
 		ok, err := ui.node.Forget(cmd.Name)
 		ui.scr.Print(forgetText(cmd.Name, ok, err))
 	case CmdSend:
-		// The prompt comes back at once; the outcome is printed above it
-		// when known (a peer that vanished can take the dial timeout).
+		// Posted here, in input order, so that messages piped in keep
+		// their order; the prompt comes back at once and the outcome is
+		// printed above it when known.
+		out, err := ui.node.Post(ctx, cmd.Name, cmd.Text)
+		if err != nil {
+			ui.scr.Print(sendOutcome(cmd.Name, chat.SendResult{}, err))
+			return false
+		}
 		ui.sends.Go(func() {
-			res, err := ui.node.Send(ctx, cmd.Name, cmd.Text)
+			res, err := out.Wait(context.WithoutCancel(ctx))
 			if note := ui.plainNote(res, err); note != "" {
 				ui.scr.Println(note)
 			}
 			ui.scr.Println(sendOutcome(cmd.Name, res, err))
 		})
+	case CmdQueue:
+		q, err := ui.prof.store.Queue(ctx)
+		ui.scr.Print(queueText(q, err, ui.loc))
+	case CmdHistory:
+		h, err := ui.node.History(ctx, cmd.Name, cmd.N)
+		ui.scr.Print(historyText(cmd.Name, h, err, ui.loc))
+	case CmdSearch:
+		r, err := ui.prof.store.Search(ctx, cmd.Text, searchLimit)
+		ui.scr.Print(searchText(cmd.Text, r, err, ui.loc))
 	default:
 		ui.scr.Print(cmd.Msg)
 	}
@@ -226,6 +250,10 @@ func (ui *chatUI) eventLine(ev chat.Event) (string, bool) {
 		return fmt.Sprintf("* %s restarted (%s)", display.Sanitize(p.Nickname), p.Addr), true
 	case chat.EventStatus:
 		return "* " + display.Sanitize(ev.Text), true
+	case chat.EventDelivered:
+		return deliveredLine(ev.Stored, ui.loc), true
+	case chat.EventExpired:
+		return expiredLine(ev.Stored, ui.loc), true
 	}
 	return "", false
 }
@@ -321,6 +349,16 @@ func sendOutcome(name string, res chat.SendResult, err error) string {
 	switch {
 	case err == nil && res.Status == chat.Delivered:
 		return fmt.Sprintf("Delivered to %s.", name)
+	case err == nil && res.Status == chat.Queued:
+		nick := display.Sanitize(res.Peer.Nickname)
+		if nick == "" {
+			nick = name
+		}
+		return fmt.Sprintf("Queued for %s: will be delivered when %s is back.", nick, nick)
+	case errors.Is(err, chat.ErrExpired):
+		return fmt.Sprintf("Expired: the message to %s waited its whole time in the queue and will not be sent.", name)
+	case errors.Is(err, store.ErrDiskFull), errors.Is(err, store.ErrClosed):
+		return fmt.Sprintf("Not sent to %s: %s.", name, display.Sanitize(err.Error()))
 	case err == nil:
 		return fmt.Sprintf("Sent to %s (an original client: it cannot confirm delivery).", name)
 	case errors.As(err, &amb):

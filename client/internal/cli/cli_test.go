@@ -15,6 +15,7 @@ import (
 
 	"github.com/parlance-chat/parlance/client/chat"
 	"github.com/parlance-chat/parlance/client/internal/display"
+	"github.com/parlance-chat/parlance/client/store"
 	"github.com/parlance-chat/parlance/client/trust"
 	"github.com/parlance-chat/parlance/protocol"
 	"github.com/parlance-chat/parlance/protocol/registry"
@@ -252,6 +253,9 @@ func TestSendOutcome(t *testing.T) {
 	}{
 		{chat.SendResult{Peer: b1, Status: chat.Delivered}, nil, "Delivered to bob."},
 		{chat.SendResult{Peer: b1, Status: chat.Sent}, nil, "Sent to bob (an original client: it cannot confirm delivery)."},
+		{chat.SendResult{Peer: b1, Status: chat.Queued}, nil, "Queued for bob: will be delivered when bob is back."},
+		{chat.SendResult{Peer: b1, Status: chat.Queued}, chat.ErrExpired, "Expired: the message to bob waited its whole time in the queue and will not be sent."},
+		{chat.SendResult{}, fmt.Errorf("message to bob not stored, not sent: %w", store.ErrDiskFull), "Not sent to bob: message to bob not stored, not sent: " + store.ErrDiskFull.Error() + "."},
 		{chat.SendResult{}, &registry.AmbiguousError{Name: "bob", Candidates: []registry.Peer{b1, b2}},
 			"Not sent: 2 peers are called bob: bob@10.0.0.2:1, bob@10.0.0.3:1. Pick one, e.g. /send bob@10.0.0.2:1 <message>"},
 		{chat.SendResult{}, fmt.Errorf("%w: bob", registry.ErrUnknownPeer), "Not sent: no peer called bob. /peers lists the peers found."},
@@ -266,5 +270,40 @@ func TestSendOutcome(t *testing.T) {
 		if got := sendOutcome("bob", tt.res, tt.err); got != tt.want {
 			t.Errorf("got  %q\nwant %q", got, tt.want)
 		}
+	}
+}
+
+func TestStoredMessageLines(t *testing.T) {
+	loc := time.FixedZone("X", 3600)
+	at := time.Date(2026, 12, 3, 9, 41, 2, 0, time.UTC)
+	out := store.Message{Seq: 1, PeerNick: "bob", Dir: store.Out, Text: "are you back?\x1b[2J", Sent: at, Status: store.Delivered, Encrypted: true}
+	queued := out
+	queued.Status, queued.Text = store.Pending, "later"
+	in := store.Message{Seq: 2, PeerNick: "b\u202eob", Dir: store.In, Text: "yes", Sent: at, Received: at.Add(time.Second), Status: store.Received}
+	if got, want := historyText("bob", []store.Message{out, queued, in}, nil, loc), `Last 3 message(s) with bob:
+  -- 2026-12-03 --
+  [10:41:02] you → bob: are you back?\x1b[2J
+  [10:41:02] (queued) you → bob: later
+  [10:41:03] (plain) b\u202eob: yes`; got != want {
+		t.Errorf("history:\n%s\nwant\n%s", got, want)
+	}
+	if got, want := deliveredLine(out, loc), `Delivered to bob: "are you back?\x1b[2J" (queued 2026-12-03 10:41:02).`; got != want {
+		t.Errorf("delivered: %q, want %q", got, want)
+	}
+	if got, want := expiredLine(queued, loc), `Expired: your message to bob of 2026-12-03 10:41:02, "later", was not delivered in time and will not be sent.`; got != want {
+		t.Errorf("expired: %q, want %q", got, want)
+	}
+	sum := []store.PeerQueue{{PeerKey: "k1", PeerNick: "bob", Count: 2}, {PeerKey: "k2", PeerNick: "carol", Count: 1}}
+	if got, want := queueSummaryLine(sum), "3 message(s) queued: 2 for bob, 1 for carol. They go out when those peers are back; /queue lists them."; got != want {
+		t.Errorf("summary: %q, want %q", got, want)
+	}
+	if got := queueSummaryLine(nil); got != "" {
+		t.Errorf("empty summary: %q", got)
+	}
+	if got := historyText("bob", nil, nil, loc); got != "No messages with bob yet." {
+		t.Errorf("empty history: %q", got)
+	}
+	if got := searchText("x", nil, nil, loc); got != "No stored message has x." {
+		t.Errorf("empty search: %q", got)
 	}
 }

@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"fmt"
+	"strconv"
 	"strings"
 	"unicode"
 )
@@ -18,6 +20,9 @@ const (
 	CmdVerify                    // /verify <nickname>
 	CmdTrust                     // /trust <nickname>[#fingerprint]
 	CmdForget                    // /forget <nickname>
+	CmdQueue                     // /queue
+	CmdHistory                   // /history <nickname> [n]
+	CmdSearch                    // /search <words>
 	CmdUsage                     // a known command used wrongly; Msg says how
 	CmdUnknown                   // /something else; Msg
 	CmdNotCommand                // text without a leading /; Msg
@@ -26,8 +31,9 @@ const (
 // Command is a parsed input line.
 type Command struct {
 	Kind CmdKind
-	Name string // CmdSend, CmdVerify, CmdTrust, CmdForget: the nickname or selector
-	Text string // CmdSend: the message, inner spacing kept
+	Name string // CmdSend, CmdVerify, CmdTrust, CmdForget, CmdHistory: the nickname or selector
+	Text string // CmdSend: the message, inner spacing kept; CmdSearch: the words
+	N    int    // CmdHistory: how many messages
 	Msg  string // CmdUsage, CmdUnknown, CmdNotCommand: what to tell the user
 }
 
@@ -39,7 +45,14 @@ const (
 )
 
 // Commands lists the command words, for completion.
-var commandWords = []string{"/send ", "/peers", "/whoami", "/verify ", "/trust ", "/forget ", "/help", "/quit", "/exit", "/q", "/h"}
+var commandWords = []string{"/send ", "/peers", "/queue", "/history ", "/search ", "/whoami", "/verify ", "/trust ", "/forget ", "/help", "/quit", "/exit", "/q", "/h"}
+
+// DefaultHistory is how many messages /history shows without a count;
+// MaxHistory bounds the count.
+const (
+	DefaultHistory = 20
+	MaxHistory     = 10000
+)
 
 // ParseCommand parses one input line.
 func ParseCommand(line string) Command {
@@ -60,6 +73,31 @@ func ParseCommand(line string) Command {
 		return Command{Kind: CmdSend, Name: name, Text: text}
 	case "/peers":
 		return Command{Kind: CmdPeers}
+	case "/queue":
+		return Command{Kind: CmdQueue}
+	case "/history":
+		const usage = "Usage: /history <nickname> [n]  (the last n messages, default 20)"
+		name, extra := cut(rest)
+		if name == "" {
+			return Command{Kind: CmdUsage, Msg: usage}
+		}
+		if strings.HasPrefix(name, "#") {
+			return Command{Kind: CmdUsage, Msg: "There are no rooms yet: /history takes a nickname."}
+		}
+		n := DefaultHistory
+		if extra != "" {
+			v, err := strconv.Atoi(extra)
+			if err != nil || v < 1 || v > MaxHistory {
+				return Command{Kind: CmdUsage, Msg: fmt.Sprintf("%s; n must be a number from 1 to %d", usage, MaxHistory)}
+			}
+			n = v
+		}
+		return Command{Kind: CmdHistory, Name: name, N: n}
+	case "/search":
+		if rest == "" {
+			return Command{Kind: CmdUsage, Msg: "Usage: /search <words>  (finds stored messages with all the words; word* matches a prefix)"}
+		}
+		return Command{Kind: CmdSearch, Text: rest}
 	case "/whoami":
 		return Command{Kind: CmdWhoami}
 	case "/verify", "/trust", "/forget":
@@ -93,10 +131,15 @@ func cut(s string) (word, rest string) {
 const HelpText = `Commands:
   /send <nickname> <message>   send a direct message; when several peers share
                                a nickname, pick one as nickname@ip:port or
-                               nickname#<fingerprint prefix>
+                               nickname#<fingerprint prefix>; to a known peer
+                               that is away it is queued and sent when it is back
   /peers                       list the peers found: key fingerprint, trust
                                (verified, known, new, KEY CHANGED, unencrypted),
                                address, how and when last seen
+  /queue                       messages waiting for peers that are away; each
+                               goes out when its peer is back (for 7 days)
+  /history <nickname> [n]      the last n (default 20) messages with a peer
+  /search <words>              find stored messages with all the words
   /whoami                      your nickname, fingerprint, mode, port, data dir
   /verify <nickname>           show both fingerprints and the safety number,
                                to compare with the peer out of band
@@ -109,7 +152,7 @@ const HelpText = `Commands:
 // complete returns completions of a partly typed line: command words,
 // and peer names after "/send ".
 func complete(line string, names []string) []string {
-	for _, w := range []string{"/verify ", "/trust ", "/forget "} {
+	for _, w := range []string{"/verify ", "/trust ", "/forget ", "/history "} {
 		if rest, ok := strings.CutPrefix(line, w); ok && !strings.ContainsFunc(strings.TrimLeft(rest, " "), unicode.IsSpace) {
 			var out []string
 			for _, n := range names {

@@ -52,11 +52,12 @@ func TestComplete(t *testing.T) {
 		line string
 		want []string
 	}{
-		{"/", []string{"/send ", "/peers", "/whoami", "/verify ", "/trust ", "/forget ", "/help", "/quit", "/exit", "/q", "/h"}},
+		{"/", []string{"/send ", "/peers", "/queue", "/history ", "/search ", "/whoami", "/verify ", "/trust ", "/forget ", "/help", "/quit", "/exit", "/q", "/h"}},
 		{"/tr", []string{"/trust "}},
 		{"/verify b", []string{"/verify bob@10.0.0.2:1", "/verify bob@10.0.0.3:1"}},
 		{"/p", []string{"/peers"}},
-		{"/se", []string{"/send "}},
+		{"/se", []string{"/send ", "/search "}},
+		{"/history b", []string{"/history bob@10.0.0.2:1", "/history bob@10.0.0.3:1"}},
 		{"/send ", []string{"/send alice ", "/send bob@10.0.0.2:1 ", "/send bob@10.0.0.3:1 ", "/send carol "}},
 		{"/send b", []string{"/send bob@10.0.0.2:1 ", "/send bob@10.0.0.3:1 "}},
 		{"/send al", []string{"/send alice "}},

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/parlance-chat/parlance/client/identity"
+	"github.com/parlance-chat/parlance/client/store"
 	"github.com/parlance-chat/parlance/client/trust"
 )
 
@@ -18,7 +19,11 @@ type profile struct {
 	key          ed25519.PrivateKey
 	created      bool // the key was made on this start
 	trust        *trust.Store
+	store        *store.Store // messages: history and the offline queue
 }
+
+// MessagesFile is the profile's message database.
+const MessagesFile = "messages.db"
 
 // openProfile loads (or, on first start, creates) the profile of the
 // nickname in s: the data dir from the config or flags, else the XDG
@@ -43,6 +48,9 @@ func openProfile(s Settings, getenv func(string) string) (*profile, error) {
 		return nil, err
 	}
 	if p.trust, err = trust.Open(filepath.Join(p.dir, trust.KnownPeersFile)); err != nil {
+		return nil, err
+	}
+	if p.store, err = store.Open(filepath.Join(p.dir, MessagesFile), store.Options{}); err != nil {
 		return nil, err
 	}
 	return p, nil

@@ -25,7 +25,16 @@ type Config struct {
 	Log       Log
 	Profile   Profile
 	Security  Security
+	Messages  Messages
 }
+
+// Messages is the [messages] table (ours): the offline queue.
+type Messages struct {
+	QueueTTLDays int64 // how long a message to an away peer waits (1-365)
+}
+
+// MaxQueueTTLDays bounds messages.queue_ttl_days.
+const MaxQueueTTLDays = 365
 
 // Profile is the [profile] table (ours): where the identity and the
 // known-peers file live.
@@ -71,6 +80,7 @@ func Default() Config {
 		Discovery: Discovery{HeartbeatIntervalSecs: 10, PeerTimeoutSecs: 30},
 		Peer:      Peer{AnnounceIntervalSecs: 5, TimeoutSecs: 15},
 		Log:       Log{Level: "warn"},
+		Messages:  Messages{QueueTTLDays: 7},
 	}
 }
 
@@ -246,6 +256,7 @@ var keys = []key{
 	strKey("profile.data_dir", func(c *Config, s string) { c.Profile.DataDir = s }, nil),
 	strKey("profile.identity_file", func(c *Config, s string) { c.Profile.IdentityFile = s }, nil),
 	boolKey("security.require_encryption", func(c *Config, b bool) { c.Security.RequireEncryption = b }),
+	secsKey("messages.queue_ttl_days", MaxQueueTTLDays, func(c *Config, n int64) { c.Messages.QueueTTLDays = n }),
 }
 
 // Parse reads a configuration file's contents on top of the defaults. file
@@ -277,7 +288,7 @@ func Parse(file string, data []byte) (Config, []Warning, error) {
 			name := strings.Join(table, ".")
 			if !knownTable(name) {
 				warnings = append(warnings, Warning{File: file, Line: lineOf(&p, e), Key: "[" + name + "]",
-					Msg: "is not a known table and is ignored (known: [network], [discovery], [peer], [log], [profile], [security])"})
+					Msg: "is not a known table and is ignored (known: [network], [discovery], [peer], [log], [profile], [security], [messages])"})
 			}
 		case unstable.KeyValue:
 			name := strings.Join(append(slices.Clone(table), keyParts(e.Key())...), ".")
@@ -364,7 +375,7 @@ func knownTable(name string) bool {
 func knownIn(name string) string {
 	t, _, ok := strings.Cut(name, ".")
 	if !ok {
-		return " (keys belong in [network], [discovery], [peer], [log], [profile] or [security])"
+		return " (keys belong in [network], [discovery], [peer], [log], [profile], [security] or [messages])"
 	}
 	var known []string
 	for _, k := range keys {
@@ -467,6 +478,11 @@ level = "warn"
 # Refuse to send to or accept messages from peers that cannot encrypt
 # (original clients). Same as --require-encryption.
 require_encryption = false
+
+[messages]
+# Days a message to a known peer that is away waits in the queue (in the
+# profile's messages.db) before it expires undelivered (1-365).
+queue_ttl_days = 7
 `
 
 // Generate writes Template to path. It refuses to overwrite a file.

@@ -42,6 +42,8 @@ data_dir = "/srv/parlance"
 identity_file = "/keys/alice"
 [security]
 require_encryption = true
+[messages]
+queue_ttl_days = 30
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -53,6 +55,7 @@ require_encryption = true
 		Log:       Log{File: "/tmp/p.log", Level: "debug"},
 		Profile:   Profile{DataDir: "/srv/parlance", IdentityFile: "/keys/alice"},
 		Security:  Security{RequireEncryption: true},
+		Messages:  Messages{QueueTTLDays: 30},
 	}
 	if c != want {
 		t.Errorf("got %+v\nwant %+v", c, want)
@@ -74,6 +77,8 @@ func TestParseErrors(t *testing.T) {
 		{"interval a string", "[peer]\nannounce_interval_secs = \"5\"\n", `p.toml:2: peer.announce_interval_secs must be an integer from 1 to 3600, got "5"`},
 		{"interval a float", "[peer]\nannounce_interval_secs = 2.5\n", `p.toml:2: peer.announce_interval_secs must be an integer from 1 to 3600, got 2.5`},
 		{"timeout too large", "[peer]\ntimeout_secs = 100000\n", `p.toml:2: peer.timeout_secs must be an integer from 1 to 86400, got 100000`},
+		{"queue ttl zero", "[messages]\nqueue_ttl_days = 0\n", `p.toml:2: messages.queue_ttl_days must be an integer from 1 to 365, got 0`},
+		{"queue ttl a string", "[messages]\n\nqueue_ttl_days = \"7d\"\n", `p.toml:3: messages.queue_ttl_days must be an integer from 1 to 365, got "7d"`},
 		{"timeout not above interval", "[peer]\nannounce_interval_secs = 10\ntimeout_secs = 10\n", `p.toml:3: peer.timeout_secs must be greater than peer.announce_interval_secs (10), got 10`},
 		{"heartbeat zero", "[discovery]\nheartbeat_interval_secs = 0\n", `p.toml:2: discovery.heartbeat_interval_secs must be an integer from 1 to 3600, got 0`},
 		{"peer timeout an array", "[discovery]\npeer_timeout_secs = [1]\n", `p.toml:2: discovery.peer_timeout_secs must be an integer from 1 to 86400, got an array`},
