@@ -15,10 +15,24 @@ import (
 	"github.com/parlance-chat/parlance/protocol/registry"
 )
 
-// maxSendTime bounds one Send to a peer that does not answer: a dial that
-// times out, or a write and an ack wait that do, once more for the redial
-// of a kept-open connection found broken.
+// maxSendTime bounds one Send to a peer that does not answer, until it
+// ends Queued (or, for a peer without a key, fails): a dial that times
+// out, or a write and an ack wait that do, once more for the redial of a
+// kept-open connection found broken.
 const maxSendTime = 2 * (chat.DefaultDialTimeout + chat.DefaultWriteTimeout + chat.DefaultAckTimeout)
+
+// retryDrain bounds how long after a heal the queue to a peer that stayed
+// listed takes to drain: its outbox may be waiting out the longest retry
+// backoff, after an attempt that was under way at the heal and may still
+// time out; then one new session delivers.
+func retryDrain(l netsim.Link) time.Duration {
+	return maxSendTime + queueRetryMax + sessionHops*hop(l)
+}
+
+// rejoinDrain bounds how long after a peer is listed again the messages
+// queued for it take to be delivered: its return wakes the outbox at
+// once, and one new session delivers them.
+func rejoinDrain(l netsim.Link) time.Duration { return sessionHops*hop(l) + quantum }
 
 // converge runs until every live peer of set lists exactly the other live
 // peers, failing t if that takes longer than bound; it returns how long it
@@ -93,10 +107,14 @@ func (o *outbox) wait() []*message {
 
 // Loss: with 20% of datagrams lost and 5 ms of jitter, 10 peers still find
 // each other within the start-up burst plus three steady announces (a pair
-// stays apart only if every one of those datagrams and answers is lost);
-// messages, on streams, all arrive once, unless the sender has expired
-// the peer after losing three announces in a row (a clear failure); and
-// after the loss stops the views are exact within one steady announce.
+// stays apart only if every one of those datagrams and answers is lost).
+// Messages ride streams, which lose nothing: each is Delivered at once,
+// unless the sender has expired the peer after losing three announces in
+// a row; then it is Queued for the peer's pinned key (or, with no key
+// pinned yet, fails with ErrUnknownPeer). After the loss stops the views
+// are exact within one steady announce, the queued messages are delivered
+// within one session of their receiver's return, and every message has
+// arrived exactly once (a failed one never).
 func TestFaultLossWithJitter(t *testing.T) {
 	simTest(t, func(t *testing.T, c *cluster) {
 		lossy := netsim.Link{Latency: lanLink.Latency, Jitter: 5 * time.Millisecond, Loss: 0.2}
@@ -111,25 +129,34 @@ func TestFaultLossWithJitter(t *testing.T) {
 		}
 		msgs := sendAllPairs(t.Context(), peers, "lossy")
 		c.nw.Settle()
-		checkExactlyOnce(t, peers, msgs)
-		// Streams do not lose data; the only failure allowed is a peer
-		// the sender had expired after losing every announce of a
-		// timeout's worth (about 0.2^3 per pair and window).
-		expired := 0
+		// Streams do not lose data; the only send not Delivered at once
+		// is one to a peer the sender had expired after losing every
+		// announce of a timeout's worth (about 0.2^3 per pair and
+		// window): Queued for the key pinned by an earlier session, or,
+		// with none, ErrUnknownPeer.
+		expired, queued := 0, 0
 		for _, p := range peers {
 			expired += p.Rec().Count(chat.EventPeerExpired)
 		}
 		for _, m := range msgs {
-			if m.err != nil && !errors.Is(m.err, registry.ErrUnknownPeer) {
+			switch {
+			case m.err != nil && !errors.Is(m.err, registry.ErrUnknownPeer):
 				t.Errorf("%v: datagram loss must not touch streams", m)
+			case m.err == nil && m.res.Status == chat.Queued:
+				queued++
+				if m.res.Peer.Instance != "" {
+					t.Errorf("%v: queued while the sender listed %v: datagram loss must not touch streams", m, registry.Selector(m.res.Peer))
+				}
 			}
 		}
-		t.Logf("%d false expiries under loss", expired)
+		t.Logf("%d false expiries under loss; %d messages queued", expired, queued)
 		if c.nw.FaultCount(netsim.FaultLoss) == 0 || c.nw.FaultCount(netsim.FaultJitter) == 0 {
 			t.Errorf("the faults never fired: %v", c.nw.FaultCounts())
 		}
 		c.nw.SetDefaultLink(lanLink)
 		converge(t, c, peers, steadyMax(chat.DefaultAnnounceInterval)+hop(lossy), "after the loss stopped")
+		drain(t, c, msgs, rejoinDrain(lossy), "after the loss stopped")
+		checkExactlyOnce(t, peers, msgs)
 	})
 }
 
@@ -166,27 +193,43 @@ func TestFaultDuplication(t *testing.T) {
 	})
 }
 
-// checkFailures checks that every message of msgs failed clearly at the
-// sender (an error Send promises, within maxSendTime), never silently.
-func checkFailures(t *testing.T, msgs []*message, what string) {
+// checkQueued checks that every send of msgs ended Queued, without an
+// error, within bound of the call: the peer could not be reached, and the
+// message waits in the sender's store.
+func checkQueued(t *testing.T, msgs []*message, bound time.Duration, what string) {
 	t.Helper()
 	for _, m := range msgs {
 		switch {
-		case m.err == nil:
-			t.Errorf("%s: %v reported success", what, m)
-		case !isClearFailure(m.err):
-			t.Errorf("%s: %v failed with an unclear error", what, m)
-		case m.done-m.at > maxSendTime:
-			t.Errorf("%s: %v took %v to fail, want at most %v", what, m, m.done-m.at, maxSendTime)
+		case m.err != nil || m.res.Status != chat.Queued:
+			t.Errorf("%s: %v, want queued", what, m)
+		case m.done-m.at > bound:
+			t.Errorf("%s: %v took %v to end queued, want at most %v", what, m, m.done-m.at, bound)
 		}
 	}
 }
 
-// Partition: a LAN split in two for longer than the timeout. Messages
-// across fail at the sender (timeout), never silently; each side expires
-// the other exactly as for a crash and keeps talking within itself; once
-// healed, everyone is back within one steady announce; a message whose
-// send failed arrives at most once after the heal.
+// checkNotArrived checks that no message of msgs has arrived anywhere yet.
+func checkNotArrived(t *testing.T, set []*peer, msgs []*message, what string) {
+	t.Helper()
+	got := receipts(set)
+	for _, m := range msgs {
+		if k := len(got[m.text]); k != 0 {
+			t.Errorf("%s: %v arrived %d times already", what, m, k)
+		}
+	}
+}
+
+// Partition: a LAN split in two for longer than the timeout. A message
+// across ends Queued at the sender within the send bounds (a dial or an
+// ack wait timed out), never Delivered, and none arrives while the split
+// lasts; each side expires the other exactly as for a crash and keeps
+// talking within itself; a send to a peer expired meanwhile is Queued too
+// (within the send bounds: its queue may be in a retry), for the key the
+// earlier sessions pinned (a nickname never seen still fails at once,
+// ErrUnknownPeer). Once healed, everyone is back
+// within one steady announce; each return wakes the queues for that peer,
+// so within one session more every queued message has arrived exactly
+// once.
 func TestFaultPartitionHeals(t *testing.T) {
 	simTest(t, func(t *testing.T, c *cluster) {
 		c.nw.SetDefaultLink(lanLink)
@@ -215,7 +258,7 @@ func TestFaultPartitionHeals(t *testing.T) {
 				t.Errorf("%v: failed within one side of the partition", m)
 			}
 		}
-		checkFailures(t, across, "send across the partition")
+		checkQueued(t, across, maxSendTime, "send across the partition")
 
 		// Each side drops the other a timeout after the last announce it
 		// heard, which was before the split.
@@ -228,18 +271,24 @@ func TestFaultPartitionHeals(t *testing.T) {
 		}
 		late := send(t.Context(), a[0], b[0], b[0].Nick(), "across after expiry")
 		all = append(all, late)
-		checkFailures(t, []*message{late}, "send to an expired peer")
-		if !errors.Is(late.err, registry.ErrUnknownPeer) {
-			t.Errorf("send to an expired peer: %v, want ErrUnknownPeer", late.err)
+		// Queued once the attempt of its queue under way (a retry of the
+		// messages across) has failed.
+		checkQueued(t, []*message{late}, maxSendTime, "send to an expired peer")
+		if late.res.Peer.Instance != "" || late.res.Peer.PubKey != b[0].Chat().PublicKey() {
+			t.Errorf("send to an expired peer: queued for %+v, want for its pinned key alone", late.res.Peer)
+		}
+		if _, err := a[0].Chat().Send(t.Context(), "nobody", "to a nickname never seen"); !errors.Is(err, registry.ErrUnknownPeer) {
+			t.Errorf("send to a nickname never seen: %v, want ErrUnknownPeer", err)
 		}
 		if c.nw.FaultCount(netsim.FaultPartition) == 0 || c.nw.FaultCount(netsim.FaultStall) == 0 {
 			t.Errorf("the partition never acted: %v", c.nw.FaultCounts())
 		}
+		checkNotArrived(t, peers, append(across, late), "before the heal")
 
 		split.Heal()
 		converge(t, c, peers, steadyMax(chat.DefaultAnnounceInterval)+hop(lanLink), "after the heal")
-		c.nw.RunFor(time.Second) // stalled segments flow
-		for _, err := range deliveryErrs(peers, all) {
+		drain(t, c, all, rejoinDrain(lanLink), "after the heal")
+		for _, err := range deliveryErrs(t.Context(), peers, all) {
 			t.Error(err)
 		}
 	})
@@ -255,8 +304,13 @@ func hostsOf(ps []*peer) []*netsim.Host {
 
 // One-way partition: one peer's packets stop reaching the others while it
 // still hears them. It keeps listing everyone; they expire it after the
-// timeout; sends both ways fail clearly; after the heal it is back in every
-// view within one steady announce.
+// timeout. Sends both ways end Queued within the send bounds (a session
+// needs both directions) and nothing arrives while the cut lasts; a send
+// to the expired mute peer fails at once (ErrUnknownPeer): no session ever
+// pinned its key there. After the heal it is back in every view within
+// one steady announce, and every queued message has arrived exactly once
+// within retryDrain: the mute peer kept listing its receiver, so only its
+// retry backoff wakes its queue.
 func TestFaultOneWayPartition(t *testing.T) {
 	simTest(t, func(t *testing.T, c *cluster) {
 		c.nw.SetDefaultLink(lanLink)
@@ -269,7 +323,7 @@ func TestFaultOneWayPartition(t *testing.T) {
 		ob.post(mute, rest[0], "from the mute peer")
 		ob.post(rest[1], mute, "to the mute peer")
 		msgs := ob.wait()
-		checkFailures(t, msgs, "send over a one-way partition")
+		checkQueued(t, msgs, maxSendTime, "send over a one-way partition")
 
 		c.nw.RunFor(cutAt + hop(lanLink) + chat.DefaultTimeout + quantum - c.nw.Now())
 		if got, want := mute.View(), expected(mute, peers); !slices.Equal(got, want) {
@@ -283,19 +337,23 @@ func TestFaultOneWayPartition(t *testing.T) {
 		if !errors.Is(late.err, registry.ErrUnknownPeer) {
 			t.Errorf("%v: want ErrUnknownPeer", late)
 		}
+		checkNotArrived(t, peers, msgs, "before the heal")
 		cut.Heal()
 		converge(t, c, peers, steadyMax(chat.DefaultAnnounceInterval)+hop(lanLink), "after the heal")
-		c.nw.RunFor(time.Second)
-		for _, err := range deliveryErrs(peers, msgs) {
+		drain(t, c, msgs, retryDrain(lanLink), "after the heal")
+		for _, err := range deliveryErrs(t.Context(), peers, msgs) {
 			t.Error(err)
 		}
 	})
 }
 
 // Link flaps: one peer's link goes down and up at random (down 0.5-8 s,
-// up 1-4 s) while messages flow both ways. Every send is delivered once or
-// fails clearly; once the link stays up, the views are exact within one
-// steady announce.
+// up 1-4 s) while messages flow both ways. Every send ends Delivered or
+// Queued, or, to a peer the sender has expired with no key pinned (no
+// session yet), fails at once with ErrUnknownPeer; once the link stays up,
+// the views are exact within one steady announce, the queues drain within
+// retryDrain, and every message that did not fail has arrived exactly
+// once, a failed one never.
 func TestFaultLinkFlaps(t *testing.T) {
 	simTest(t, func(t *testing.T, c *cluster) {
 		c.nw.SetDefaultLink(lanLink)
@@ -317,20 +375,23 @@ func TestFaultLinkFlaps(t *testing.T) {
 		}
 		converge(t, c, peers, steadyMax(chat.DefaultAnnounceInterval)+hop(lanLink), "after the last flap")
 		msgs := ob.wait()
-		c.nw.RunFor(time.Second)
-		for _, err := range deliveryErrs(peers, msgs) {
+		drain(t, c, msgs, retryDrain(lanLink), "after the last flap")
+		for _, err := range deliveryErrs(t.Context(), peers, msgs) {
 			t.Error(err)
 		}
-		failed := 0
+		failed, queued := 0, 0
 		for _, m := range msgs {
-			if m.err != nil {
+			switch {
+			case m.err != nil:
 				failed++
-				if !isClearFailure(m.err) {
-					t.Errorf("%v: unclear failure", m)
+				if !errors.Is(m.err, registry.ErrUnknownPeer) {
+					t.Errorf("%v: want delivered or queued (or ErrUnknownPeer)", m)
 				}
+			case m.res.Status == chat.Queued:
+				queued++
 			}
 		}
-		t.Logf("%d of %d sends failed during the flaps; faults %v", failed, len(msgs), c.nw.FaultCounts())
+		t.Logf("%d of %d sends queued, %d failed during the flaps; faults %v", queued, len(msgs), failed, c.nw.FaultCounts())
 		if c.nw.FaultCount(netsim.FaultLinkDown) == 0 {
 			t.Errorf("the link never dropped a datagram: %v", c.nw.FaultCounts())
 		}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/parlance-chat/parlance/client/chat"
 	"github.com/parlance-chat/parlance/client/chat/chattest"
+	"github.com/parlance-chat/parlance/client/store"
 	"github.com/parlance-chat/parlance/e2e/original"
 	"github.com/parlance-chat/parlance/e2e/simchat"
 	"github.com/parlance-chat/parlance/netsim"
@@ -84,7 +85,7 @@ func newCluster(t *testing.T, nw *netsim.Network) *cluster {
 func (c *cluster) at(tm time.Time) time.Duration { return c.g.At(tm) }
 
 func (c *cluster) closeAll() {
-	c.g.QuitAll()
+	c.g.Close()
 	for i := len(c.closers) - 1; i >= 0; i-- {
 		c.closers[i]()
 	}
@@ -272,40 +273,44 @@ func receipts(set []*peer) map[string][]receipt {
 	return got
 }
 
-// checkExactlyOnce checks that every message of msgs whose send succeeded
-// arrived exactly once, at the peer it was sent to, with its sender and
-// text, and that a failed send arrived at most once. It returns the number
-// of failed sends. Texts must be unique.
-func checkExactlyOnce(t *testing.T, set []*peer, msgs []*message) (failed int) {
+// checkExactlyOnce checks msgs with deliveryErrs and returns the number
+// of sends that did not end Delivered or Sent at once (an error, or
+// Queued). Texts must be unique.
+func checkExactlyOnce(t *testing.T, set []*peer, msgs []*message) (notDone int) {
 	t.Helper()
-	for _, err := range deliveryErrs(set, msgs) {
+	for _, err := range deliveryErrs(t.Context(), set, msgs) {
 		t.Error(err)
 	}
 	for _, m := range msgs {
-		if m.err != nil {
-			failed++
+		if m.err != nil || m.res.Status == chat.Queued {
+			notDone++
 		}
 	}
-	return failed
+	return notDone
 }
 
-// deliveryErrs is checkExactlyOnce's verdict, one error per violation.
-func deliveryErrs(set []*peer, msgs []*message) []error {
+// deliveryErrs checks what became of msgs, one error per violation:
+//
+//   - a send that ended Delivered or Sent arrived exactly once, and its
+//     row in the sender's store (SendResult.Seq) says so;
+//   - a send that ended Queued arrived at most once; exactly once if the
+//     sender's store now says Delivered; and it is not still Pending while
+//     its sender and its receiver both run: a scenario calls deliveryErrs
+//     once its faults are healed and the queues drained (see drain);
+//   - a send that failed arrived at most once;
+//   - every arrival is at the peer the message was sent to, from its
+//     sender's nickname and address, and no text arrives that was never
+//     sent.
+//
+// Texts must be unique.
+func deliveryErrs(ctx context.Context, set []*peer, msgs []*message) []error {
 	got := receipts(set)
 	var errs []error
 	sentTexts := map[string]bool{}
 	for _, m := range msgs {
 		sentTexts[m.text] = true
 		rs := got[m.text]
-		switch {
-		case m.err == nil && len(rs) != 1:
-			errs = append(errs, fmt.Errorf("message %v arrived %d times, want exactly once", m, len(rs)))
-		case m.err != nil && len(rs) > 1:
-			errs = append(errs, fmt.Errorf("failed message %v arrived %d times, want at most once", m, len(rs)))
-		}
-		if m.err == nil && m.res.Status != chat.Delivered && m.res.Status != chat.Sent {
-			errs = append(errs, fmt.Errorf("message %v: no error and no status", m))
-		}
+		errs = append(errs, outcomeErrs(ctx, m, len(rs))...)
 		for _, r := range rs {
 			if r.at != m.to {
 				errs = append(errs, fmt.Errorf("message %v arrived at %v, the wrong peer", m, r.at))
@@ -331,11 +336,149 @@ func deliveryErrs(set []*peer, msgs []*message) []error {
 	return errs
 }
 
+// outcomeErrs checks one message's outcome against the number of times it
+// arrived (deliveryErrs' rules).
+func outcomeErrs(ctx context.Context, m *message, arrived int) []error {
+	if m.err != nil {
+		if arrived > 1 {
+			return []error{fmt.Errorf("failed message %v arrived %d times, want at most once", m, arrived)}
+		}
+		return nil
+	}
+	row, err := storedRow(ctx, m)
+	if err != nil {
+		return []error{err}
+	}
+	var errs []error
+	switch m.res.Status {
+	case chat.Delivered, chat.Sent:
+		if arrived != 1 {
+			errs = append(errs, fmt.Errorf("message %v arrived %d times, want exactly once", m, arrived))
+		}
+		want := store.Delivered
+		if m.res.Status == chat.Sent {
+			want = store.Sent
+		}
+		if row.Status != want {
+			errs = append(errs, fmt.Errorf("message %v: the sender's store says %v, want %v", m, row.Status, want))
+		}
+	case chat.Queued:
+		switch {
+		case row.Status == store.Delivered && arrived != 1:
+			errs = append(errs, fmt.Errorf("queued message %v, delivered since, arrived %d times, want exactly once", m, arrived))
+		case row.Status != store.Delivered && arrived > 1:
+			errs = append(errs, fmt.Errorf("queued message %v (now %v) arrived %d times, want at most once", m, row.Status, arrived))
+		}
+		switch row.Status {
+		case store.Delivered, store.Expired:
+		case store.Pending:
+			if m.from.Up() && m.to.Up() {
+				errs = append(errs, fmt.Errorf("queued message %v still waits (Pending) though the network healed and both ends run", m))
+			}
+		default:
+			errs = append(errs, fmt.Errorf("queued message %v: the sender's store says %v", m, row.Status))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("message %v: no error and no status", m))
+	}
+	return errs
+}
+
+// storedRow returns the row of m, a send without error, in its sender's
+// store.
+func storedRow(ctx context.Context, m *message) (store.Message, error) {
+	if m.res.Seq == 0 {
+		return store.Message{}, fmt.Errorf("message %v: no row in the sender's store (Seq 0)", m)
+	}
+	row, err := m.from.Store().Get(ctx, m.res.Seq)
+	if err != nil {
+		return row, fmt.Errorf("message %v: its row %d in the sender's store: %w", m, m.res.Seq, err)
+	}
+	if row.Text != m.text || row.Dir != store.Out {
+		return row, fmt.Errorf("message %v: row %d of the sender's store holds %v %q", m, m.res.Seq, row.Dir, row.Text)
+	}
+	return row, nil
+}
+
+// waiting returns the messages of msgs that are still queued (Pending in
+// the sender's store) while both their sender and their receiver run.
+// done caches the messages whose queueing ended (a row never goes back to
+// Pending).
+func waiting(ctx context.Context, msgs []*message, done map[*message]bool) ([]*message, error) {
+	var out []*message
+	for _, m := range msgs {
+		if m.err != nil || m.res.Status != chat.Queued || done[m] {
+			continue
+		}
+		row, err := storedRow(ctx, m)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case row.Status != store.Pending:
+			done[m] = true
+		case m.from.Up() && m.to.Up():
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
+
+// drainErr runs until no message of msgs waits in a queue between two
+// running peers (see waiting), for at most bound; it returns how long
+// that took, and an error naming the messages still waiting past bound.
+func drainErr(ctx context.Context, c *cluster, msgs []*message, bound time.Duration) (time.Duration, error) {
+	start := c.nw.Now()
+	done := map[*message]bool{}
+	var left []*message
+	var err error
+	c.nw.RunUntil(func() bool {
+		left, err = waiting(ctx, msgs, done)
+		return err == nil && len(left) == 0
+	}, bound)
+	took := c.nw.Now() - start
+	switch {
+	case err != nil:
+		return took, err
+	case len(left) > 0:
+		return took, fmt.Errorf("%d messages still queued %v after the heal (bound %v): %v", len(left), took, bound, left)
+	}
+	return took, nil
+}
+
+// drain is drainErr for a scenario: it fails t past bound and logs how
+// long the queues took to drain.
+func drain(t *testing.T, c *cluster, msgs []*message, bound time.Duration, what string) time.Duration {
+	t.Helper()
+	took, err := drainErr(t.Context(), c, msgs, bound)
+	if err != nil {
+		t.Errorf("%s: %v", what, err)
+		return took
+	}
+	t.Logf("%s: queues drained in %v (bound %v)", what, took, bound)
+	return took
+}
+
+// The outbox retries a peer that is listed but cannot be reached after a
+// backoff that starts at queueRetryMin and doubles up to queueRetryMax
+// (client/chat's outbox); a registry change about the peer (a join, a
+// restart, an update) retries at once.
+const (
+	queueRetryMin = 500 * time.Millisecond
+	queueRetryMax = 30 * time.Second
+)
+
+// sessionHops is how many hops a message on a new session takes to be
+// acknowledged: the SYN and its answer, the three Noise XX handshake
+// messages (the initiator's last one goes with the first transport frame),
+// and the ack.
+const sessionHops = 6
+
 // isClearFailure reports whether err is one of the failures Send promises
 // (rather than, say, a bare io error or a nil).
 func isClearFailure(err error) bool {
 	var amb *registry.AmbiguousError
 	return errors.Is(err, chat.ErrTimeout) || errors.Is(err, chat.ErrRefused) ||
 		errors.Is(err, chat.ErrBroken) || errors.Is(err, chat.ErrClosed) ||
-		errors.Is(err, registry.ErrUnknownPeer) || errors.As(err, &amb)
+		errors.Is(err, chat.ErrExpired) || errors.Is(err, registry.ErrUnknownPeer) || errors.As(err, &amb)
 }

@@ -151,8 +151,8 @@ func TestInternetDiscovery(t *testing.T) {
 		t.Logf("full discovery %v after the last start (bound %v)", fullDiscovery(t, peers)-last, bound)
 		msgs := sendAllPairs(t.Context(), peers, "wan")
 		c.nw.Settle()
-		if failed := checkExactlyOnce(t, peers, msgs); failed > 0 {
-			t.Errorf("%d sends failed", failed)
+		if notDone := checkExactlyOnce(t, peers, msgs); notDone > 0 {
+			t.Errorf("%d sends failed or were queued", notDone)
 		}
 		c.nw.RunFor(2 * rendezvous.DefaultExpiry) // heartbeats keep everyone registered
 		if err := viewsErr(peers); err != nil {
@@ -257,8 +257,8 @@ func TestInternetServerRestart(t *testing.T) {
 		}
 		msgs := sendAllPairs(t.Context(), peers, "after restart")
 		c.nw.Settle()
-		if failed := checkExactlyOnce(t, peers, msgs); failed > 0 {
-			t.Errorf("%d sends failed", failed)
+		if notDone := checkExactlyOnce(t, peers, msgs); notDone > 0 {
+			t.Errorf("%d sends failed or were queued", notDone)
 		}
 	})
 }

@@ -177,8 +177,8 @@ func TestMixedOurClientOriginalServer(t *testing.T) {
 		t.Logf("full discovery %v after the last start (bound %v); the server lists %d peers", full-last, bound, len(srv.PeerIDs()))
 		msgs := sendAllPairs(t.Context(), peers, "via original server")
 		c.nw.RunFor(hop(wanLink)) // Sent means written, not arrived
-		if failed := checkExactlyOnce(t, peers, msgs); failed > 0 {
-			t.Errorf("%d sends failed", failed)
+		if notDone := checkExactlyOnce(t, peers, msgs); notDone > 0 {
+			t.Errorf("%d sends failed or were queued", notDone)
 		}
 		for _, m := range msgs {
 			if m.err == nil && m.res.Status != chat.Sent {

@@ -127,11 +127,17 @@ const maxJitter = 5 * time.Millisecond
 //
 //   - no message arrives twice or at the wrong peer, or with the wrong
 //     sender or text;
-//   - every send ends in Delivered (all peers are ours and acknowledge) or
-//     in a clear failure at the sender, and a Delivered message arrived
-//     exactly once;
+//   - every send ends Delivered (all peers are ours and acknowledge),
+//     Queued (the peer could not be reached: the message waits in the
+//     sender's store) or in a clear failure at the sender (a peer expired
+//     with no key pinned, a sender closed first); a Delivered message
+//     arrived exactly once, a failed one at most once;
 //   - once every fault is healed and one timeout has passed, every live
-//     peer lists exactly the live peers.
+//     peer lists exactly the live peers;
+//   - within retryDrain more, no message waits in a queue between two
+//     running peers: each queued message arrived exactly once if its
+//     sender's store says Delivered, at most once otherwise (a stopped
+//     peer's queues wait for it), as deliveryErrs checks.
 //
 // Goroutines that outlive their node make the bubble fail (synctest).
 func runSchedule(t *testing.T, nw *netsim.Network, s schedule, st *scheduleStats) []error {
@@ -210,13 +216,15 @@ func runSchedule(t *testing.T, nw *netsim.Network, s schedule, st *scheduleStats
 		errs = append(errs, fmt.Errorf("one timeout after the heal: %w", err))
 	}
 	msgs := ob.wait()
-	nw.RunFor(time.Second) // the last messages land
-	errs = append(errs, deliveryErrs(peers, msgs)...)
+	if _, err := drainErr(t.Context(), c, msgs, retryDrain(lanLink)); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, deliveryErrs(t.Context(), peers, msgs)...)
 	st.add(nw, msgs)
 	for _, m := range msgs {
 		switch {
-		case m.err == nil && m.res.Status != chat.Delivered:
-			errs = append(errs, fmt.Errorf("%v: status %v, want delivered (our peers ack)", m, m.res.Status))
+		case m.err == nil && m.res.Status != chat.Delivered && m.res.Status != chat.Queued:
+			errs = append(errs, fmt.Errorf("%v: status %v, want delivered or queued (our peers ack, and have keys)", m, m.res.Status))
 		case m.err != nil && !isClearFailure(m.err):
 			errs = append(errs, fmt.Errorf("%v: not a failure Send promises", m))
 		}
@@ -276,9 +284,9 @@ func TestPropertySchedules(t *testing.T) {
 // scheduleStats sums what the schedules did, to show that their faults
 // fire and their sends both succeed and fail.
 type scheduleStats struct {
-	schedules, sends, delivered, failed int
-	simulated                           time.Duration
-	faults                              map[netsim.FaultKind]int64
+	schedules, sends, delivered, queued, failed int
+	simulated                                   time.Duration
+	faults                                      map[netsim.FaultKind]int64
 }
 
 func (st *scheduleStats) add(nw *netsim.Network, msgs []*message) {
@@ -286,10 +294,13 @@ func (st *scheduleStats) add(nw *netsim.Network, msgs []*message) {
 	st.simulated += nw.Now()
 	for _, m := range msgs {
 		st.sends++
-		if m.err == nil {
-			st.delivered++
-		} else {
+		switch {
+		case m.err != nil:
 			st.failed++
+		case m.res.Status == chat.Queued:
+			st.queued++
+		default:
+			st.delivered++
 		}
 	}
 	if st.faults == nil {
@@ -301,6 +312,6 @@ func (st *scheduleStats) add(nw *netsim.Network, msgs []*message) {
 }
 
 func (st *scheduleStats) String() string {
-	return fmt.Sprintf("%d schedules, %v simulated; %d sends: %d delivered, %d failed; faults %v",
-		st.schedules, st.simulated.Round(time.Second), st.sends, st.delivered, st.failed, st.faults)
+	return fmt.Sprintf("%d schedules, %v simulated; %d sends: %d delivered, %d queued, %d failed; faults %v",
+		st.schedules, st.simulated.Round(time.Second), st.sends, st.delivered, st.queued, st.failed, st.faults)
 }

@@ -87,7 +87,7 @@ func TestSecurityImpostor(t *testing.T) {
 		if tp.connected(bob.Host(), mallory.Host()) {
 			t.Errorf("bob connected to mallory's host")
 		}
-		for _, err := range deliveryErrs([]*peer{alice, bob, mallory}, msgs) {
+		for _, err := range deliveryErrs(t.Context(), []*peer{alice, bob, mallory}, msgs) {
 			t.Error(err)
 		}
 	})
@@ -202,7 +202,7 @@ func TestSecurityStrippedAnnounces(t *testing.T) {
 			t.Errorf("bob showed eve's plaintext as %+v, want it marked: not encrypted, no key, KEY CHANGED", got)
 		}
 		msgs = append(msgs, &message{from: alice, to: bob, text: text, err: errors.New("forged by eve")})
-		for _, err := range deliveryErrs([]*peer{alice, bob}, msgs) {
+		for _, err := range deliveryErrs(t.Context(), []*peer{alice, bob}, msgs) {
 			if !strings.Contains(err.Error(), text) {
 				t.Error(err)
 			}
@@ -263,7 +263,7 @@ func TestSecurityAnnounceReplayedFromAnotherHost(t *testing.T) {
 		if conns, data := strippedSink.got(); conns != 0 {
 			t.Errorf("eve's listener for the stripped copy accepted %d connections, read %q", conns, data)
 		}
-		for _, err := range deliveryErrs([]*peer{alice, bob, carol}, msgs) {
+		for _, err := range deliveryErrs(t.Context(), []*peer{alice, bob, carol}, msgs) {
 			t.Error(err)
 		}
 
@@ -374,7 +374,7 @@ func TestSecurityKeyChange(t *testing.T) {
 		if _, ok := bob.Rec().FirstAbout(oldInstance, chat.EventPeerLeft); !ok {
 			t.Errorf("bob never heard the old alice's goodbye")
 		}
-		for _, err := range deliveryErrs([]*peer{alice, bob}, msgs) {
+		for _, err := range deliveryErrs(t.Context(), []*peer{alice, bob}, msgs) {
 			t.Error(err)
 		}
 	})

@@ -233,12 +233,37 @@ func shown(p *peer, text string) []chat.Message {
 	return out
 }
 
+// shownTexts returns the texts p's instances showed, in order.
+func shownTexts(p *peer) []string {
+	var out []string
+	for _, r := range p.Recs() {
+		for _, m := range r.Messages() {
+			out = append(out, m.Text)
+		}
+	}
+	return out
+}
+
 // securityEvents returns p's current instance's EventSecurity events.
 func securityEvents(p *peer) []chat.Event {
 	var out []chat.Event
 	for _, ev := range p.Rec().All() {
 		if ev.Kind == chat.EventSecurity {
 			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// deliveredEvents returns the EventDelivered events of p's instances about
+// the message in row seq of its store.
+func deliveredEvents(p *peer, seq int64) []chat.Event {
+	var out []chat.Event
+	for _, r := range p.Recs() {
+		for _, ev := range r.All() {
+			if ev.Kind == chat.EventDelivered && ev.Stored.Seq == seq {
+				out = append(out, ev)
+			}
 		}
 	}
 	return out

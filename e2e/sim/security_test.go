@@ -8,11 +8,13 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/parlance-chat/parlance/client/chat"
+	"github.com/parlance-chat/parlance/client/store"
 	"github.com/parlance-chat/parlance/netsim"
 	"github.com/parlance-chat/parlance/protocol"
 )
@@ -31,11 +33,16 @@ import (
 // Bob never shows an altered text: a transport frame that fails to
 // authenticate closes the session at once, bob's user is told (an
 // EventSecurity in the instant the frame arrives) and the message is not
-// shown. On a fresh connection alice's send fails (ErrBroken) within one
-// hop of the tampering (bob's close); on a kept-open connection it is
-// redialled once and delivered intact, exactly once. A tampered ack (bob
-// to alice) makes alice resend on a new session; bob shows the message
-// once (it knows the id). Every rewrite fired (FaultRewrite).
+// shown. On a fresh connection alice's send ends Queued, without an
+// error, within one hop of the tampering (bob's close breaks the
+// connection before the ack); the tampering hit one frame only, so after
+// the outbox's first retry wait a new session delivers the message
+// intact, exactly once, within one session's hops, and alice is told
+// (EventDelivered); alice dialled twice, bob raised no second event. On
+// a kept-open connection the send is redialled once at once and Delivered
+// intact, exactly once. A tampered ack (bob to alice) makes alice resend
+// on a new session; bob shows the message once (it knows the id). Every
+// rewrite fired (FaultRewrite).
 func TestSecurityMITMRewrite(t *testing.T) { simTest(t, mitmRewrite) }
 
 // The man in the middle's run is a function of the seed: the rewrite
@@ -111,17 +118,17 @@ func mitmRewrite(t *testing.T, c *cluster) {
 		}},
 	} {
 		step(t, "fresh connection, "+tc.what, func() {
-			before := len(securityEvents(bob))
+			before, dials := len(securityEvents(bob)), countSyns(tp, alice.Host(), bob.Host())
 			arm(true, tc.f)
 			m := send(t.Context(), alice, bob, "bob", fmt.Sprintf("secret %d", i))
 			msgs = append(msgs, m)
 			c.nw.Settle()
 			at := lastTamper()
-			if !errors.Is(m.err, chat.ErrBroken) {
-				t.Errorf("%v: want ErrBroken (bob closed the session)", m)
+			if m.err != nil || m.res.Status != chat.Queued {
+				t.Errorf("%v: want queued (bob closed the session before the ack)", m)
 			}
 			if d := m.done - at; d > hop(lanLink) {
-				t.Errorf("alice's send failed %v after the tampering, want within one hop (%v)", d, hop(lanLink))
+				t.Errorf("alice's send ended %v after the tampering, want within one hop (%v)", d, hop(lanLink))
 			}
 			if got := shown(bob, m.text); len(got) != 0 {
 				t.Errorf("bob showed the tampered message: %+v", got)
@@ -133,11 +140,33 @@ func mitmRewrite(t *testing.T, c *cluster) {
 			if d := c.at(evs[0].Time) - at; d < 0 || d > quantum {
 				t.Errorf("bob told its user %v after the tampered frame arrived, want in the same instant", d)
 			}
+
+			// The resend: intact, once, on a new session.
+			bound := queueRetryMin + sessionHops*hop(lanLink) + quantum
+			if !c.nw.RunUntil(func() bool { return len(deliveredEvents(alice, m.res.Seq)) > 0 }, bound) {
+				t.Errorf("alice was not told of the delivery of %v within %v of the send", m, bound)
+			}
+			if got := shown(bob, m.text); len(got) != 1 || !got[0].Encrypted || got[0].Key != alice.Chat().PublicKey() {
+				t.Errorf("after the resend bob showed %+v, want the message once, encrypted, with alice's key", got)
+			}
+			if k := countSyns(tp, alice.Host(), bob.Host()) - dials; k != 2 {
+				t.Errorf("alice dialled bob %d times, want twice (the session the tampering broke, one for the resend)", k)
+			}
+			if k := len(securityEvents(bob)) - before; k != 1 {
+				t.Errorf("bob raised %d security events, want 1", k)
+			}
+			// The next case needs a fresh connection: alice closes this
+			// one once it has been idle long enough.
+			c.nw.RunFor(chat.DefaultIdleTimeout + hop(lanLink))
 		})
 	}
 
 	step(t, "kept-open connection", func() {
 		msgs = append(msgs, mustDeliver(t, alice, bob, "bob", "untouched"))
+		// Let alice's queue finish with that connection (it is idle, kept
+		// open), so that the next message starts a new exchange on it
+		// rather than following on in the same one.
+		c.nw.Settle()
 		before, dials := len(securityEvents(bob)), countSyns(tp, alice.Host(), bob.Host())
 		arm(true, flip(func(b []byte) int { return 3 }))
 		m := mustDeliver(t, alice, bob, "bob", "secret on a kept-open session")
@@ -250,10 +279,14 @@ func TestSecurityMITMReadsNothing(t *testing.T) {
 
 // A man in the middle replays data segments inside the stream (each
 // delivered twice in a row): the handshake's first message, its last,
-// the first transport frame, an ack. Bob never shows a message twice or
-// altered; a replayed transport frame closes the session and bob's user
-// is told; every send is delivered exactly once or fails clearly; a
-// failed one is shown at most once.
+// the responder's, the first transport frame, an ack. Bob never shows a
+// message twice or altered; a replayed transport frame closes the session
+// and bob's user is told. Every send ends Delivered (then shown once) or,
+// when the replay broke the session before the ack, Queued (shown at most
+// once so far), never in an error; the next send to bob goes at once on a
+// new session, Delivered, and a queued message goes before it on that
+// session: it is then delivered (the sender's store says so) and shown
+// exactly once, before the next one.
 func TestSecurityMITMReplayInStream(t *testing.T) {
 	simTest(t, func(t *testing.T, c *cluster) {
 		_, ps := startNodes(t, c, "alice", "bob")
@@ -299,10 +332,12 @@ func TestSecurityMITMReplayInStream(t *testing.T) {
 				c.nw.RunFor(hop(lanLink)) // what alice wrote before she gave up lands
 				got := shown(bob, m.text)
 				switch {
-				case m.err == nil && (m.res.Status != chat.Delivered || len(got) != 1):
+				case m.err != nil:
+					t.Errorf("%v: want delivered or queued", m)
+				case m.res.Status == chat.Delivered && len(got) != 1:
 					t.Errorf("%v: shown %d times, want delivered and shown once", m, len(got))
-				case m.err != nil && !isClearFailure(m.err):
-					t.Errorf("%v: not a failure Send promises", m)
+				case m.res.Status != chat.Delivered && m.res.Status != chat.Queued:
+					t.Errorf("%v: want delivered or queued", m)
 				case len(got) > 1:
 					t.Errorf("%v: shown %d times", m, len(got))
 				}
@@ -310,13 +345,23 @@ func TestSecurityMITMReplayInStream(t *testing.T) {
 				if tc.seg == 2 && tc.toBob && len(securityEvents(bob)) == before {
 					t.Errorf("a replayed transport frame raised no security event at bob")
 				}
-				// The session is usable again at once.
-				msgs = append(msgs, mustDeliver(t, alice, bob, "bob", fmt.Sprintf("after replay %d", i)))
+				// The session is usable again at once; a queued message
+				// goes first.
+				next := mustDeliver(t, alice, bob, "bob", fmt.Sprintf("after replay %d", i))
+				msgs = append(msgs, next)
+				if m.err == nil && m.res.Status == chat.Queued {
+					if row, err := storedRow(t.Context(), m); err != nil || row.Status != store.Delivered {
+						t.Errorf("%v: after the next send alice's store holds %+v (%v), want it delivered", m, row, err)
+					}
+					if got := shownTexts(bob); len(shown(bob, m.text)) != 1 || slices.Index(got, m.text) > slices.Index(got, next.text) {
+						t.Errorf("%v: bob showed %q, want it once, before %q", m, got, next.text)
+					}
+				}
 			})
 		}
 		c.nw.Settle()
 		onlySentTexts(t, bob, msgs)
-		for _, err := range deliveryErrs([]*peer{alice, bob}, msgs) {
+		for _, err := range deliveryErrs(t.Context(), []*peer{alice, bob}, msgs) {
 			t.Error(err)
 		}
 		if got := c.nw.FaultCount(netsim.FaultReplay); got != int64(done) || done != 5 {
@@ -402,7 +447,7 @@ func TestSecurityReplayCapturedSession(t *testing.T) {
 		if got := bob.Rec().Messages()[shownBefore:]; len(got) != 0 {
 			t.Errorf("bob showed %+v from the replayed session", got)
 		}
-		for _, err := range deliveryErrs([]*peer{alice, bob}, msgs) {
+		for _, err := range deliveryErrs(t.Context(), []*peer{alice, bob}, msgs) {
 			t.Error(err)
 		}
 	})

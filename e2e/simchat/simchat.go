@@ -22,6 +22,7 @@ import (
 
 	"github.com/parlance-chat/parlance/client/chat"
 	"github.com/parlance-chat/parlance/client/chat/chattest"
+	"github.com/parlance-chat/parlance/client/store"
 	"github.com/parlance-chat/parlance/client/trust"
 	"github.com/parlance-chat/parlance/netsim"
 )
@@ -67,16 +68,34 @@ func (g *Group) At(tm time.Time) time.Duration { return tm.Sub(g.t0) }
 // Start starts a node called nick on h. tweak adjusts its config (mode,
 // timeouts) on this start and on every restart.
 //
-// The node keeps one identity key and one known-peers store (in memory)
-// across restarts, as a profile on disk does.
+// The node keeps one identity key, one known-peers store and one message
+// store (all in memory) across restarts, as a profile on disk does; the
+// message store outlives crashes too, holding what was committed (a real
+// crash may also lose what was submitted and not yet committed, which was
+// never reported to anyone: the real-process tests cover that). Close
+// closes the message stores.
 func (g *Group) Start(h *netsim.Host, nick string, tweak ...func(*chat.Config)) (*Node, error) {
-	n := &Node{g: g, host: h, nick: nick, tweak: tweak, trust: trust.Memory()}
+	st, err := store.OpenMemory()
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{g: g, host: h, nick: nick, tweak: tweak, trust: trust.Memory(), store: st}
 	_, n.identity, _ = ed25519.GenerateKey(g.cryptoRand())
 	if err := n.boot(); err != nil {
+		st.Close()
 		return nil, err
 	}
 	g.nodes = append(g.nodes, n)
 	return n, nil
+}
+
+// Close quits every running node and closes every node's message store.
+// A group must be closed before its network's bubble ends.
+func (g *Group) Close() {
+	g.QuitAll()
+	for _, n := range g.nodes {
+		n.store.Close()
+	}
 }
 
 // QuitAll quits every running node, in the order they were started.
@@ -97,6 +116,7 @@ type Node struct {
 
 	identity ed25519.PrivateKey
 	trust    *trust.Store
+	store    *store.Store
 
 	node *chat.Node         // nil while down
 	rec  *chattest.Recorder // the current (or last) instance's events
@@ -110,6 +130,7 @@ func (n *Node) boot() error {
 		Rand:       rand.New(rand.NewPCG(n.g.seeds.Uint64(), n.g.seeds.Uint64())),
 		Identity:   n.identity,
 		Trust:      n.trust,
+		Store:      n.store,
 		CryptoRand: n.g.cryptoRand(),
 	}
 	for _, f := range n.tweak {
@@ -130,6 +151,9 @@ func (n *Node) Host() *netsim.Host { return n.host }
 
 // Nick is the node's nickname.
 func (n *Node) Nick() string { return n.nick }
+
+// Store is the node's message store, kept across restarts.
+func (n *Node) Store() *store.Store { return n.store }
 
 // Chat is the current instance, nil while the node is down.
 func (n *Node) Chat() *chat.Node { return n.node }

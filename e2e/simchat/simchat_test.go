@@ -10,7 +10,8 @@ import (
 )
 
 // Two nodes on a LAN find each other; one crashes, comes back as a new
-// instance at the same address, and is listed again; QuitAll stops both.
+// instance at the same address, and is listed again; QuitAll stops both,
+// and Close closes their stores.
 func TestStartCrashRestartQuit(t *testing.T) {
 	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
 		g := simchat.NewGroup(nw)
@@ -23,7 +24,7 @@ func TestStartCrashRestartQuit(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer g.QuitAll()
+		defer g.Close()
 		lists := func(p, q *simchat.Node) func() bool {
 			return func() bool { return slices.Equal(p.View(), []simchat.Entry{q.Entry()}) }
 		}
