@@ -57,7 +57,7 @@ func (w *world) start(h *netsim.Host, nick string, tweak func(*chat.Config)) (*n
 func (p *node) String() string { return p.Nick() }
 
 // closeAll quits every running node.
-func (w *world) closeAll() { w.g.QuitAll() }
+func (w *world) closeAll() { w.g.Close() }
 
 // viewsMatch reports whether every running node of set lists exactly the
 // other running nodes of set.
