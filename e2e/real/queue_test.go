@@ -257,28 +257,12 @@ func TestRealQueueReceiverKilledMidStream(t *testing.T) {
 	alice.waitCount(0, deliveredAnyRE, m, streamWait)
 
 	// Every message is stored once, in order.
-	var stored []string
-	for _, l := range bob.history("alice", 2*m) {
-		sub := receivedRE.FindStringSubmatch(l)
-		if sub == nil {
-			t.Errorf("bob's /history alice: %q, want a message received from alice", l)
-			continue
-		}
-		stored = append(stored, sub[1])
-	}
+	stored := historyTexts(t, bob, "alice", 2*m, receivedRE, "a message received from alice")
 	if !slices.Equal(stored, want) {
 		t.Errorf("bob's /history alice lists %d messages, want m0000..m%04d each once in order; first differences: %s",
 			len(stored), m-1, firstDiffs(stored, want, 5))
 	}
-	var sent []string
-	for _, l := range alice.history("bob", 2*m) {
-		sub := sentDeliveredRE.FindStringSubmatch(l)
-		if sub == nil {
-			t.Errorf("alice's /history bob: %q, want a message sent to bob and delivered (no mark)", l)
-			continue
-		}
-		sent = append(sent, sub[1])
-	}
+	sent := historyTexts(t, alice, "bob", 2*m, sentDeliveredRE, "a message sent to bob and delivered (no mark)")
 	if !slices.Equal(sent, want) {
 		t.Errorf("alice's /history bob lists %d delivered messages, want m0000..m%04d; first differences: %s",
 			len(sent), m-1, firstDiffs(sent, want, 5))
@@ -341,4 +325,21 @@ func firstDiffs(got, want []string, n int) string {
 		return "none"
 	}
 	return strings.Join(d, "; ")
+}
+
+// historyTexts runs p's /history with and returns the texts of its
+// lines, each of which must match line (text in the first group); what
+// says what a line should be.
+func historyTexts(t *testing.T, p *peer, with string, n int, line *regexp.Regexp, what string) []string {
+	t.Helper()
+	var texts []string
+	for _, l := range p.history(with, n) {
+		sub := line.FindStringSubmatch(l)
+		if sub == nil {
+			t.Errorf("%s's /history %s: %q, want %s", p.nick, with, l, what)
+			continue
+		}
+		texts = append(texts, sub[1])
+	}
+	return texts
 }

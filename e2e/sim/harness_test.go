@@ -482,3 +482,16 @@ func isClearFailure(err error) bool {
 		errors.Is(err, chat.ErrBroken) || errors.Is(err, chat.ErrClosed) ||
 		errors.Is(err, chat.ErrExpired) || errors.Is(err, registry.ErrUnknownPeer) || errors.As(err, &amb)
 }
+
+// splitHosts splits hosts in two by the bits of mask: host i goes to a
+// when bit i is set, else to b.
+func splitHosts(hosts []*netsim.Host, mask uint) (a, b []*netsim.Host) {
+	for i, h := range hosts {
+		if mask&(1<<i) != 0 {
+			a = append(a, h)
+		} else {
+			b = append(b, h)
+		}
+	}
+	return a, b
+}

@@ -153,16 +153,7 @@ func runSchedule(t *testing.T, nw *netsim.Network, s schedule, st *scheduleStats
 	ob := newOutbox(t.Context())
 	var rules []*netsim.Rule
 	var down []*netsim.Host
-	sides := func(mask uint) (a, b []*netsim.Host) {
-		for i, h := range hosts {
-			if mask&(1<<i) != 0 {
-				a = append(a, h)
-			} else {
-				b = append(b, h)
-			}
-		}
-		return a, b
-	}
+	sides := func(mask uint) (a, b []*netsim.Host) { return splitHosts(hosts, mask) }
 	for i, o := range s.Ops {
 		switch o.Kind {
 		case opWait:

@@ -223,16 +223,7 @@ func runQueueSchedule(t *testing.T, nw *netsim.Network, s queueSchedule, st *que
 		}
 	}
 	nw.RunFor(sessionHops*hop(lanLink) + quantum)
-	sides := func(mask uint) (a, b []*netsim.Host) {
-		for i, h := range hosts {
-			if mask&(1<<i) != 0 {
-				a = append(a, h)
-			} else {
-				b = append(b, h)
-			}
-		}
-		return a, b
-	}
+	sides := func(mask uint) (a, b []*netsim.Host) { return splitHosts(hosts, mask) }
 	for _, o := range s.Ops {
 		switch o.Kind {
 		case queueWait:
