@@ -31,9 +31,10 @@ type Facts struct {
 	// quit or crashed. Partitioned (chat-partition): each side dropped the
 	// other during the split.
 	Dropped bool
-	// CrossFailed counts the sends across the partition that failed at
-	// the sender (chat-partition); CrossSent all of them.
-	CrossFailed, CrossSent int
+	// CrossQueued counts the sends across the partition that the sender
+	// queued (chat-partition), CrossArrived those of them that arrived
+	// after the heal, CrossSent all of them.
+	CrossQueued, CrossArrived, CrossSent int
 	// Reregistered counts the nodes that registered with the restarted
 	// server again (chat-internet).
 	Reregistered int
@@ -307,13 +308,13 @@ func chatPartition(w *world, cfg Config, say func(string, ...any), f *Facts) err
 		}
 	}
 	tin, tx := check(nodes, in), check(nodes, x)
-	f.CrossSent, f.CrossFailed = tx.Sent, tx.Failed
+	f.CrossSent, f.CrossQueued = tx.Sent, tx.Queued
 	var slowest time.Duration
 	for _, m := range x {
 		slowest = max(slowest, m.took)
 	}
-	say("during the split: within a side %d of %d delivered; across %d of %d failed at the sender (%v), the slowest after %s; %d unclear errors",
-		tin.Delivered, tin.Sent, tx.Failed, tx.Sent, errSummary(tx), secs(slowest), tx.Unclear)
+	say("during the split: within a side %d of %d delivered; across %d of %d queued at the sender, %d failed (%v), the slowest after %s; %d unclear errors",
+		tin.Delivered, tin.Sent, tx.Queued, tx.Sent, tx.Failed, errSummary(tx), secs(slowest), tx.Unclear)
 
 	sides := func() bool { return viewsMatch(a) && viewsMatch(b) }
 	w.nw.RunUntil(sides, splitAt+chat.DefaultTimeout+steady-w.nw.Now())
@@ -331,7 +332,12 @@ func chatPartition(w *world, cfg Config, say func(string, ...any), f *Facts) err
 	w.nw.RunUntil(func() bool { return viewsMatch(nodes) }, 2*steady)
 	f.Converged = viewsMatch(nodes)
 	say("healed at %s: every node lists every other again after %s: %v", secs(healAt), secs(w.nw.Now()-healAt), f.Converged)
-	w.nw.RunFor(time.Second) // stalled stream segments flow
+	// Stalled stream segments flow, and the queues go out: a peer seen
+	// again wakes its sender's queue at once.
+	w.nw.RunUntil(func() bool { return check(nodes, x).QueuedArrived == len(x) }, 10*time.Second)
+	w.nw.RunFor(time.Second)
+	f.CrossArrived = check(nodes, x).QueuedArrived
+	say("queued across the split and arrived after the heal: %d of %d, %s after the heal", f.CrossArrived, len(x), secs(w.nw.Now()-healAt))
 	f.Messages = check(nodes, all)
 	say("messages (all): %v", f.Messages)
 	return nil

@@ -17,8 +17,9 @@
 //     last announce heard plus the timeout), and when a restarted node was
 //     listed again.
 //   - chat-partition: the LAN splits in two halves for 20 s and heals;
-//     sends across fail at the sender with a named error, each side drops
-//     the other after the timeout, and the views converge after the heal.
+//     sends across are queued at the sender (each side keeps the other's
+//     key), each side drops the other after the timeout, the views
+//     converge after the heal and the queued messages arrive, once each.
 //   - chat-internet: nodes on segments of their own find each other only
 //     through the rendezvous server, which crashes and restarts empty; when
 //     each node registered again.
@@ -68,7 +69,7 @@ var Scenarios = map[string]string{
 	"churn":          "a tenth of the simple peers crash at 1/3 of the run and restart at 2/3",
 	"chat-lan":       "real chat nodes start within a second on one LAN, discover each other and message the next three",
 	"chat-churn":     "as chat-lan, then a tenth of the nodes quit, a tenth crash and one restarts",
-	"chat-partition": "real chat nodes: the LAN splits for 20 s and heals; sends across fail at the sender",
+	"chat-partition": "real chat nodes: the LAN splits for 20 s and heals; sends across are queued and arrive after the heal",
 	"chat-internet":  "real chat nodes on separate segments meet through the real rendezvous server, which crashes and restarts",
 }
 

@@ -81,8 +81,11 @@ func TestChatPartition(t *testing.T) {
 	if !f.Dropped {
 		t.Error("the sides did not drop each other during the split")
 	}
-	if f.CrossSent == 0 || f.CrossFailed != f.CrossSent {
-		t.Errorf("%d of %d sends across the split failed, want all", f.CrossFailed, f.CrossSent)
+	if f.CrossSent == 0 || f.CrossQueued != f.CrossSent {
+		t.Errorf("%d of %d sends across the split were queued, want all", f.CrossQueued, f.CrossSent)
+	}
+	if f.CrossArrived != f.CrossSent {
+		t.Errorf("%d of %d sends queued across the split arrived after the heal, want all", f.CrossArrived, f.CrossSent)
 	}
 }
 

@@ -189,6 +189,10 @@ type tally struct {
 	// Late: failed sends that nevertheless arrived (once), for example
 	// after a partition healed.
 	Late int
+	// Queued: sends that ended Queued (the peer was away or unreachable;
+	// the message waits in the sender's store); QueuedArrived: those
+	// that have arrived since, once each.
+	Queued, QueuedArrived int
 	// Unclear: failed sends whose error is none of those Send promises.
 	Unclear int
 	Errors  map[string]int // failed sends by kind of error
@@ -214,6 +218,16 @@ func check(set []*node, msgs []*message) tally {
 		sent[m.text] = true
 		tl.Sent++
 		rs := got[m.text]
+		if m.err == nil && m.res.Status == chat.Queued {
+			tl.Queued++
+			switch {
+			case len(rs) > 1 || (len(rs) == 1 && rs[0] != m.to):
+				tl.Violations++
+			case len(rs) == 1:
+				tl.QueuedArrived++
+			}
+			continue
+		}
 		if m.err == nil {
 			tl.Delivered++
 			if len(rs) != 1 || rs[0] != m.to || from[m.text] != m.from.Nick() {
@@ -242,7 +256,7 @@ func check(set []*node, msgs []*message) tally {
 }
 
 func (tl tally) String() string {
-	s := fmt.Sprintf("sent %d, delivered %d, failed %d", tl.Sent, tl.Delivered, tl.Failed)
+	s := fmt.Sprintf("sent %d, delivered %d, queued %d (arrived since %d), failed %d", tl.Sent, tl.Delivered, tl.Queued, tl.QueuedArrived, tl.Failed)
 	if tl.Failed > 0 {
 		var kinds []string
 		for k, v := range tl.Errors {
