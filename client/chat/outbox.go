@@ -103,7 +103,6 @@ type outbox struct {
 	key string
 
 	mu         sync.Mutex
-	nick       string              // the nickname of the latest message to the key
 	backlog    []*outEntry         // committed, not yet written, ascending seq
 	spill      bool                // the store holds pending messages not in backlog
 	maxSpilled int64               // the highest seq left in the store only
@@ -113,12 +112,12 @@ type outbox struct {
 	wake       chan struct{} // 1-buffered
 }
 
-func (n *Node) outboxFor(key, nick string) *outbox {
+func (n *Node) outboxFor(key string) *outbox {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	ob, ok := n.outboxes[key]
 	if !ok {
-		ob = &outbox{n: n, key: key, nick: nick, handles: make(map[int64]*Outgoing), wake: make(chan struct{}, 1)}
+		ob = &outbox{n: n, key: key, handles: make(map[int64]*Outgoing), wake: make(chan struct{}, 1)}
 		n.outboxes[key] = ob
 	}
 	return ob
@@ -224,7 +223,6 @@ func (ob *outbox) loadLocked(ctx context.Context) error {
 	for _, m := range rows {
 		ob.backlog = append(ob.backlog, &outEntry{seq: m.Seq, id: m.ID, text: m.Text, sent: m.Sent, expires: m.Expires})
 		ob.lastSeq = m.Seq
-		ob.nick = m.PeerNick
 	}
 	if len(rows) < page && ob.lastSeq >= ob.maxSpilled {
 		ob.spill = false
@@ -593,7 +591,7 @@ func (n *Node) restoreQueue(ctx context.Context) error {
 		if q.PeerKey == "" {
 			continue
 		}
-		ob := n.outboxFor(q.PeerKey, q.PeerNick)
+		ob := n.outboxFor(q.PeerKey)
 		ob.mu.Lock()
 		ob.spill = true
 		ob.mu.Unlock()

@@ -150,7 +150,7 @@ func (n *Node) post(ctx context.Context, name, text string) (*Outgoing, SendResu
 		}
 		return o, res, nil
 	}
-	ob := n.outboxFor(key, nick)
+	ob := n.outboxFor(key)
 	m := &store.Message{
 		ID: id, PeerKey: key, PeerNick: nick, Dir: store.Out, Text: text,
 		Sent: sentAt, Expires: sentAt.Add(n.cfg.MessageTTL), Status: store.Pending, Encrypted: true,
