@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
 )
 
 // MaxMessageIDLen bounds the optional message id.
@@ -39,13 +40,41 @@ type Ack struct {
 
 // EncodeChatLine returns the message's wire form with its trailing newline.
 func EncodeChatLine(m *ChatMessage) ([]byte, error) {
-	b, err := marshal(m)
+	// Room for a line without escapes, so that it takes one allocation.
+	const fixed = len(`{"from":"","content":"","timestamp":,"id":"","instance":"","expires":}`+"\n") + 2*len("-9223372036854775808")
+	n := fixed + len(m.From) + len(m.Content) + len(m.ID) + len(m.Instance)
+	b, err := AppendChatLine(make([]byte, 0, min(n, MaxLineSize)), m)
 	if err != nil {
-		return nil, fmt.Errorf("protocol: encode message: %w", err)
+		return nil, err
 	}
-	b = append(b, '\n')
-	if len(b) > MaxLineSize {
-		return nil, fmt.Errorf("protocol: encode message: %d bytes exceeds the limit of %d bytes: %w", len(b), MaxLineSize, ErrTooLarge)
+	return b, nil
+}
+
+// AppendChatLine appends the message's wire form with its trailing newline
+// to dst: the bytes EncodeChatLine returns. On error it returns dst
+// unchanged.
+func AppendChatLine(dst []byte, m *ChatMessage) ([]byte, error) {
+	b := append(dst, `{"from":`...)
+	b = appendJSONString(b, m.From)
+	b = append(b, `,"content":`...)
+	b = appendJSONString(b, m.Content)
+	b = append(b, `,"timestamp":`...)
+	b = strconv.AppendInt(b, m.Timestamp, 10)
+	if m.ID != "" {
+		b = append(b, `,"id":`...)
+		b = appendJSONString(b, m.ID)
+	}
+	if m.Instance != "" {
+		b = append(b, `,"instance":`...)
+		b = appendJSONString(b, m.Instance)
+	}
+	if m.Expires != 0 {
+		b = append(b, `,"expires":`...)
+		b = strconv.AppendInt(b, m.Expires, 10)
+	}
+	b = append(b, '}', '\n')
+	if n := len(b) - len(dst); n > MaxLineSize {
+		return dst, fmt.Errorf("protocol: encode message: %d bytes exceeds the limit of %d bytes: %w", n, MaxLineSize, ErrTooLarge)
 	}
 	return b, nil
 }
@@ -58,6 +87,16 @@ func DecodeChatLine(line []byte) (*ChatMessage, error) {
 		return nil, err
 	}
 	line = bytes.TrimSuffix(bytes.TrimSuffix(line, []byte("\n")), []byte("\r"))
+	if m, ok := decodeChatLineFast(line); ok {
+		return &m, nil
+	}
+	return decodeChatLineSlow(line)
+}
+
+// decodeChatLineSlow is DecodeChatLine by encoding/json, for line without
+// its newline.
+func decodeChatLineSlow(line []byte) (*ChatMessage, error) {
+	const what = "message"
 	var w struct {
 		From      *string `json:"from"`
 		Content   *string `json:"content"`
@@ -95,14 +134,22 @@ func DecodeChatLine(line []byte) (*ChatMessage, error) {
 
 // EncodeAck returns the ack line with its trailing newline.
 func EncodeAck(a *Ack) ([]byte, error) {
-	if err := checkMessageID("ack", a.ID); err != nil {
+	b, err := AppendAck(make([]byte, 0, len(`{"ack":""}`+"\n")+len(a.ID)), a)
+	if err != nil {
 		return nil, err
 	}
-	b, err := marshal(a)
-	if err != nil {
-		return nil, fmt.Errorf("protocol: encode ack: %w", err)
+	return b, nil
+}
+
+// AppendAck appends the ack line with its trailing newline to dst: the
+// bytes EncodeAck returns. On error it returns dst unchanged.
+func AppendAck(dst []byte, a *Ack) ([]byte, error) {
+	if err := checkMessageID("ack", a.ID); err != nil {
+		return dst, err
 	}
-	return append(b, '\n'), nil
+	b := append(dst, `{"ack":`...)
+	b = appendJSONString(b, a.ID)
+	return append(b, '}', '\n'), nil
 }
 
 // DecodeAck parses one ack line, with or without its newline.
@@ -111,10 +158,21 @@ func DecodeAck(line []byte) (*Ack, error) {
 	if err := checkInput(what, line, MaxLineSize); err != nil {
 		return nil, err
 	}
+	line = bytes.TrimSuffix(line, []byte("\n"))
+	if a, ok := decodeAckFast(line); ok {
+		return &a, nil
+	}
+	return decodeAckSlow(line)
+}
+
+// decodeAckSlow is DecodeAck by encoding/json, for line without its
+// newline.
+func decodeAckSlow(line []byte) (*Ack, error) {
+	const what = "ack"
 	var w struct {
 		ID *string `json:"ack"`
 	}
-	if err := unmarshal(what, bytes.TrimSuffix(line, []byte("\n")), &w); err != nil {
+	if err := unmarshal(what, line, &w); err != nil {
 		return nil, err
 	}
 	if w.ID == nil {

@@ -241,9 +241,13 @@
 // Like encoding/json, they match field names case-insensitively, which is
 // more lenient than the original (serde) and harmless.
 //
-// DecodeDatagram has a hand-written fast path for the canonical layout (the
-// exact bytes EncodeDatagram and the original produce: keys in order, no
-// whitespace, no escapes) that returns what the encoding/json path would;
-// any other input, and every error, goes through encoding/json. A
-// differential fuzz target (FuzzDatagramFastPath) checks the two agree.
+// DecodeDatagram, DecodeChatLine and DecodeAck have hand-written fast
+// paths for the canonical layout (the bytes our encoders and the original
+// write when no string needs an escape: keys in order, no whitespace) that
+// return what the encoding/json path would; any other input, and every
+// error, goes through encoding/json. Differential fuzz targets
+// (FuzzDatagramFastPath, FuzzChatLineFastPath, FuzzAckFastPath) check the
+// two agree. EncodeChatLine and EncodeAck (and AppendChatLine, AppendAck)
+// write JSON by hand, byte for byte what encoding/json would write;
+// FuzzAppendChatLine and FuzzAppendAck compare them.
 package protocol

@@ -23,6 +23,9 @@ package protocol
 // (checkIdentity's parts, checkInstance) and, if anything fails or the input differs
 // from the layout in any byte, reports "not handled" and the slow path
 // decides, errors included. FuzzDatagramFastPath checks the equivalence.
+//
+// chatfast.go does the same for chat lines and acks, and adds encoders
+// that skip encoding/json.
 
 // decodeDatagramFast decodes b if it has the canonical layout and is valid.
 // ok is false when b is not handled; the caller then uses the slow path.
@@ -62,24 +65,35 @@ func (r *fastReader) lit(s string) bool {
 // str consumes a non-empty plain string (after its opening quote has been
 // consumed) and its closing quote.
 func (r *fastReader) str() (string, bool) {
+	i := r.i
+	s, ok := r.span()
+	if !ok || len(s) == 0 {
+		r.i = i
+		return "", false
+	}
+	// A string of its own, not a slice of one copy of b: a nickname fits
+	// the runtime's tiny allocator, and the garbage collector, which a
+	// 1,000-peer simulation keeps busy, runs in proportion to the bytes
+	// allocated.
+	return string(s), true
+}
+
+// span consumes a plain string, possibly empty (after its opening quote
+// has been consumed), and its closing quote, and returns the bytes between
+// the quotes. Plain: no '\\' and no control byte, so encoding/json
+// unquotes it to these same bytes (b is valid UTF-8: checkInput ran).
+func (r *fastReader) span() ([]byte, bool) {
 	start := r.i
 	for j := start; j < len(r.b); j++ {
 		switch c := r.b[j]; {
 		case c == '"':
-			if j == start {
-				return "", false
-			}
 			r.i = j + 1
-			// A string of its own, not a slice of one copy of b: a
-			// nickname fits the runtime's tiny allocator, and the
-			// garbage collector, which a 1,000-peer simulation keeps
-			// busy, runs in proportion to the bytes allocated.
-			return string(r.b[start:j]), true
+			return r.b[start:j], true
 		case c == '\\' || c < 0x20:
-			return "", false
+			return nil, false
 		}
 	}
-	return "", false
+	return nil, false
 }
 
 // port consumes a decimal integer from 1 to 65535 without leading zeros.
@@ -116,6 +130,34 @@ func (r *fastReader) int() (int64, bool) {
 		return 0, false
 	}
 	r.i = j
+	return v, true
+}
+
+// signed consumes an integer as encoding/json accepts it for an int64 and
+// the original writes it: an optional '-', then 0 or at most 18 digits
+// without leading zeros. "-0", valid JSON, is left to the slow path.
+func (r *fastReader) signed() (int64, bool) {
+	i := r.i
+	neg := i < len(r.b) && r.b[i] == '-'
+	if neg {
+		i++
+	}
+	if !neg && i < len(r.b) && r.b[i] == '0' {
+		if i+1 < len(r.b) && '0' <= r.b[i+1] && r.b[i+1] <= '9' {
+			return 0, false
+		}
+		r.i = i + 1
+		return 0, true
+	}
+	rest := fastReader{b: r.b, i: i}
+	v, ok := rest.int()
+	if !ok {
+		return 0, false
+	}
+	r.i = rest.i
+	if neg {
+		v = -v
+	}
 	return v, true
 }
 
