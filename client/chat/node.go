@@ -39,7 +39,7 @@ type Node struct {
 	wg     sync.WaitGroup // every goroutine of the node
 	events *eventQueue
 
-	calls     chan func(*loopState) // run on the event loop
+	calls     chan loopCall // run on the event loop
 	datagrams chan datagram
 	loopDone  chan struct{}
 
@@ -59,6 +59,18 @@ type Node struct {
 	ownStore    bool          // opened by Start (in memory): closed by Close
 	lastStored  atomic.Int64  // when a message was last stored (Unix ns); 0: indexed since
 	outstanding chan struct{} // a slot per Post waiting for its outcome
+
+	// stateVer counts the event loop's changes of the registry and the
+	// trust store; resolved is Post's last resolution and the stateVer it
+	// was made at. While stateVer holds, a stream of Posts to one name
+	// skips the trip to the event loop, which cost each Post two
+	// goroutine switches.
+	stateVer atomic.Uint64
+	resolved atomic.Pointer[resolution]
+
+	idMu    sync.Mutex
+	idStart uint64 // drawn at Start: the low bits of the run's first id
+	lastID  uint64 // the last message id handed out (see nextMessageID)
 }
 
 type datagram struct {
@@ -79,8 +91,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		cfg:         cfg,
 		log:         cfg.Logger,
 		instance:    fmt.Sprintf("%016x", cfg.Rand.Uint64()),
+		idStart:     cfg.Rand.Uint64N(1 << 19),
 		events:      newEventQueue(),
-		calls:       make(chan func(*loopState)),
+		calls:       make(chan loopCall),
 		datagrams:   make(chan datagram, 64),
 		loopDone:    make(chan struct{}),
 		conns:       make(map[net.Conn]struct{}),
@@ -91,7 +104,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 		outstanding: make(chan struct{}, MaxOutstanding),
 	}
 	if n.store == nil {
-		st, err := store.OpenMemory()
+		st, err := store.OpenMemory(store.Options{})
 		if err != nil {
 			return nil, fmt.Errorf("chat: %w", err)
 		}
@@ -220,9 +233,26 @@ func (n *Node) Close() error {
 
 // call runs f on the event loop and waits for it.
 func (n *Node) call(ctx context.Context, f func(*loopState)) error {
+	return n.callLoop(ctx, f, false)
+}
+
+// read is call for an f that changes neither the registry nor the trust
+// store, so that it does not invalidate Post's cached resolution.
+func (n *Node) read(ctx context.Context, f func(*loopState)) error {
+	return n.callLoop(ctx, f, true)
+}
+
+// loopCall is a function for the event loop; read says it changes nothing
+// Post's resolution depends on.
+type loopCall struct {
+	f    func(*loopState)
+	read bool
+}
+
+func (n *Node) callLoop(ctx context.Context, f func(*loopState), read bool) error {
 	done := make(chan struct{})
 	select {
-	case n.calls <- func(ls *loopState) { f(ls); close(done) }:
+	case n.calls <- loopCall{func(ls *loopState) { f(ls); close(done) }, read}:
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-n.loopDone:
@@ -332,8 +362,6 @@ type loopState struct {
 	// the registry: cleared when it grows past twice its bound.
 	lastSigned map[string]int64
 
-	lastID uint64 // the last message id handed out (see nextMessageID)
-
 	burst      []time.Duration // remaining start-up burst offsets
 	nextSteady time.Time       // next steady-state announce
 	answerAt   time.Time       // pending answer to a query; zero if none
@@ -408,12 +436,17 @@ func (n *Node) loop(ls *loopState) {
 		case <-timer.C:
 		case d := <-n.datagrams:
 			ls.handleDatagram(time.Now(), d)
-		case f := <-n.calls:
-			f(ls)
+			n.stateVer.Add(1)
+		case c := <-n.calls:
+			c.f(ls)
+			if !c.read {
+				n.stateVer.Add(1)
+			}
 		case <-ls.updateSignal():
 			for _, up := range ls.updates.drain() {
 				ls.applyUpdate(time.Now(), up)
 			}
+			n.stateVer.Add(1)
 		}
 	}
 }
@@ -552,6 +585,7 @@ func (ls *loopState) handleDatagram(now time.Time, d datagram) {
 // report turns a registry change into a log line and an event.
 func (ls *loopState) report(now time.Time, c registry.Change) {
 	n := ls.n
+	n.stateVer.Add(1) // also for the expiries the loop does between events
 	p := c.Peer
 	switch c.Kind {
 	case registry.Joined:

@@ -7,6 +7,7 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/parlance-chat/parlance/client/store"
@@ -15,11 +16,15 @@ import (
 )
 
 // Delivery to peers with a key goes through one outbox per identity key.
-// Post stores the message (Pending) before anything is said about it; the
-// store's group commit hands it, in order, to the key's outbox, whose
-// runner writes up to Window messages on one connection before the first
-// ack comes back and marks them Delivered (again group-committed) as the
-// acks arrive. A peer that is offline or unreachable keeps its messages in
+// Post submits the message to the store (Pending) and hands it, in order,
+// to the key's outbox, whose runner writes up to Window messages on one
+// connection before the first ack comes back and marks them Delivered
+// (group-committed) as the acks arrive. Writing does not wait for the
+// row's commit, so that a busy sender's store usually gets the ack in the
+// same transaction as the row and writes it once, Delivered (see
+// store.MarkDelivered); what is said about a message still waits for its
+// row: Delivered follows the commit of the delivery, which follows the
+// row's, and Queued waits for the row (Outgoing.queued). A peer that is offline or unreachable keeps its messages in
 // the store: Post's caller hears Queued, and the runner delivers them, in
 // order, as soon as that key is seen again (a registry change wakes it; a
 // peer that is listed but does not answer is retried with backoff).
@@ -30,8 +35,13 @@ const (
 	Window = 1024
 	// MaxOutstanding bounds the Posts whose outcome is not known yet;
 	// Post waits beyond it (backpressure for a script that pipes in
-	// messages faster than the peer takes them).
-	MaxOutstanding = 8192
+	// messages faster than the peer takes them). Twice Window keeps a
+	// window's worth ready to write while the other is acknowledged, and
+	// a message's ack coming back well within store.DefaultFoldWait of
+	// its Post, so that its row is written once (at 8192, a message
+	// waited about 150 ms in memory at full rate, and most rows were
+	// written twice).
+	MaxOutstanding = 2 * Window
 	// maxBacklog bounds the messages an outbox holds in memory; the rest
 	// stay in the store and are read back when the backlog runs dry.
 	maxBacklog = 2 * MaxOutstanding
@@ -55,6 +65,10 @@ type Outgoing struct {
 	res     SendResult
 	err     error
 	release func()
+
+	mu     sync.Mutex
+	stored bool // its row committed
+	queue  bool // Queued was decided before the row committed
 }
 
 func newOutgoing(res SendResult, release func()) *Outgoing {
@@ -70,6 +84,32 @@ func (o *Outgoing) resolve(st Status, err error) {
 			o.release()
 		}
 	})
+}
+
+// queued settles the outcome as Queued once the message's row is
+// committed: a message is never reported before it is on disk. It reports
+// whether the row is still to come.
+func (o *Outgoing) queued() (waiting bool) {
+	o.mu.Lock()
+	stored := o.stored
+	o.queue = !stored
+	o.mu.Unlock()
+	if stored {
+		o.resolve(Queued, nil)
+	}
+	return !stored
+}
+
+// rowStored records that the message's row committed, and settles a
+// Queued decided before.
+func (o *Outgoing) rowStored() {
+	o.mu.Lock()
+	o.stored = true
+	q := o.queue
+	o.mu.Unlock()
+	if q {
+		o.resolve(Queued, nil)
+	}
 }
 
 // Done is closed when the outcome is known.
@@ -95,6 +135,8 @@ type outEntry struct {
 	sent    time.Time
 	expires time.Time
 	written time.Time
+	// failed: its row could not be stored; it is not written (again).
+	failed atomic.Bool
 }
 
 // outbox holds what waits for one identity key.
@@ -102,8 +144,12 @@ type outbox struct {
 	n   *Node
 	key string
 
+	// postMu keeps Posts to the key in seq order: held from the store's
+	// AddOutgoing to push. Never taken by the store's callbacks.
+	postMu sync.Mutex
+
 	mu         sync.Mutex
-	backlog    []*outEntry         // committed, not yet written, ascending seq
+	backlog    []*outEntry         // posted, not yet written, ascending seq
 	spill      bool                // the store holds pending messages not in backlog
 	maxSpilled int64               // the highest seq left in the store only
 	lastSeq    int64               // the highest seq taken into memory
@@ -155,8 +201,8 @@ func (ob *outbox) kick() {
 
 func (ob *outbox) hasWorkLocked() bool { return len(ob.backlog) > 0 || ob.spill }
 
-// push takes a message the store committed. It runs on the store's writer
-// goroutine and must not block.
+// push takes a message submitted to the store, in seq order (Post holds
+// postMu).
 func (ob *outbox) push(e *outEntry, h *Outgoing) {
 	ob.mu.Lock()
 	if h != nil {
@@ -190,10 +236,23 @@ func (ob *outbox) isRunning() bool {
 func (ob *outbox) next(ctx context.Context, now time.Time, ackTimeout time.Duration) (*outEntry, error) {
 	ob.mu.Lock()
 	defer ob.mu.Unlock()
+	settled := false
 	for {
 		if len(ob.backlog) == 0 && ob.spill {
-			if err := ob.loadLocked(ctx); err != nil {
+			if err := ob.loadLocked(ctx, settled); err != nil {
 				return nil, err
+			}
+			if len(ob.backlog) == 0 && ob.spill {
+				// Spilled rows not committed yet: wait for them, without
+				// the lock, which the store's callbacks take.
+				ob.mu.Unlock()
+				err := ob.n.store.Settle(ctx)
+				ob.mu.Lock()
+				if err != nil {
+					return nil, err
+				}
+				settled = true
+				continue
 			}
 		}
 		if len(ob.backlog) == 0 {
@@ -202,7 +261,7 @@ func (ob *outbox) next(ctx context.Context, now time.Time, ackTimeout time.Durat
 		e := ob.backlog[0]
 		ob.backlog[0] = nil
 		ob.backlog = ob.backlog[1:]
-		if !e.expires.IsZero() && e.expires.Sub(now) < ackTimeout {
+		if e.failed.Load() || !e.expires.IsZero() && e.expires.Sub(now) < ackTimeout {
 			continue
 		}
 		return e, nil
@@ -210,12 +269,14 @@ func (ob *outbox) next(ctx context.Context, now time.Time, ackTimeout time.Durat
 }
 
 // loadLocked reads the next pending messages from the store. A message
-// committed while the read ran is not lost: push recorded its seq in
-// maxSpilled, and the spill ends only once lastSeq has passed it.
-func (ob *outbox) loadLocked(ctx context.Context) error {
+// posted while the read ran is not lost: push recorded its seq in
+// maxSpilled, and the spill ends only once lastSeq has passed it, or,
+// after everything posted had settled (settled), once the store has no
+// more: a row that failed to be stored never comes.
+func (ob *outbox) loadLocked(ctx context.Context, settled bool) error {
 	const page = 4096
-	// Reading with the lock held keeps push (the writer) waiting for the
-	// length of one indexed read; the simplicity is worth it here.
+	// Reading with the lock held keeps Post waiting for the length of one
+	// indexed read; the simplicity is worth it here.
 	rows, err := ob.n.store.Pending(ctx, ob.key, ob.lastSeq, page)
 	if err != nil {
 		return err
@@ -224,10 +285,18 @@ func (ob *outbox) loadLocked(ctx context.Context) error {
 		ob.backlog = append(ob.backlog, &outEntry{seq: m.Seq, id: m.ID, text: m.Text, sent: m.Sent, expires: m.Expires})
 		ob.lastSeq = m.Seq
 	}
-	if len(rows) < page && ob.lastSeq >= ob.maxSpilled {
+	if len(rows) < page && (settled || ob.lastSeq >= ob.maxSpilled) {
 		ob.spill = false
 	}
 	return nil
+}
+
+// failed forgets a message whose row could not be stored.
+func (ob *outbox) failed(e *outEntry, seq int64) {
+	e.failed.Store(true)
+	ob.mu.Lock()
+	delete(ob.handles, seq)
+	ob.mu.Unlock()
 }
 
 // requeue puts messages written on a connection that failed back at the
@@ -244,8 +313,14 @@ func (ob *outbox) settleQueued() {
 	hs := ob.handles
 	ob.handles = make(map[int64]*Outgoing)
 	ob.mu.Unlock()
+	waiting := false
 	for _, h := range hs {
-		h.resolve(Queued, nil)
+		waiting = h.queued() || waiting
+	}
+	if waiting {
+		// Rows the store holds back for their acks, which will not come
+		// now: the user hears Queued once they are written.
+		ob.n.store.WriteHeld()
 	}
 }
 
@@ -334,7 +409,7 @@ func (ob *outbox) run() {
 func (n *Node) livePeerWithKey(key string) (registry.Peer, bool) {
 	var peer registry.Peer
 	found := false
-	_ = n.call(n.ctx, func(ls *loopState) {
+	_ = n.read(n.ctx, func(ls *loopState) {
 		for _, p := range ls.reg.List() {
 			if sessionKey(p) == key && (!found || p.LastSeen.After(peer.LastSeen)) {
 				peer, found = p, true
@@ -426,14 +501,12 @@ func (ob *outbox) stream(ctx context.Context, peer registry.Peer, pc *peerConn) 
 				// on, never after we report it expired.
 				m.Expires = e.expires.Unix()
 			}
-			line, err := protocol.EncodeChatLine(&m)
-			if err != nil { // Post checked the length
+			if buf, err = protocol.AppendChatLine(buf, &m); err != nil { // Post checked the length
 				n.log.Error("queued message not encodable; left in the queue", "seq", e.seq, "err", err)
 				continue
 			}
 			e.written = now
 			inflight = append(inflight, e)
-			buf = append(buf, line...)
 			if len(buf) >= maxWriteBatch {
 				if err := write(); err != nil {
 					return err
@@ -462,6 +535,14 @@ func (ob *outbox) stream(ctx context.Context, peer registry.Peer, pc *peerConn) 
 			ack, err := protocol.DecodeAck(b)
 			if err != nil {
 				n.log.Debug("unexpected line while waiting for acks", "err", err)
+			} else if len(inflight) > 0 && inflight[0].id == ack.ID {
+				// The usual case: acks come in the order written.
+				// Reslicing, unlike slices.Delete, moves nothing: a
+				// window of pointers moved per ack was a tenth of the
+				// sender's CPU.
+				acked = append(acked, inflight[0])
+				inflight[0] = nil
+				inflight = inflight[1:]
 			} else if i := slices.IndexFunc(inflight, func(e *outEntry) bool { return e.id == ack.ID }); i >= 0 {
 				acked = append(acked, inflight[i])
 				inflight = slices.Delete(inflight, i, i+1)
@@ -514,6 +595,9 @@ func (ob *outbox) delivered(peer registry.Peer, es []*outEntry) <-chan struct{} 
 			if hs[i] != nil {
 				hs[i].resolve(Delivered, nil)
 				continue
+			}
+			if e.failed.Load() {
+				continue // not stored: its Post was told
 			}
 			n.emit(Event{Kind: EventDelivered, Time: at, Peer: peer, Stored: store.Message{
 				Seq: e.seq, ID: e.id, PeerKey: ob.key, PeerNick: peer.Nickname, Dir: store.Out,
@@ -621,7 +705,7 @@ func (n *Node) Store() *store.Store { return n.store }
 // seen now, had) one, else by nickname (an original client).
 func (n *Node) History(ctx context.Context, name string, limit int) ([]store.Message, error) {
 	var key, nick string
-	if err := n.call(ctx, func(ls *loopState) {
+	if err := n.read(ctx, func(ls *loopState) {
 		nick = name
 		if p, err := ls.reg.Resolve(name); err == nil {
 			key, nick = sessionKey(p), p.Nickname

@@ -195,7 +195,7 @@ func (in *inbound) flush() bool {
 	}
 	// One trip to the event loop for the batch's trust states (one
 	// sender, as a rule).
-	_ = n.call(n.ctx, func(ls *loopState) {
+	_ = n.read(n.ctx, func(ls *loopState) {
 		for i := range in.batch {
 			m := &in.batch[i]
 			if i > 0 && m.From == in.batch[i-1].From && m.Key == in.batch[i-1].Key {
@@ -219,11 +219,9 @@ func (in *inbound) flush() bool {
 		if m.ID == "" {
 			continue
 		}
-		ack, err := protocol.EncodeAck(&protocol.Ack{ID: m.ID})
-		if err != nil {
-			continue
+		if acks, err := protocol.AppendAck(in.acks, &protocol.Ack{ID: m.ID}); err == nil {
+			in.acks = acks
 		}
-		in.acks = append(in.acks, ack...)
 	}
 	if len(in.acks) == 0 {
 		return true

@@ -91,42 +91,62 @@ func (n *Node) Post(ctx context.Context, name, text string) (*Outgoing, error) {
 	return o, err
 }
 
-func (n *Node) post(ctx context.Context, name, text string) (*Outgoing, SendResult, error) {
-	var (
-		peer    registry.Peer
-		state   trust.State
-		key     string
-		nick    string
-		id      string
-		sentAt  time.Time
-		resolve error
-	)
-	err := n.call(ctx, func(ls *loopState) {
-		peer, state, resolve = ls.resolveTrusted(name)
-		if errors.Is(resolve, registry.ErrUnknownPeer) {
+// resolution is what Post learned about a name on the event loop, at
+// stateVer ver.
+type resolution struct {
+	name      string
+	ver       uint64
+	peer      registry.Peer
+	state     trust.State
+	key, nick string
+	err       error
+}
+
+// resolve finds the peer name means (see Post), reusing the last
+// resolution while the registry and the trust store are unchanged.
+func (n *Node) resolve(ctx context.Context, name string) (*resolution, error) {
+	if r := n.resolved.Load(); r != nil && r.name == name && r.ver == n.stateVer.Load() {
+		return r, nil
+	}
+	r := &resolution{name: name}
+	err := n.read(ctx, func(ls *loopState) {
+		r.ver = n.stateVer.Load()
+		r.peer, r.state, r.err = ls.resolveTrusted(name)
+		if errors.Is(r.err, registry.ErrUnknownPeer) {
 			// Not listed now: a pinned nickname is queued for its key.
 			if pin, ok := ls.trust.Lookup(name); ok && pin.Key != "" {
-				key, nick, resolve = pin.Key, name, nil
-				state = ls.trust.State(name, pin.Key)
-				peer = registry.Peer{Nickname: name, PubKey: pin.Key}
+				r.key, r.nick, r.err = pin.Key, name, nil
+				r.state = ls.trust.State(name, pin.Key)
+				r.peer = registry.Peer{Nickname: name, PubKey: pin.Key}
 			}
-		} else if resolve == nil {
-			key, nick = sessionKey(peer), peer.Nickname
-		}
-		sentAt = time.Now()
-		if resolve == nil && (key != "" || protocol.HasCap(peer.Caps, protocol.CapAck)) {
-			id = ls.nextMessageID(sentAt)
+		} else if r.err == nil {
+			r.key, r.nick = sessionKey(r.peer), r.peer.Nickname
 		}
 	})
+	if err != nil {
+		return nil, err
+	}
+	n.resolved.Store(r)
+	return r, nil
+}
+
+func (n *Node) post(ctx context.Context, name, text string) (*Outgoing, SendResult, error) {
+	r, err := n.resolve(ctx, name)
 	if err != nil {
 		if errors.Is(err, ErrClosed) || n.ctx.Err() != nil {
 			err = ErrClosed
 		}
 		return nil, SendResult{}, err
 	}
+	peer, state, key, nick := r.peer, r.state, r.key, r.nick
+	sentAt := time.Now()
+	var id string
+	if r.err == nil && (key != "" || protocol.HasCap(peer.Caps, protocol.CapAck)) {
+		id = n.nextMessageID(sentAt)
+	}
 	res := SendResult{Peer: peer, ID: id, Encrypted: key != "", Trust: state}
-	if resolve != nil {
-		return nil, res, resolve
+	if r.err != nil {
+		return nil, res, r.err
 	}
 	// JSON escaping grows text at most sixfold: only a long text needs a
 	// trial encoding.
@@ -155,15 +175,25 @@ func (n *Node) post(ctx context.Context, name, text string) (*Outgoing, SendResu
 		ID: id, PeerKey: key, PeerNick: nick, Dir: store.Out, Text: text,
 		Sent: sentAt, Expires: sentAt.Add(n.cfg.MessageTTL), Status: store.Pending, Encrypted: true,
 	}
+	e := &outEntry{id: id, text: text, sent: sentAt, expires: m.Expires}
+	ob.postMu.Lock()
+	defer ob.postMu.Unlock()
 	n.store.AddOutgoing(m, func(err error) {
+		// On the store's writer goroutine: must not block.
 		if err != nil {
-			o.resolve(0, fmt.Errorf("message to %s not stored, not sent: %w", nick, err))
+			ob.failed(e, m.Seq)
+			o.resolve(0, fmt.Errorf("message to %s not stored (%[1]s may have received it): %w", nick, err))
 			return
 		}
-		o.res.Seq = m.Seq
 		n.lastStored.Store(time.Now().UnixNano())
-		ob.push(&outEntry{seq: m.Seq, id: id, text: text, sent: sentAt, expires: m.Expires}, o)
+		o.res.Seq = m.Seq
+		o.rowStored()
 	})
+	if e.failed.Load() {
+		return o, res, nil // refused already (the store is closed): o has the error
+	}
+	e.seq = m.Seq
+	ob.push(e, o)
 	return o, res, nil
 }
 
@@ -444,11 +474,19 @@ func sendError(peer registry.Peer, op string, err error) error {
 // takes messages at, against random ids. A run starts its counter at a
 // random point within the first millisecond, so that two runs of one
 // identity do not reuse ids unless the clock went back.
-func (ls *loopState) nextMessageID(now time.Time) string {
+func (n *Node) nextMessageID(now time.Time) string {
 	next := uint64(now.UnixMilli()) << 20
-	if ls.lastID == 0 {
-		next |= ls.rnd.Uint64N(1 << 19)
+	n.idMu.Lock()
+	if n.lastID == 0 {
+		next |= n.idStart
 	}
-	ls.lastID = max(ls.lastID+1, next)
-	return fmt.Sprintf("%016x", ls.lastID)
+	n.lastID = max(n.lastID+1, next)
+	id := n.lastID
+	n.idMu.Unlock()
+	var b [16]byte
+	const hex = "0123456789abcdef"
+	for i := range b {
+		b[i] = hex[id>>(60-4*i)&0xf]
+	}
+	return string(b[:])
 }

@@ -51,7 +51,7 @@ func TestOpenCreatesPrivateFiles(t *testing.T) {
 			t.Errorf("%s has mode %v, want %v", name, got, want)
 		}
 	}
-	if m, err := OpenMemory(); err != nil || m.Path() != "" {
+	if m, err := OpenMemory(Options{}); err != nil || m.Path() != "" {
 		t.Errorf("OpenMemory: Path %q, %v", m.Path(), err)
 	} else {
 		m.Close()

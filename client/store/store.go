@@ -86,7 +86,21 @@ type Options struct {
 	NoSync bool
 	// MaxBatch bounds the operations of one group commit (default 4096).
 	MaxBatch int
+	// FoldWait is how long a group commit holding a Pending outgoing
+	// message waits for more operations, so that the message's delivery,
+	// if it comes meanwhile, is written with it rather than by a second
+	// write (see MarkDelivered). A Sync call, Flush or Settle ends the
+	// wait. Zero: no wait. The chat uses DefaultFoldWait.
+	FoldWait time.Duration
 }
+
+// DefaultFoldWait is short against a person's typing and long against
+// the round trip of a pipelined message on a LAN under full load (a
+// window of 1,024 messages at about 50,000 a second is 20 ms): at full
+// rate nearly every message's row is written once, Delivered. It is how
+// much longer a message may stay in memory only, unreported, before it
+// is on disk.
+const DefaultFoldWait = 100 * time.Millisecond
 
 // PeerQueue summarises the offline queue for one peer.
 type PeerQueue struct {
@@ -129,6 +143,12 @@ type Store struct {
 
 	errMu    sync.Mutex
 	firstErr error // the first write error since the last Flush
+
+	// nextSeq is the seq the next stored message gets. AddOutgoing takes
+	// one when it is called, so that its caller knows the row before it
+	// is committed; the writer takes them for incoming messages. A failed
+	// write leaves its seqs unused.
+	nextSeq atomic.Int64
 }
 
 // Open opens the message database at path, creating it (mode 0600, its
@@ -143,8 +163,8 @@ func Open(path string, opts Options) (*Store, error) {
 // OpenMemory opens a private in-memory database, for tests and embedding:
 // it behaves as Open does, with nothing on disk and no lock file. Reads
 // wait for the writer's transaction instead of running beside it.
-func OpenMemory() (*Store, error) {
-	return openMemory(Options{}, len(migrations))
+func OpenMemory(opts Options) (*Store, error) {
+	return openMemory(opts, len(migrations))
 }
 
 func open(path string, opts Options, version int) (s *Store, err error) {
@@ -243,7 +263,7 @@ func start(path, name string, wdb, rdb *sql.DB, lock *os.File, opts Options, ver
 		ops:     make(chan *op, queueLen),
 		closing: make(chan struct{}),
 	}
-	w, err := newWriter(ctx, s, opts.MaxBatch)
+	w, err := newWriter(ctx, s, opts.MaxBatch, opts.FoldWait)
 	if err != nil {
 		return nil, fail(name, "open", err)
 	}
@@ -256,6 +276,20 @@ func start(path, name string, wdb, rdb *sql.DB, lock *os.File, opts Options, ver
 	s.w = w
 	go w.run()
 	return s, nil
+}
+
+// WriterStats counts the writer's work since Open, for benchmarks and
+// diagnostics.
+type WriterStats struct {
+	Commits int64 // transactions committed
+	// Folded deliveries were written with their message's insert; Updated
+	// ones rewrote a row already stored (see MarkDelivered).
+	Folded, Updated int64
+}
+
+// WriterStats returns the writer's counters.
+func (s *Store) WriterStats() WriterStats {
+	return WriterStats{Commits: s.w.commits.Load(), Folded: s.w.folded.Load(), Updated: s.w.updated.Load()}
 }
 
 // Path returns the absolute path of the database file, "" for memory.

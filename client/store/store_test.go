@@ -26,7 +26,7 @@ func openTemp(t testing.TB) (*Store, string) {
 
 func openMem(t testing.TB) *Store {
 	t.Helper()
-	s, err := OpenMemory()
+	s, err := OpenMemory(Options{})
 	if err != nil {
 		t.Fatalf("OpenMemory: %v", err)
 	}
@@ -341,6 +341,146 @@ func TestMarkDeliveredOnlyTouchesPending(t *testing.T) {
 	if got := mustGet(t, s, p1.Seq).Delivered; !got.Equal(at) {
 		t.Errorf("a second delivery moved Delivered to %v", got)
 	}
+}
+
+// A delivery that reaches the writer in the same transaction as its
+// message's insert is folded into it: the row is written Delivered once,
+// not inserted Pending and updated. Deliveries of rows committed earlier,
+// and of seqs that are not pending, still take the UPDATE.
+func TestMarkDeliveredFoldsIntoAQueuedInsert(t *testing.T) {
+	s := openMem(t)
+	old := out("K", "k", "committed before")
+	mustAddOut(t, s, old)
+
+	// Hold the writer in a done callback, so that what follows queues
+	// up and is applied as one batch.
+	release := make(chan struct{})
+	s.AddOutgoing(out("K", "k", "holder"), func(error) { <-release })
+	folded, later := out("K", "k", "folded"), out("K", "k", "inserted after the delivery")
+	s.AddOutgoing(folded, nil)
+	if folded.Seq == 0 {
+		t.Fatal("AddOutgoing did not set Seq before returning")
+	}
+	at := t0.Add(time.Minute)
+	s.MarkDelivered([]int64{folded.Seq, old.Seq, later.Seq + 1}, at, nil)
+	s.AddOutgoing(later, nil)
+	commits := s.commits()
+	close(release)
+	if err := s.Settle(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.commits() - commits; n != 1 {
+		t.Fatalf("%d commits after the release, want the held ops in one", n)
+	}
+	if folded.Status != Delivered {
+		t.Errorf("the queued insert's Message has status %v: the delivery was not folded into it", folded.Status)
+	}
+	for _, c := range []struct {
+		m    *Message
+		want Status
+	}{{folded, Delivered}, {old, Delivered}, {later, Pending}} {
+		got := mustGet(t, s, c.m.Seq)
+		if got.Status != c.want {
+			t.Errorf("%q: status %v, want %v", got.Text, got.Status, c.want)
+		}
+		if c.want == Delivered && !got.Delivered.Equal(at) {
+			t.Errorf("%q: Delivered %v, want %v", got.Text, got.Delivered, at)
+		}
+	}
+}
+
+// With FoldWait, a Pending outgoing message is held back until its
+// delivery comes (then it is written once, Delivered), until it is
+// FoldWait old, or until something is waited for (Settle, a Sync call,
+// Close), which writes it first.
+func TestFoldWaitHoldsPendingMessages(t *testing.T) {
+	openWith := func(t *testing.T, wait time.Duration) (*Store, string) {
+		path := filepath.Join(t.TempDir(), "messages.db")
+		s, err := Open(path, Options{FoldWait: wait})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s, path
+	}
+	doneCh := func() (func(error), chan error) {
+		ch := make(chan error, 1)
+		return func(err error) { ch <- err }, ch
+	}
+
+	t.Run("a delivery is folded into the held insert", func(t *testing.T) {
+		s, _ := openWith(t, time.Hour)
+		m := out("K", "k", "acked while held")
+		done, stored := doneCh()
+		s.AddOutgoing(m, done)
+		at := t0.Add(time.Second)
+		ddone, delivered := doneCh()
+		s.MarkDelivered([]int64{m.Seq}, at, ddone) // asynchronous, as the chat's
+		for _, ch := range []chan error{stored, delivered} {
+			select {
+			case err := <-ch:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the delivery did not release the held insert")
+			}
+		}
+		if got := mustGet(t, s, m.Seq); got.Status != Delivered || !got.Delivered.Equal(at) {
+			t.Errorf("row %v delivered %v, want delivered at %v", got.Status, got.Delivered, at)
+		}
+		if ws := s.WriterStats(); ws.Folded != 1 || ws.Updated != 0 {
+			t.Errorf("WriterStats %+v, want 1 folded, 0 updated", ws)
+		}
+	})
+	t.Run("Settle writes what is held", func(t *testing.T) {
+		s, _ := openWith(t, time.Hour)
+		m := out("K", "k", "held")
+		s.AddOutgoing(m, nil)
+		if err := s.Settle(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		if got := mustGet(t, s, m.Seq); got.Status != Pending {
+			t.Errorf("status %v, want pending", got.Status)
+		}
+	})
+	t.Run("a held insert is written when due", func(t *testing.T) {
+		s, _ := openWith(t, 20*time.Millisecond)
+		m := out("K", "k", "due")
+		done, stored := doneCh()
+		s.AddOutgoing(m, done)
+		select {
+		case err := <-stored:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the held insert was never written")
+		}
+		if got := mustGet(t, s, m.Seq); got.Status != Pending {
+			t.Errorf("status %v, want pending", got.Status)
+		}
+	})
+	t.Run("Close writes what is held", func(t *testing.T) {
+		s, path := openWith(t, time.Hour)
+		m := out("K", "k", "held at close")
+		done, stored := doneCh()
+		s.AddOutgoing(m, done)
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-stored; err != nil {
+			t.Fatalf("done: %v", err)
+		}
+		s2, err := Open(path, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s2.Close()
+		if got := mustGet(t, s2, m.Seq); got.Text != m.Text || got.Status != Pending {
+			t.Errorf("after reopening: %+v", got)
+		}
+	})
 }
 
 func TestMarkDeliveredLongLists(t *testing.T) {

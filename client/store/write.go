@@ -8,14 +8,16 @@ import (
 
 // AddOutgoing stores m, an outgoing message: m.Dir must be Out, m.Status
 // Pending (queued), Sent, or Delivered (acknowledged before it was
-// stored). It queues the write and returns at once; it blocks only while
-// the writer's queue is full. done (may be nil) is called exactly once, on
-// the store's writer goroutine, after the transaction holding the write
-// committed (nil, and m.Seq is set) or failed; done must not block. After
-// Close, done gets ErrClosed at once, on the caller's goroutine. The store
-// reads m until done is called: do not change it before.
+// stored). It sets m.Seq to the row m will have, queues the write and
+// returns at once; it blocks only while the writer's queue is full. done
+// (may be nil) is called exactly once, on the store's writer goroutine,
+// after the transaction holding the write committed (nil) or failed (the
+// seq is then never used); done must not block. After Close, done gets
+// ErrClosed at once, on the caller's goroutine. The store reads and may
+// update m (see MarkDelivered) until done is called: do not change it
+// before.
 func (s *Store) AddOutgoing(m *Message, done func(error)) {
-	o := outgoingOp(m)
+	o := s.outgoingOp(m)
 	o.done = orNop(done)
 	s.enqueue(o)
 }
@@ -44,8 +46,10 @@ func (s *Store) AddIncoming(ms []*Message, done func(isNew []bool, err error)) {
 }
 
 // MarkDelivered turns the Pending messages among seqs into Delivered at
-// time at; rows not Pending are left alone. done runs as AddOutgoing's
-// does.
+// time at; rows not Pending are left alone. A message whose AddOutgoing
+// is still queued is stored Delivered in the first place (its Message gets
+// that Status and Delivered time), when both writes fall in one
+// transaction. done runs as AddOutgoing's does.
 func (s *Store) MarkDelivered(seqs []int64, at time.Time, done func(error)) {
 	s.enqueue(&op{kind: opDeliver, seqs: seqs, at: at, done: orNop(done)})
 }
@@ -64,10 +68,22 @@ func (s *Store) Flush(ctx context.Context) error {
 	return err
 }
 
+// WriteHeld asks the writer to write the messages it holds back (see
+// Options.FoldWait) now, without waiting for it.
+func (s *Store) WriteHeld() {
+	s.enqueue(&op{kind: opFlush, done: orNop(nil)})
+}
+
+// Settle waits until everything submitted before the call has committed
+// or failed. Unlike Flush it leaves the write error for Flush to report.
+func (s *Store) Settle(ctx context.Context) error {
+	return s.call(ctx, &op{kind: opFlush})
+}
+
 // AddOutgoingSync is AddOutgoing that waits for the commit. If ctx ends
 // first it returns ctx's error, and the message may still be stored.
 func (s *Store) AddOutgoingSync(ctx context.Context, m *Message) error {
-	return s.call(ctx, outgoingOp(m))
+	return s.call(ctx, s.outgoingOp(m))
 }
 
 // AddIncomingSync is AddIncoming that waits for the commit. If ctx ends
@@ -86,7 +102,8 @@ func (s *Store) MarkDeliveredSync(ctx context.Context, seqs []int64, at time.Tim
 	return s.call(ctx, &op{kind: opDeliver, seqs: seqs, at: at})
 }
 
-func outgoingOp(m *Message) *op {
+// outgoingOp checks m and, if it is fine, gives it its seq.
+func (s *Store) outgoingOp(m *Message) *op {
 	o := &op{kind: opInsert, msgs: []*Message{m}}
 	switch {
 	case m == nil:
@@ -95,6 +112,8 @@ func outgoingOp(m *Message) *op {
 		o.err = fmt.Errorf("store: AddOutgoing: message has direction %v, want out", m.Dir)
 	case m.Status != Pending && m.Status != Sent && m.Status != Delivered:
 		o.err = fmt.Errorf("store: AddOutgoing: message has status %v, want pending, sent or delivered", m.Status)
+	default:
+		m.Seq = s.nextSeq.Add(1) - 1
 	}
 	return o
 }
@@ -171,6 +190,7 @@ func (s *Store) enqueue(o *op) {
 func (s *Store) call(ctx context.Context, o *op) error {
 	ch := make(chan error, 1)
 	o.done = func(err error) { ch <- err }
+	o.sync = true
 	if err := s.submit(ctx, o); err != nil {
 		return err
 	}

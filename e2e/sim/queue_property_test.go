@@ -341,6 +341,11 @@ func runUntilEvery(nw *netsim.Network, cond func() bool, step, limit time.Durati
 func queued(ctx context.Context, peers []*peer) (int, error) {
 	n := 0
 	for _, p := range peers {
+		// A message in flight may be held back in memory by the store
+		// (store.Options.FoldWait): write it, so that it counts.
+		if err := p.Store().Settle(ctx); err != nil {
+			return 0, fmt.Errorf("%v's store: %w", p, err)
+		}
 		q, err := p.Store().Queue(ctx)
 		if err != nil {
 			return 0, fmt.Errorf("%v's queue: %w", p, err)

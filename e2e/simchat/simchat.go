@@ -75,7 +75,7 @@ func (g *Group) At(tm time.Time) time.Duration { return tm.Sub(g.t0) }
 // never reported to anyone: the real-process tests cover that). Close
 // closes the message stores.
 func (g *Group) Start(h *netsim.Host, nick string, tweak ...func(*chat.Config)) (*Node, error) {
-	st, err := store.OpenMemory()
+	st, err := store.OpenMemory(store.Options{FoldWait: store.DefaultFoldWait})
 	if err != nil {
 		return nil, err
 	}

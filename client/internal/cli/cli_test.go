@@ -255,7 +255,7 @@ func TestSendOutcome(t *testing.T) {
 		{chat.SendResult{Peer: b1, Status: chat.Sent}, nil, "Sent to bob (an original client: it cannot confirm delivery)."},
 		{chat.SendResult{Peer: b1, Status: chat.Queued}, nil, "Queued for bob: will be delivered when bob is back."},
 		{chat.SendResult{Peer: b1, Status: chat.Queued}, chat.ErrExpired, "Expired: the message to bob waited its whole time in the queue and will not be sent."},
-		{chat.SendResult{}, fmt.Errorf("message to bob not stored, not sent: %w", store.ErrDiskFull), "Not sent to bob: message to bob not stored, not sent: " + store.ErrDiskFull.Error() + "."},
+		{chat.SendResult{}, fmt.Errorf("message to bob not stored: %w", store.ErrDiskFull), "Not sent to bob: message to bob not stored: " + store.ErrDiskFull.Error() + "."},
 		{chat.SendResult{}, &registry.AmbiguousError{Name: "bob", Candidates: []registry.Peer{b1, b2}},
 			"Not sent: 2 peers are called bob: bob@10.0.0.2:1, bob@10.0.0.3:1. Pick one, e.g. /send bob@10.0.0.2:1 <message>"},
 		{chat.SendResult{}, fmt.Errorf("%w: bob", registry.ErrUnknownPeer), "Not sent: no peer called bob. /peers lists the peers found."},

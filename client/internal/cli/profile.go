@@ -50,7 +50,7 @@ func openProfile(s Settings, getenv func(string) string) (*profile, error) {
 	if p.trust, err = trust.Open(filepath.Join(p.dir, trust.KnownPeersFile)); err != nil {
 		return nil, err
 	}
-	if p.store, err = store.Open(filepath.Join(p.dir, MessagesFile), store.Options{}); err != nil {
+	if p.store, err = store.Open(filepath.Join(p.dir, MessagesFile), store.Options{FoldWait: store.DefaultFoldWait}); err != nil {
 		return nil, err
 	}
 	return p, nil

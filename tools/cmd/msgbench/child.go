@@ -109,7 +109,7 @@ func runChild(ctx context.Context, o options, stdin io.Reader, stdout, stderr io
 	// returns, except an early error, which ends the process.
 	go c.readCommands(stdin)
 
-	st, err := store.Open(filepath.Join(o.data, "messages.db"), store.Options{NoSync: o.nosync})
+	st, err := store.Open(filepath.Join(o.data, "messages.db"), store.Options{NoSync: o.nosync, FoldWait: o.foldWait})
 	if err != nil {
 		return err
 	}
@@ -325,9 +325,11 @@ func (c *child) finish(ctx context.Context) error {
 	flushErr := c.st.Flush(ctx)
 	stats, statsErr := c.st.Stats(ctx)
 	db, wal := fileSize(path), fileSize(path+"-wal")
+	ws := c.st.WriterStats()
 	closeErr := c.st.Close()
 	c.out.say("store", "pending", stats.Pending, "sent", stats.Sent, "delivered", stats.Delivered,
 		"expired", stats.Expired, "received", stats.Received, "stats_ok", btoi(statsErr == nil),
+		"commits", ws.Commits, "folded", ws.Folded, "updated", ws.Updated,
 		"db", db, "wal", wal, "db_closed", fileSize(path), "wal_closed", fileSize(path+"-wal"))
 	return errors.Join(flushErr, statsErr, closeErr)
 }

@@ -84,6 +84,7 @@ func startProc(self, role, dir string, o options, deadline time.Time, stderr io.
 	if o.nosync {
 		args = append(args, "-nosync")
 	}
+	args = append(args, "-foldwait", o.foldWait.String())
 	if o.cpuprofile != "" {
 		args = append(args, "-cpuprofile", o.cpuprofile)
 	}
@@ -465,6 +466,8 @@ func coordinate(ctx context.Context, o options, stdout, stderr io.Writer) error 
 		fmt.Fprintf(stdout, "  %-8s pending %d, sent %d, delivered %d, expired %d, received %d; messages.db %s + wal %s before Close, %s + wal %s after\n",
 			p.role, s.int("pending"), s.int("sent"), s.int("delivered"), s.int("expired"), s.int("received"),
 			mibBytes(s.int("db")), mibBytes(s.int("wal")), mibBytes(s.int("db_closed")), mibBytes(s.int("wal_closed")))
+		fmt.Fprintf(stdout, "  %-8s %d commits; deliveries folded into their message's insert %d, written by UPDATE %d (store.Options.FoldWait %v)\n",
+			"", s.int("commits"), s.int("folded"), s.int("updated"), o.foldWait)
 	}
 	if o.cpuprofile != "" {
 		fmt.Fprintf(stdout, "CPU profiles: %[1]s.sender.pprof, %[1]s.receiver.pprof (from the go to the end of the stream)", o.cpuprofile)

@@ -61,6 +61,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/parlance-chat/parlance/client/store"
 	"github.com/parlance-chat/parlance/netsim/netns"
 )
 
@@ -94,6 +95,7 @@ type options struct {
 	keep             bool
 	cpuprofile       string
 	nosync           bool
+	foldWait         time.Duration
 
 	// Set by the parent for its children.
 	role string
@@ -114,6 +116,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.BoolVar(&o.keep, "keep", false, "keep the stores' directory")
 	fs.StringVar(&o.cpuprofile, "cpuprofile", "", "write the sender's and receiver's CPU profiles to `PREFIX`.sender.pprof and PREFIX.receiver.pprof, the original baseline's to PREFIX.original.pprof")
 	fs.BoolVar(&o.nosync, "nosync", false, "open the stores with synchronous=NORMAL (store.Options{NoSync: true}) instead of FULL")
+	fs.DurationVar(&o.foldWait, "foldwait", store.DefaultFoldWait, "the stores' FoldWait (store.Options), as parlance opens them; 0: none")
 	fs.StringVar(&o.role, "role", "", "internal: run as the sender or the receiver")
 	fs.StringVar(&o.data, "data", "", "internal: the child's store directory")
 	fs.Usage = func() {
