@@ -27,6 +27,18 @@
 // so nothing a done reported as stored is lost. The queue holds 8192
 // operations; past that, submitting blocks (backpressure).
 //
+// A sender's message is written to the peer while its row is stored, and
+// the row is rewritten when the ack comes: for a busy sender that UPDATE
+// was a fifth of its CPU. So AddOutgoing gives the message its seq at
+// once, and a delivery that reaches the writer before the message's row is
+// written is folded into it: the row is written once, Delivered. With
+// Options.FoldWait the writer holds an asynchronous Pending insert back
+// for up to that long to let its ack come (anything a caller waits for
+// writes it first, and so does WriteHeld); its done then comes after the
+// dones of later operations. The cost is that a row may stay in memory
+// for FoldWait: callers must say nothing about a message before its done,
+// which the chat does not.
+//
 // The full-text index is kept off the write path: maintaining an FTS5
 // index in a trigger cut inserts from ~100k/s to ~19k/s. Instead meta's
 // fts_seq records the highest Seq indexed, and IndexSearch indexes the rest
