@@ -280,53 +280,42 @@ func TestAppendChatLineAllocs(t *testing.T) {
 // handled b.
 func checkChatLineFastPath(t *testing.T, b []byte) bool {
 	t.Helper()
-	want, wantErr := slowDecodeChatLine(b)
-	got, gotErr := DecodeChatLine(b)
-	if errText(gotErr) != errText(wantErr) || !reflect.DeepEqual(got, want) {
-		t.Fatalf("%q: DecodeChatLine gives %#v, %v; slow path %#v, %v", b, got, gotErr, want, wantErr)
-	}
-	if checkInput("message", b, MaxLineSize) != nil {
-		return false
-	}
-	fast, ok := decodeChatLineFast(bytes.TrimSuffix(bytes.TrimSuffix(b, []byte("\n")), []byte("\r")))
-	if !ok {
-		if fast != (ChatMessage{}) {
-			t.Fatalf("%q: not handled but returned %#v", b, fast)
-		}
-		return false
-	}
-	if wantErr != nil {
-		t.Fatalf("%q: fast path accepted %#v, slow path says %v", b, fast, wantErr)
-	}
-	if fast != *want {
-		t.Fatalf("%q: fast path %#v, slow path %#v", b, fast, *want)
-	}
-	return true
+	return checkFastDecoder(t, b, "message", DecodeChatLine, slowDecodeChatLine, decodeChatLineFast,
+		bytes.TrimSuffix(bytes.TrimSuffix(b, []byte("\n")), []byte("\r")))
 }
 
 // checkAckFastPath is checkChatLineFastPath for acks.
 func checkAckFastPath(t *testing.T, b []byte) bool {
 	t.Helper()
-	want, wantErr := slowDecodeAck(b)
-	got, gotErr := DecodeAck(b)
+	return checkFastDecoder(t, b, "ack", DecodeAck, slowDecodeAck, decodeAckFast, bytes.TrimSuffix(b, []byte("\n")))
+}
+
+// checkFastDecoder is the check of checkChatLineFastPath: decode is the
+// public decoder, slow the reference without the fast path, fast the fast
+// path, which sees trimmed (b as the decoder hands it over).
+func checkFastDecoder[T comparable](t *testing.T, b []byte, what string, decode, slow func([]byte) (*T, error), fast func([]byte) (T, bool), trimmed []byte) bool {
+	t.Helper()
+	want, wantErr := slow(b)
+	got, gotErr := decode(b)
 	if errText(gotErr) != errText(wantErr) || !reflect.DeepEqual(got, want) {
-		t.Fatalf("%q: DecodeAck gives %#v, %v; slow path %#v, %v", b, got, gotErr, want, wantErr)
+		t.Fatalf("%q: the %s decoder gives %#v, %v; slow path %#v, %v", b, what, got, gotErr, want, wantErr)
 	}
-	if checkInput("ack", b, MaxLineSize) != nil {
+	if checkInput(what, b, MaxLineSize) != nil {
 		return false
 	}
-	fast, ok := decodeAckFast(bytes.TrimSuffix(b, []byte("\n")))
+	v, ok := fast(trimmed)
+	var zero T
 	if !ok {
-		if fast != (Ack{}) {
-			t.Fatalf("%q: not handled but returned %#v", b, fast)
+		if v != zero {
+			t.Fatalf("%q: not handled but returned %#v", b, v)
 		}
 		return false
 	}
 	if wantErr != nil {
-		t.Fatalf("%q: fast path accepted %#v, slow path says %v", b, fast, wantErr)
+		t.Fatalf("%q: fast path accepted %#v, slow path says %v", b, v, wantErr)
 	}
-	if fast != *want {
-		t.Fatalf("%q: fast path %#v, slow path %#v", b, fast, *want)
+	if v != *want {
+		t.Fatalf("%q: fast path %#v, slow path %#v", b, v, *want)
 	}
 	return true
 }
