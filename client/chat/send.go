@@ -185,7 +185,7 @@ func (n *Node) post(ctx context.Context, name, text string) (*Outgoing, SendResu
 			o.resolve(0, fmt.Errorf("message to %s not stored (%[1]s may have received it): %w", nick, err))
 			return
 		}
-		n.lastStored.Store(time.Now().UnixNano())
+		n.lastStored.Store(sentAt.UnixNano()) // close enough for the idle check, without a clock read per message
 		o.res.Seq = m.Seq
 		o.rowStored()
 	})
