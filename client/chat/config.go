@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"net/url"
+	"slices"
 	"time"
 
 	"github.com/parlance-chat/parlance/client/store"
@@ -96,8 +98,13 @@ type Config struct {
 	// (default 2 min).
 	ReceiveIdleTimeout time.Duration
 
-	// BootstrapServer is the WebSocket URL used in internet mode.
-	BootstrapServer string
+	// BootstrapServers are the WebSocket URLs (ws:// or wss://) of the
+	// bootstrap servers of internet mode (default: DefaultBootstrapServer
+	// alone). The node uses one at a time, from the first, and moves to
+	// the next when it cannot connect or loses the one it uses
+	// (client/internal/rendezvous says exactly when); it stays the same
+	// node across the switch, with its identity and its queue.
+	BootstrapServers []string
 	// Namespace is the optional bootstrap namespace (internet mode).
 	Namespace string
 	// HeartbeatInterval and PeerTimeout are the internet-mode timings of
@@ -196,8 +203,16 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	def(&c.HeartbeatInterval, 10*time.Second)
 	def(&c.PeerTimeout, 30*time.Second)
-	if c.BootstrapServer == "" {
-		c.BootstrapServer = DefaultBootstrapServer
+	if len(c.BootstrapServers) == 0 {
+		c.BootstrapServers = []string{DefaultBootstrapServer}
+	}
+	c.BootstrapServers = slices.Clone(c.BootstrapServers)
+	if c.Mode == ModeInternet {
+		for _, s := range c.BootstrapServers {
+			if u, err := url.Parse(s); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
+				return c, fmt.Errorf("chat: bootstrap server %q must be a ws:// or wss:// URL with a host", s)
+			}
+		}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))

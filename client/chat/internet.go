@@ -27,7 +27,9 @@ import (
 // them. The 5 s on top cover their handshake and registration round trips
 // on a slow link. A peer that really left while the server was away is
 // therefore dropped at most this late; one that leaves once the server is
-// back is dropped at once by its peer_left.
+// back is dropped at once by its peer_left. A switch to the next server of
+// BootstrapServers is held the same way: the others that lost the same
+// server arrive there within rendezvous.FailoverWithin of their loss.
 const BootstrapGrace = rendezvous.ReconnectWithin + 5*time.Second
 
 // updateQueue carries rendezvous updates to the event loop. OnUpdate must
@@ -63,7 +65,7 @@ func (n *Node) startInternet(ls *loopState) error {
 	uq := &updateQueue{signal: make(chan struct{}, 1)}
 	ls.updates = uq
 	cfg := rendezvous.Config{
-		URL:               n.cfg.BootstrapServer,
+		URLs:              n.cfg.BootstrapServers,
 		Nickname:          n.cfg.Nickname,
 		TCPPort:           n.port,
 		Instance:          n.instance,
@@ -153,17 +155,20 @@ func (ls *loopState) applyUpdate(now time.Time, up rendezvous.Update) {
 		ls.registered = true
 		kept := portKept(up.Observed, up.Local)
 		n.mu.Lock()
-		n.relayToken, n.publicAddr, n.portChanged = up.RelayToken, up.PublicAddr, !kept
+		n.relayServer, n.relayToken, n.publicAddr, n.portChanged = up.Server, up.RelayToken, up.PublicAddr, !kept
 		n.mu.Unlock()
 		if !kept {
 			n.log.Info("our NAT changes ports (symmetric?): no hole punching, the relay carries conversations with NATed peers", "observed", up.Observed, "local", up.Local)
 		}
-		n.emit(Event{Kind: EventStatus, Time: now, Text: fmt.Sprintf("registered with %s as %s", n.cfg.BootstrapServer, up.PublicAddr)})
+		n.emit(Event{Kind: EventStatus, Time: now, Text: fmt.Sprintf("registered with %s as %s", up.Server, up.PublicAddr)})
 	case rendezvous.Disconnected:
 		// The reason is part of the text: without it a user whose
 		// wss:// server has a certificate they do not trust sees only
 		// retries, never why.
-		text := fmt.Sprintf("lost the bootstrap server %s; retrying in %v", n.cfg.BootstrapServer, up.RetryIn.Round(time.Millisecond))
+		text := fmt.Sprintf("lost the bootstrap server %s; retrying in %v", up.Server, up.RetryIn.Round(time.Millisecond))
+		if up.Next != up.Server {
+			text = fmt.Sprintf("lost the bootstrap server %s; trying %s in %v", up.Server, up.Next, up.RetryIn.Round(time.Millisecond))
+		}
 		if up.Err != nil {
 			text += " (" + up.Err.Error() + ")"
 		}

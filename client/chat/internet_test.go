@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -40,7 +41,7 @@ func TestInternetMode(t *testing.T) {
 			<-served
 		}()
 		url := fmt.Sprintf("ws://%s:8080/", sh.IP())
-		internet := func(c *chat.Config) { c.Mode = chat.ModeInternet; c.BootstrapServer = url }
+		internet := func(c *chat.Config) { c.Mode = chat.ModeInternet; c.BootstrapServers = []string{url} }
 		alice := start(t, nw.AddHost("a", wan), "alice", 1, internet)
 		bob := start(t, nw.AddHost("b", wan), "bob", 2, internet)
 		if !nw.RunUntil(func() bool { return hasPeer(alice, "bob") && hasPeer(bob, "alice") }, 10*time.Second) {
@@ -104,7 +105,7 @@ func TestInternetServerRestartNoChurn(t *testing.T) {
 		sh := nw.AddHost("server", wan)
 		serveRendezvous(t, sh, 1)
 		url := fmt.Sprintf("ws://%s:8080/", sh.IP())
-		internet := func(c *chat.Config) { c.Mode = chat.ModeInternet; c.BootstrapServer = url }
+		internet := func(c *chat.Config) { c.Mode = chat.ModeInternet; c.BootstrapServers = []string{url} }
 		alice := start(t, nw.AddHost("a", wan), "alice", 1, internet)
 		bob := start(t, nw.AddHost("b", wan), "bob", 2, internet)
 		carol := start(t, nw.AddHost("c", wan), "carol", 3, internet)
@@ -194,7 +195,7 @@ func TestInternetRelayWhenNoDirectPath(t *testing.T) {
 		sh := nw.AddHost("server", wan)
 		serveRendezvous(t, sh, 3)
 		url := fmt.Sprintf("ws://%s:8080/", sh.IP())
-		internet := func(c *chat.Config) { c.Mode = chat.ModeInternet; c.BootstrapServer = url }
+		internet := func(c *chat.Config) { c.Mode = chat.ModeInternet; c.BootstrapServers = []string{url} }
 		ah, bh, ch := nw.AddHost("a", wan), nw.AddHost("b", wan), nw.AddHost("c", wan)
 		alice := start(t, ah, "alice", 1, internet)
 		bob := start(t, bh, "bob", 2, internet)
@@ -276,7 +277,7 @@ func TestInternetSameNATDirectOnOwnAddrs(t *testing.T) {
 		nat := nw.AddNAT("router", home, wan, netsim.NATCone())
 		nw.AddNAT("router2", other, wan, netsim.NATCone())
 		url := fmt.Sprintf("ws://%s:8080/", sh.IP())
-		internet := func(c *chat.Config) { c.Mode = chat.ModeInternet; c.BootstrapServer = url }
+		internet := func(c *chat.Config) { c.Mode = chat.ModeInternet; c.BootstrapServers = []string{url} }
 		alice := start(t, nw.AddHost("a", home), "alice", 1, internet)
 		bob := start(t, nw.AddHost("b", home), "bob", 2, internet)
 		carol := start(t, nw.AddHost("c", other), "carol", 3, internet)
@@ -479,11 +480,63 @@ func behindNATs(t *testing.T, nw *netsim.Network, seed byte, cfg netsim.NATConfi
 	natA = nw.AddNAT("router-a", homeA, wan, cfg)
 	natB = nw.AddNAT("router-b", homeB, wan, cfg)
 	url := fmt.Sprintf("ws://%s:8080/", sh.IP())
-	tweaks := append([]func(*chat.Config){func(c *chat.Config) { c.Mode, c.BootstrapServer = chat.ModeInternet, url }}, tweak...)
+	tweaks := append([]func(*chat.Config){func(c *chat.Config) { c.Mode, c.BootstrapServers = chat.ModeInternet, []string{url} }}, tweak...)
 	alice = start(t, nw.AddHost("a", homeA), "alice", 1, tweaks...)
 	bob = start(t, nw.AddHost("b", homeB), "bob", 2, tweaks...)
 	if !nw.RunUntil(func() bool { return hasPeer(alice, "bob") && hasPeer(bob, "alice") }, 10*time.Second) {
 		t.Fatalf("no discovery through the server")
 	}
 	return alice, bob, natA, natB
+}
+
+// With several bootstrap servers the status lines name the server
+// actually used: registered with the first, lost it with the next one
+// named, registered with that one. A list with a bad URL is refused at
+// Start.
+func TestInternetFailoverStatus(t *testing.T) {
+	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
+		wan := nw.AddSegment("wan")
+		ha, hb := nw.AddHost("server-a", wan), nw.AddHost("server-b", wan)
+		serveRendezvous(t, ha, 1)
+		serveRendezvous(t, hb, 2)
+		urlA, urlB := fmt.Sprintf("ws://%s:8080/", ha.IP()), fmt.Sprintf("ws://%s:8080/", hb.IP())
+		servers := func(c *chat.Config) { c.Mode, c.BootstrapServers = chat.ModeInternet, []string{urlA, urlB} }
+		alice := start(t, nw.AddHost("a", wan), "alice", 1, servers)
+		statuses := func() []string {
+			var s []string
+			for _, ev := range alice.rec.All() {
+				if ev.Kind == chat.EventStatus {
+					s = append(s, ev.Text)
+				}
+			}
+			return s
+		}
+		if !nw.RunUntil(func() bool { return len(registrations(alice)) == 1 }, 5*time.Second) {
+			t.Fatalf("not registered: %q", statuses())
+		}
+		ha.Crash()
+		if !nw.RunUntil(func() bool { return len(registrations(alice)) == 2 }, 5*time.Second) {
+			t.Fatalf("not registered again: %q", statuses())
+		}
+		got := statuses()
+		want := []string{
+			`^registered with ` + regexp.QuoteMeta(urlA) + ` as `,
+			`^lost the bootstrap server ` + regexp.QuoteMeta(urlA) + `; trying ` + regexp.QuoteMeta(urlB) + ` in [0-9.]+m?s \(`,
+			`^registered with ` + regexp.QuoteMeta(urlB) + ` as `,
+		}
+		if len(got) != len(want) {
+			t.Fatalf("status lines %q, want %d", got, len(want))
+		}
+		for i, w := range want {
+			if !regexp.MustCompile(w).MatchString(got[i]) {
+				t.Errorf("status line %d: %q, want it to match %s", i, got[i], w)
+			}
+		}
+
+		_, err := chat.Start(t.Context(), chat.Config{Network: nw.AddHost("c", wan), Nickname: "carol", Mode: chat.ModeInternet,
+			BootstrapServers: []string{urlA, "http://" + hb.IP().String() + ":8080/"}})
+		if err == nil || !strings.Contains(err.Error(), `bootstrap server "http://`) {
+			t.Errorf("Start with an http:// server in the list: %v, want an error naming it", err)
+		}
+	})
 }

@@ -47,7 +47,8 @@ type Node struct {
 
 	mu          sync.Mutex // guards the fields below; never held across I/O
 	closed      bool
-	relayToken  string                  // internet mode: from the server's registered answer
+	relayServer string                  // internet mode: the server we are registered with, which relays our streams
+	relayToken  string                  // internet mode: from relayServer's registered answer
 	publicAddr  string                  // internet mode: where the server saw us
 	portChanged bool                    // internet mode: our NAT does not keep ports: no hole punching
 	paths       map[registry.Key]string // the path of the last session to each peer

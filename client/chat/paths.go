@@ -31,7 +31,7 @@ func (n *Node) connect(ctx context.Context, peer registry.Peer) (c, raw net.Conn
 		return n.connectVia(ctx, peer, PathDirect, n.dial, false)
 	}
 	n.mu.Lock()
-	token := n.relayToken
+	server, token := n.relayServer, n.relayToken
 	n.mu.Unlock()
 
 	type attempt struct {
@@ -70,7 +70,7 @@ func (n *Node) connect(ctx context.Context, peer registry.Peer) (c, raw net.Conn
 		}
 		relayed = false
 		start(PathRelayed, func(ctx context.Context, peer registry.Peer) (net.Conn, error) {
-			c, err := rendezvous.DialRelay(ctx, n.rv, token, peer.ID)
+			c, err := rendezvous.DialRelay(ctx, n.rv, server, token, peer.ID)
 			if err != nil {
 				return nil, sendError(peer, "connect through the relay", err)
 			}
@@ -180,9 +180,9 @@ func (n *Node) setPath(peer registry.Peer, path string) {
 // relayIncoming accepts a stream another peer opened to us through the
 // relay and serves it like an accepted TCP connection. Called from the
 // bootstrap client's goroutine: it must not block.
-func (n *Node) relayIncoming(stream, from string) {
+func (n *Node) relayIncoming(in rendezvous.Incoming) {
 	n.mu.Lock()
-	token, closed := n.relayToken, n.closed
+	closed := n.closed
 	if !closed {
 		n.wg.Add(1) // the rendezvous goroutine is counted: Wait has not returned
 	}
@@ -192,9 +192,9 @@ func (n *Node) relayIncoming(stream, from string) {
 	}
 	go func() {
 		defer n.wg.Done()
-		c, err := rendezvous.AcceptRelay(n.ctx, n.rv, token, stream)
+		c, err := rendezvous.AcceptRelay(n.ctx, n.rv, in)
 		if err != nil {
-			n.log.Info("relayed stream not accepted", "stream", stream, "from", from, "err", err)
+			n.log.Info("relayed stream not accepted", "stream", in.Stream, "from", in.From, "server", in.Server, "err", err)
 			return
 		}
 		if !n.trackConn(c) {

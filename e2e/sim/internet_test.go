@@ -44,7 +44,7 @@ var serverURL = fmt.Sprintf("ws://boot:%d/", serverPort)
 // internet sets a node up for internet mode with the scenario's server.
 func internet(cfg *chat.Config) {
 	cfg.Mode = chat.ModeInternet
-	cfg.BootstrapServer = serverURL
+	cfg.BootstrapServers = []string{serverURL}
 }
 
 // server is our bootstrap server on its host.

@@ -44,7 +44,7 @@ func runChat(ctx context.Context, s Settings, env Env, logger *slog.Logger) int 
 		Interface:         ifi,
 		AnnounceInterval:  secs(s.Config.Peer.AnnounceIntervalSecs),
 		Timeout:           secs(s.Config.Peer.TimeoutSecs),
-		BootstrapServer:   s.Config.Network.BootstrapServer,
+		BootstrapServers:  s.Config.Network.BootstrapServers,
 		HeartbeatInterval: secs(s.Config.Discovery.HeartbeatIntervalSecs),
 		PeerTimeout:       secs(s.Config.Discovery.PeerTimeoutSecs),
 		Identity:          prof.key,

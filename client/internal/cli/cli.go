@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -72,10 +73,24 @@ type Settings struct {
 
 // options are the parsed flags.
 type options struct {
-	nickname, configFile, generate, mode, bootstrap, iface, logFile, logLevel string
-	dataDir, identityFile                                                     string
-	version, requireEncryption                                                bool
-	set                                                                       map[string]bool
+	nickname, configFile, generate, mode, iface, logFile, logLevel string
+	dataDir, identityFile                                          string
+	bootstrap                                                      urlList
+	version, requireEncryption                                     bool
+	set                                                            map[string]bool
+}
+
+// urlList gathers --bootstrap-server, which may be repeated and may hold
+// several URLs separated by commas; resolve checks each.
+type urlList []string
+
+func (l *urlList) String() string { return strings.Join(*l, ",") }
+
+func (l *urlList) Set(s string) error {
+	for _, u := range strings.Split(s, ",") {
+		*l = append(*l, strings.TrimSpace(u))
+	}
+	return nil
 }
 
 const usageText = `parlance: a decentralized peer-to-peer chat
@@ -87,7 +102,9 @@ Options:
   -c, --config <FILE>           configuration file (TOML)
       --generate-config <FILE>  write a commented default configuration and exit
   -m, --mode <MODE>             local (LAN multicast) or internet (bootstrap server)
-      --bootstrap-server <URL>  bootstrap server for internet mode (ws:// or wss://)
+      --bootstrap-server <URL>  bootstrap server for internet mode (ws:// or wss://);
+                                repeat it or separate URLs by commas to list
+                                several: one is used, the next if it fails
   -i, --interface <NAME>        network interface for LAN multicast (default: the system's)
       --log-file <FILE>         write logs to FILE (default: standard error, or
                                 $XDG_STATE_HOME/parlance/parlance.log when interactive)
@@ -119,7 +136,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	str(&o.configFile, "c", "config")
 	str(&o.generate, "generate-config")
 	str(&o.mode, "m", "mode")
-	str(&o.bootstrap, "bootstrap-server")
+	fs.Var(&o.bootstrap, "bootstrap-server", "")
 	str(&o.iface, "i", "interface")
 	str(&o.logFile, "log-file")
 	str(&o.logLevel, "log-level")
@@ -167,10 +184,14 @@ func resolve(o options, env Env) (Settings, error) {
 		cfg.Network.Mode = o.mode
 	}
 	if o.set["bootstrap-server"] {
-		if err := config.CheckURL(o.bootstrap); err != nil {
-			return s, flagErr("bootstrap-server", err)
+		// The flags replace the file's list as a whole: a user naming
+		// servers on the command line means those.
+		for _, u := range o.bootstrap {
+			if err := config.CheckURL(u); err != nil {
+				return s, flagErr("bootstrap-server", err)
+			}
 		}
-		cfg.Network.BootstrapServer = o.bootstrap
+		cfg.Network.BootstrapServers = slices.Clone(o.bootstrap)
 	}
 	if o.set["interface"] {
 		cfg.Network.Interface = o.iface

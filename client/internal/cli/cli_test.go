@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -86,6 +87,10 @@ func TestFlagErrors(t *testing.T) {
 	}{
 		{[]string{"-n", "a", "-m", "lan"}, `--mode must be "local" or "internet", got "lan"`},
 		{[]string{"-n", "a", "--bootstrap-server", "localhost:8080"}, `--bootstrap-server must be a ws:// or wss:// URL`},
+		{[]string{"-n", "a", "--bootstrap-server", "ws://a,http://b,ws://c"}, `--bootstrap-server must be a ws:// or wss:// URL with a host, got "http://b"`},
+		{[]string{"-n", "a", "--bootstrap-server", "ws://a", "--bootstrap-server", "ws://"}, `--bootstrap-server must be a ws:// or wss:// URL with a host, got "ws://"`},
+		{[]string{"-n", "a", "--bootstrap-server", "ws://a,,ws://c"}, `--bootstrap-server must be a ws:// or wss:// URL with a host, got ""`},
+		{[]string{"-n", "a", "--bootstrap-server", ""}, `--bootstrap-server must be a ws:// or wss:// URL with a host, got ""`},
 		{[]string{"-n", "a", "--log-level", "loud"}, `--log-level must be one of "debug", "info", "warn", "error", got "loud"`},
 		{[]string{"-n", "a", "--bogus"}, "flag provided but not defined: -bogus"},
 		{[]string{"-n", "a", "extra"}, `unexpected argument "extra"`},
@@ -143,15 +148,52 @@ func TestFlagsOverrideFile(t *testing.T) {
 		return s
 	}
 	s := resolveArgs("-n", "a", "-c", file)
-	if n := s.Config.Network; n.Mode != "internet" || n.BootstrapServer != "ws://file:1" || n.Interface != "eth9" || s.Config.Log.Level != "info" {
+	if n := s.Config.Network; n.Mode != "internet" || !slices.Equal(n.BootstrapServers, []string{"ws://file:1"}) || n.Interface != "eth9" || s.Config.Log.Level != "info" {
 		t.Errorf("file values not used: %+v", s.Config)
 	}
 	s = resolveArgs("-n", "a", "--config", file, "-m", "local", "--bootstrap-server", "wss://flag:2", "--interface", "lo", "--log-level", "error", "--log-file", "/tmp/x.log")
-	if n := s.Config.Network; n.Mode != "local" || n.BootstrapServer != "wss://flag:2" || n.Interface != "lo" || s.Config.Log.Level != "error" || s.Config.Log.File != "/tmp/x.log" {
+	if n := s.Config.Network; n.Mode != "local" || !slices.Equal(n.BootstrapServers, []string{"wss://flag:2"}) || n.Interface != "lo" || s.Config.Log.Level != "error" || s.Config.Log.File != "/tmp/x.log" {
 		t.Errorf("flags did not override: %+v", s.Config)
 	}
 	if s.ConfigFile != file {
 		t.Errorf("config file %q, want %q", s.ConfigFile, file)
+	}
+}
+
+// --bootstrap-server may be repeated and may list several URLs separated
+// by commas, in order; the flags replace the file's whole list.
+func TestBootstrapServerFlags(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "p.toml")
+	os.WriteFile(file, []byte("[network]\nbootstrap_servers = [\"ws://file:1\", \"ws://file:2\"]\n"), 0o644)
+	tests := []struct {
+		name string
+		args []string
+		want []string
+	}{
+		{"none: the default", nil, []string{"ws://localhost:8080"}},
+		{"none: the file's list", []string{"-c", file}, []string{"ws://file:1", "ws://file:2"}},
+		{"one", []string{"--bootstrap-server", "ws://a"}, []string{"ws://a"}},
+		{"comma-separated", []string{"--bootstrap-server", "ws://a,wss://b:443/x"}, []string{"ws://a", "wss://b:443/x"}},
+		{"spaces after commas", []string{"--bootstrap-server", "ws://a, ws://b"}, []string{"ws://a", "ws://b"}},
+		{"repeated", []string{"--bootstrap-server", "ws://a", "--bootstrap-server=ws://b"}, []string{"ws://a", "ws://b"}},
+		{"both, in order", []string{"--bootstrap-server", "ws://a,ws://b", "--bootstrap-server", "ws://c"}, []string{"ws://a", "ws://b", "ws://c"}},
+		{"over the file's list", []string{"-c", file, "--bootstrap-server", "ws://c"}, []string{"ws://c"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o, err := parseFlags(append([]string{"-n", "a"}, tt.args...), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := resolve(o, Env{Stderr: &bytes.Buffer{}, Getenv: func(string) string { return "" }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := s.Config.Network.BootstrapServers; !slices.Equal(got, tt.want) {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
 	}
 }
 

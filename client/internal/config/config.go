@@ -50,9 +50,11 @@ type Security struct {
 
 // Network is the [network] table.
 type Network struct {
-	Mode            string // "local" or "internet"
-	BootstrapServer string // ws:// or wss:// URL
-	Interface       string // multicast interface name; "" = system default (ours)
+	Mode string // "local" or "internet"
+	// BootstrapServers are ws:// or wss:// URLs, at least one: the file's
+	// bootstrap_servers, or bootstrap_server alone.
+	BootstrapServers []string
+	Interface        string // multicast interface name; "" = system default (ours)
 }
 
 // Discovery is the [discovery] table (internet mode timings).
@@ -76,7 +78,7 @@ type Log struct {
 // Default returns the original's defaults.
 func Default() Config {
 	return Config{
-		Network:   Network{Mode: "local", BootstrapServer: "ws://localhost:8080"},
+		Network:   Network{Mode: "local", BootstrapServers: []string{"ws://localhost:8080"}},
 		Discovery: Discovery{HeartbeatIntervalSecs: 10, PeerTimeoutSecs: 30},
 		Peer:      Peer{AnnounceIntervalSecs: 5, TimeoutSecs: 15},
 		Log:       Log{Level: "warn"},
@@ -115,9 +117,11 @@ type key struct {
 }
 
 type value struct {
-	kind unstable.Kind
-	raw  string // the raw TOML text for messages
-	str  string // decoded string for String values
+	kind  unstable.Kind
+	raw   string  // the raw TOML text for messages
+	str   string  // decoded string for String values
+	line  int     // where the value starts
+	elems []value // an Array's elements
 }
 
 func (v value) describe() string { return v.raw }
@@ -215,6 +219,41 @@ func strKey(name string, set func(*Config, string), check func(string) error) ke
 	}}
 }
 
+// elemError is a wrong element of an array: the error names the element
+// and its line, not only the key's.
+type elemError struct {
+	index, line int
+	msg         string
+}
+
+func (e *elemError) Error() string { return e.msg }
+
+// urlsKey is a non-empty array of bootstrap server URLs, each checked as
+// CheckURL does.
+func urlsKey(name string, set func(*Config, []string)) key {
+	return key{name: name, check: func(c *Config, v value) error {
+		if v.kind != unstable.Array {
+			return fmt.Errorf("must be an array of ws:// or wss:// URLs, got %s", v.describe())
+		}
+		if len(v.elems) == 0 {
+			return errors.New("must list at least one ws:// or wss:// URL, got []")
+		}
+		urls := make([]string, len(v.elems))
+		for i, e := range v.elems {
+			s, err := stringValue(e)
+			if err != nil {
+				return &elemError{i, e.line, fmt.Sprintf("must be a ws:// or wss:// URL with a host, got %s", e.describe())}
+			}
+			if err := CheckURL(s); err != nil {
+				return &elemError{i, e.line, err.Error()}
+			}
+			urls[i] = s
+		}
+		set(c, urls)
+		return nil
+	}}
+}
+
 func boolKey(name string, set func(*Config, bool)) key {
 	return key{name: name, check: func(c *Config, v value) error {
 		switch {
@@ -245,7 +284,8 @@ func secsKey(name string, max int64, set func(*Config, int64)) key {
 
 var keys = []key{
 	strKey("network.mode", func(c *Config, s string) { c.Network.Mode = s }, CheckMode),
-	strKey("network.bootstrap_server", func(c *Config, s string) { c.Network.BootstrapServer = s }, CheckURL),
+	strKey("network.bootstrap_server", func(c *Config, s string) { c.Network.BootstrapServers = []string{s} }, CheckURL),
+	urlsKey("network.bootstrap_servers", func(c *Config, s []string) { c.Network.BootstrapServers = s }),
 	strKey("network.interface", func(c *Config, s string) { c.Network.Interface = s }, nil),
 	secsKey("discovery.heartbeat_interval_secs", maxIntervalSecs, func(c *Config, n int64) { c.Discovery.HeartbeatIntervalSecs = n }),
 	secsKey("discovery.peer_timeout_secs", maxTimeoutSecs, func(c *Config, n int64) { c.Discovery.PeerTimeoutSecs = n }),
@@ -300,15 +340,22 @@ func Parse(file string, data []byte) (Config, []Warning, error) {
 				}
 				continue
 			}
-			val := e.Value()
-			v := value{kind: val.Kind, raw: rawText(&p, val)}
-			if val.Kind == unstable.String {
-				v.str = string(val.Data)
-			}
+			v := valueOf(&p, e.Value(), line)
 			if err := k.check(&c, v); err != nil {
-				return c, warnings, &Error{File: file, Line: line, Key: name, Msg: err.Error()}
+				ce := &Error{File: file, Line: line, Key: name, Msg: err.Error()}
+				var ee *elemError
+				if errors.As(err, &ee) {
+					ce.Line, ce.Key = ee.line, fmt.Sprintf("%s[%d]", name, ee.index)
+				}
+				return c, warnings, ce
 			}
 			lines[name] = line
+			// Both would set the same list: which one wins would be a
+			// guess.
+			if other := otherURLKey(name); other != "" && lines[other] > 0 {
+				return c, warnings, &Error{File: file, Line: line, Key: name,
+					Msg: fmt.Sprintf("cannot be set together with %s (line %d): use network.bootstrap_servers alone, it takes one URL or several", other, lines[other])}
+			}
 		}
 	}
 	if err := p.Error(); err != nil {
@@ -319,6 +366,40 @@ func Parse(file string, data []byte) (Config, []Warning, error) {
 			Msg: fmt.Sprintf("must be greater than peer.announce_interval_secs (%d), got %d", c.Peer.AnnounceIntervalSecs, c.Peer.TimeoutSecs)}
 	}
 	return c, warnings, nil
+}
+
+// otherURLKey is the other key of the bootstrap server list, for either
+// of them; "" for any other key.
+func otherURLKey(name string) string {
+	switch name {
+	case "network.bootstrap_server":
+		return "network.bootstrap_servers"
+	case "network.bootstrap_servers":
+		return "network.bootstrap_server"
+	}
+	return ""
+}
+
+// valueOf describes a value node that starts on line (the key's line; an
+// array's elements carry their own).
+func valueOf(p *unstable.Parser, n *unstable.Node, line int) value {
+	v := value{kind: n.Kind, raw: rawText(p, n), line: line}
+	switch n.Kind {
+	case unstable.String:
+		v.str = string(n.Data)
+	case unstable.Array:
+		v.elems = []value{}
+		it := n.Children()
+		for it.Next() {
+			e := it.Node()
+			eline := line
+			if e.Raw.Length > 0 {
+				eline = p.Shape(e.Raw).Start.Line
+			}
+			v.elems = append(v.elems, valueOf(p, e, eline))
+		}
+	}
+	return v
 }
 
 func keyParts(it unstable.Iterator) []string {
@@ -441,8 +522,11 @@ const Template = `# Parlance client configuration (TOML).
 [network]
 # How peers are found: "local" (LAN multicast) or "internet" (bootstrap server).
 mode = "local"
-# The bootstrap server for internet mode: a ws:// or wss:// URL.
-bootstrap_server = "ws://localhost:8080"
+# The bootstrap servers for internet mode: ws:// or wss:// URLs, at least
+# one. One is used at a time, from the first; when it cannot be reached or
+# is lost, the next one is tried (after the last, the first again).
+# bootstrap_server = "ws://..." (one URL) works too, instead of this key.
+bootstrap_servers = ["ws://localhost:8080"]
 # Multicast interface for local mode, e.g. "eth0"; empty = the system's default.
 # interface = ""
 

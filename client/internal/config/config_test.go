@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -13,11 +14,11 @@ func TestDefaultsAndTemplate(t *testing.T) {
 	if err != nil || len(w) != 0 {
 		t.Fatalf("template: %v %v", w, err)
 	}
-	if c != Default() {
+	if !reflect.DeepEqual(c, Default()) {
 		t.Errorf("template gives %+v, want the defaults %+v", c, Default())
 	}
 	c, _, _ = Parse("empty.toml", nil)
-	if c != Default() {
+	if !reflect.DeepEqual(c, Default()) {
 		t.Errorf("empty file gives %+v", c)
 	}
 }
@@ -49,7 +50,7 @@ queue_ttl_days = 30
 		t.Fatal(err)
 	}
 	want := Config{
-		Network:   Network{Mode: "internet", BootstrapServer: "wss://chat.example:443/x", Interface: "eth1"},
+		Network:   Network{Mode: "internet", BootstrapServers: []string{"wss://chat.example:443/x"}, Interface: "eth1"},
 		Discovery: Discovery{HeartbeatIntervalSecs: 20, PeerTimeoutSecs: 60},
 		Peer:      Peer{AnnounceIntervalSecs: 2, TimeoutSecs: 7},
 		Log:       Log{File: "/tmp/p.log", Level: "debug"},
@@ -57,8 +58,35 @@ queue_ttl_days = 30
 		Security:  Security{RequireEncryption: true},
 		Messages:  Messages{QueueTTLDays: 30},
 	}
-	if c != want {
+	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got %+v\nwant %+v", c, want)
+	}
+}
+
+// bootstrap_servers lists one server or several, in order; the older
+// bootstrap_server names one.
+func TestBootstrapServerLists(t *testing.T) {
+	tests := []struct {
+		name, doc string
+		want      []string
+	}{
+		{"the default", "", []string{"ws://localhost:8080"}},
+		{"one with the old key", "[network]\nbootstrap_server = \"wss://a.example\"\n", []string{"wss://a.example"}},
+		{"one in a list", "[network]\nbootstrap_servers = [\"ws://a:8080\"]\n", []string{"ws://a:8080"}},
+		{"several in order", "[network]\nbootstrap_servers = [\"ws://a:8080\", \"wss://b\", \"ws://c/x\"]\n", []string{"ws://a:8080", "wss://b", "ws://c/x"}},
+		{"over several lines", "[network]\nbootstrap_servers = [\n  \"ws://a:8080\",\n  \"wss://b\", # the spare\n]\n", []string{"ws://a:8080", "wss://b"}},
+		{"as a dotted key", "network.bootstrap_servers = [\"wss://b\", \"ws://a\"]\n", []string{"wss://b", "ws://a"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, w, err := Parse("p.toml", []byte(tt.doc))
+			if err != nil || len(w) != 0 {
+				t.Fatalf("%v %v", w, err)
+			}
+			if got := c.Network.BootstrapServers; !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+		})
 	}
 }
 
@@ -71,6 +99,15 @@ func TestParseErrors(t *testing.T) {
 		{"mode not a string", "[network]\n\nmode = 5\n", `p.toml:3: network.mode must be "local" or "internet", got 5`},
 		{"bootstrap server not a websocket URL", "[network]\nbootstrap_server = \"http://x\"\n", `p.toml:2: network.bootstrap_server must be a ws:// or wss:// URL with a host, got "http://x"`},
 		{"bootstrap server without host", "[network]\nbootstrap_server = \"ws://\"\n", `p.toml:2: network.bootstrap_server must be a ws:// or wss:// URL with a host, got "ws://"`},
+		{"bootstrap server a list", "[network]\nbootstrap_server = [\"ws://a\"]\n", `p.toml:2: network.bootstrap_server must be a ws:// or wss:// URL with a host, got an array`},
+		{"bootstrap servers a string", "[network]\nbootstrap_servers = \"ws://a\"\n", `p.toml:2: network.bootstrap_servers must be an array of ws:// or wss:// URLs, got "ws://a"`},
+		{"bootstrap servers empty", "[network]\nbootstrap_servers = []\n", `p.toml:2: network.bootstrap_servers must list at least one ws:// or wss:// URL, got []`},
+		{"bad URL in the middle of the list", "[network]\nbootstrap_servers = [\"ws://a\", \"http://b\", \"ws://c\"]\n", `p.toml:2: network.bootstrap_servers[1] must be a ws:// or wss:// URL with a host, got "http://b"`},
+		{"bad URL on its own line", "[network]\nbootstrap_servers = [\n  \"ws://a\",\n  \"ws://\",\n]\n", `p.toml:4: network.bootstrap_servers[1] must be a ws:// or wss:// URL with a host, got "ws://"`},
+		{"a number in the list", "[network]\nbootstrap_servers = [\"ws://a\", 8080]\n", `p.toml:2: network.bootstrap_servers[1] must be a ws:// or wss:// URL with a host, got 8080`},
+		{"a list in the list", "[network]\nbootstrap_servers = [[\"ws://a\"]]\n", `p.toml:2: network.bootstrap_servers[0] must be a ws:// or wss:// URL with a host, got an array`},
+		{"both keys, the list last", "[network]\nbootstrap_server = \"ws://a\"\nbootstrap_servers = [\"ws://b\"]\n", `p.toml:3: network.bootstrap_servers cannot be set together with network.bootstrap_server (line 2): use network.bootstrap_servers alone, it takes one URL or several`},
+		{"both keys, the list first", "[network]\nbootstrap_servers = [\"ws://b\"]\n\nbootstrap_server = \"ws://a\"\n", `p.toml:4: network.bootstrap_server cannot be set together with network.bootstrap_servers (line 2): use network.bootstrap_servers alone, it takes one URL or several`},
 		{"interface not a string", "[network]\ninterface = 1\n", `p.toml:2: network.interface must be a string, got 1`},
 		{"interval zero", "[peer]\nannounce_interval_secs = 0\n", `p.toml:2: peer.announce_interval_secs must be an integer from 1 to 3600, got 0`},
 		{"interval negative", "[peer]\nannounce_interval_secs = -5\n", `p.toml:2: peer.announce_interval_secs must be an integer from 1 to 3600, got -5`},
@@ -112,13 +149,13 @@ func TestUnknownKeysWarn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c != Default() {
+	if !reflect.DeepEqual(c, Default()) {
 		t.Errorf("unknown keys changed the config: %+v", c)
 	}
 	if len(w) != 2 {
 		t.Fatalf("got %d warnings, want 2: %v", len(w), w)
 	}
-	if got := w[0].Error(); got != "config p.toml:3: network.mdoe is not a known key and is ignored (known keys in [network]: mode, bootstrap_server, interface)" {
+	if got := w[0].Error(); got != "config p.toml:3: network.mdoe is not a known key and is ignored (known keys in [network]: mode, bootstrap_server, bootstrap_servers, interface)" {
 		t.Errorf("warning: %s", got)
 	}
 	if got := w[1].Error(); !strings.Contains(got, "p.toml:4: [extra] is not a known table") {
@@ -167,7 +204,7 @@ func TestLookupOrder(t *testing.T) {
 
 	os.Remove(local)
 	c, path, _, err := Load("", env(map[string]string{}))
-	if err != nil || path != "" || c != Default() {
+	if err != nil || path != "" || !reflect.DeepEqual(c, Default()) {
 		t.Errorf("nothing found: got %q %+v %v, want the defaults", path, c, err)
 	}
 	_, _, _, err = Load(filepath.Join(dir, "missing.toml"), e)

@@ -118,7 +118,7 @@ func TestEveryRegisterIsSignedWhenSent(t *testing.T) {
 
 func TestIdentityMustBeAKey(t *testing.T) {
 	err := rendezvous.Run(context.Background(), rendezvous.Config{
-		URL:      "ws://10.0.0.1:8080/",
+		URLs:     []string{"ws://10.0.0.1:8080/"},
 		Nickname: "alice",
 		Dial: func(context.Context, string, string) (net.Conn, error) {
 			return nil, errors.New("no network in this test")

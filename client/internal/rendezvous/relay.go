@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/url"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -22,27 +21,29 @@ import (
 var ErrRelayRefused = errors.New("rendezvous: relay refused")
 
 // DialRelay opens a relayed stream to peerID through the bootstrap server
-// at cfg.URL: a WebSocket of its own, dialled with cfg.Dial (and
-// cfg.TLSConfig), that sends relay_connect with token (Update.RelayToken
-// of our current registration) and waits for relay_ready, for as long as
-// ctx allows (the server gives the peer 10 s to accept by default). Only
-// cfg.URL, cfg.Dial and cfg.TLSConfig are used.
-func DialRelay(ctx context.Context, cfg Config, token, peerID string) (net.Conn, error) {
-	return openRelay(ctx, &cfg, &protocol.RelayConnect{Token: token, PeerID: peerID}, "")
+// at server, the one we are registered with (Update.Server of the
+// Registered update that brought token): a WebSocket of its own, dialled
+// with cfg.Dial (and cfg.TLSConfig), that sends relay_connect with token
+// (Update.RelayToken) and waits for relay_ready, for as long as ctx allows
+// (the server gives the peer 10 s to accept by default). Only cfg.Dial
+// and cfg.TLSConfig are used.
+func DialRelay(ctx context.Context, cfg Config, server, token, peerID string) (net.Conn, error) {
+	return openRelay(ctx, &cfg, server, &protocol.RelayConnect{Token: token, PeerID: peerID}, "")
 }
 
 // AcceptRelay accepts the relayed stream that Config.OnRelayIncoming
-// announced, like DialRelay.
-func AcceptRelay(ctx context.Context, cfg Config, token, stream string) (net.Conn, error) {
-	return openRelay(ctx, &cfg, &protocol.RelayAccept{Token: token, Stream: stream}, stream)
+// announced, at the server and with the token that came with it, like
+// DialRelay.
+func AcceptRelay(ctx context.Context, cfg Config, in Incoming) (net.Conn, error) {
+	return openRelay(ctx, &cfg, in.Server, &protocol.RelayAccept{Token: in.Token, Stream: in.Stream}, in.Stream)
 }
 
-func openRelay(ctx context.Context, cfg *Config, first protocol.ClientMessage, stream string) (conn net.Conn, err error) {
+func openRelay(ctx context.Context, cfg *Config, server string, first protocol.ClientMessage, stream string) (conn net.Conn, err error) {
 	if cfg.Dial == nil {
 		return nil, errors.New("rendezvous: Config.Dial is required")
 	}
-	if u, err := url.Parse(cfg.URL); err != nil || (u.Scheme != "ws" && u.Scheme != "wss") || u.Host == "" {
-		return nil, fmt.Errorf("rendezvous: bootstrap server URL %q must start with ws:// or wss:// and name a host", cfg.URL)
+	if err := checkURL(server); err != nil {
+		return nil, err
 	}
 	frame, err := protocol.EncodeClientMessage(first)
 	if err != nil {
@@ -57,12 +58,12 @@ func openRelay(ctx context.Context, cfg *Config, first protocol.ClientMessage, s
 		// MaxRelayFrameSize bytes goes out as one frame.
 		WriteBufferSize: protocol.MaxRelayFrameSize,
 	}
-	ws, resp, err := d.DialContext(ctx, cfg.URL, nil)
+	ws, resp, err := d.DialContext(ctx, server, nil)
 	if err != nil {
 		if resp != nil {
-			return nil, fmt.Errorf("rendezvous: relay: connect to %s: %w (HTTP %s)", cfg.URL, err, resp.Status)
+			return nil, fmt.Errorf("rendezvous: relay: connect to %s: %w (HTTP %s)", server, err, resp.Status)
 		}
-		return nil, fmt.Errorf("rendezvous: relay: connect to %s: %w", cfg.URL, err)
+		return nil, fmt.Errorf("rendezvous: relay: connect to %s: %w", server, err)
 	}
 	// The server's text frames (error, relay_ready) are small, and the
 	// peer's binary frames at most MaxRelayFrameSize.
@@ -101,14 +102,14 @@ func openRelay(ctx context.Context, cfg *Config, first protocol.ClientMessage, s
 		ws.SetWriteDeadline(dl)
 	}
 	if err := ws.WriteMessage(websocket.TextMessage, frame); err != nil {
-		return nil, fmt.Errorf("rendezvous: relay: write to %s: %w", cfg.URL, err)
+		return nil, fmt.Errorf("rendezvous: relay: write to %s: %w", server, err)
 	}
 	typ, b, err := ws.ReadMessage()
 	if err != nil {
-		return nil, fmt.Errorf("rendezvous: relay: read from %s: %w", cfg.URL, err)
+		return nil, fmt.Errorf("rendezvous: relay: read from %s: %w", server, err)
 	}
 	if typ != websocket.TextMessage {
-		return nil, fmt.Errorf("rendezvous: relay: %s sent data before relay_ready", cfg.URL)
+		return nil, fmt.Errorf("rendezvous: relay: %s sent data before relay_ready", server)
 	}
 	m, err := protocol.DecodeServerMessage(b)
 	if err != nil {
@@ -123,7 +124,7 @@ func openRelay(ctx context.Context, cfg *Config, first protocol.ClientMessage, s
 	case *protocol.Error:
 		return nil, fmt.Errorf("%w: %q", ErrRelayRefused, m.Message)
 	default:
-		return nil, fmt.Errorf("rendezvous: relay: unexpected %T from %s", m, cfg.URL)
+		return nil, fmt.Errorf("rendezvous: relay: unexpected %T from %s", m, server)
 	}
 	ws.NetConn().SetDeadline(time.Time{})
 	ws.SetWriteDeadline(time.Time{})

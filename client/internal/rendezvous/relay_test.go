@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -23,35 +24,42 @@ import (
 type relayNode struct {
 	*node
 	cfg      rendezvous.Config
-	incoming chan [2]string // stream, from peer id
+	incoming chan rendezvous.Incoming
 }
 
-func (w *world) runRelay(name, ip string, seed uint64) *relayNode {
-	rn := &relayNode{incoming: make(chan [2]string, 8)}
-	rn.node = w.run(name, ip, 4000, seed, func(cfg *rendezvous.Config) {
+func (w *world) runRelay(name, ip string, seed uint64, opts ...func(*rendezvous.Config)) *relayNode {
+	rn := &relayNode{incoming: make(chan rendezvous.Incoming, 8)}
+	opts = append(opts, func(cfg *rendezvous.Config) {
 		cfg.Relay = true
-		cfg.OnRelayIncoming = func(stream, from string) {
+		cfg.OnRelayIncoming = func(in rendezvous.Incoming) {
 			select {
-			case rn.incoming <- [2]string{stream, from}:
+			case rn.incoming <- in:
 			default: // must not block: drop what the test does not take
 			}
 		}
 		rn.cfg = *cfg
 	})
+	rn.node = w.run(name, ip, 4000, seed, opts...)
 	return rn
 }
 
 // token returns the relay token of the node's current registration.
 func (n *node) token() string {
+	_, tok := n.relay()
+	return tok
+}
+
+// relay returns the server of the node's current registration and its
+// relay token there.
+func (n *node) relay() (server, token string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	tok := ""
 	for _, u := range n.updates {
 		if u.Kind == rendezvous.Registered {
-			tok = u.RelayToken
+			server, token = u.Server, u.RelayToken
 		}
 	}
-	return tok
+	return server, token
 }
 
 // relayPair opens a relayed stream from a to b and returns both ends.
@@ -64,14 +72,20 @@ func relayPair(t *testing.T, a, b *relayNode) (ac, bc net.Conn) {
 	accepted := make(chan result, 1)
 	go func() {
 		in := <-b.incoming
-		if in[1] != a.selfID() {
-			accepted <- result{nil, errors.New("relay_incoming from " + in[1] + ", want " + a.selfID())}
+		server, token := b.relay()
+		switch {
+		case in.From != a.selfID():
+			accepted <- result{nil, errors.New("relay_incoming from " + in.From + ", want " + a.selfID())}
+			return
+		case in.Server != server || in.Token != token:
+			accepted <- result{nil, fmt.Errorf("relay_incoming for %s with token %q, want the current registration's: %s, %q", in.Server, in.Token, server, token)}
 			return
 		}
-		c, err := rendezvous.AcceptRelay(t.Context(), b.cfg, b.token(), in[0])
+		c, err := rendezvous.AcceptRelay(t.Context(), b.cfg, in)
 		accepted <- result{c, err}
 	}()
-	ac, err := rendezvous.DialRelay(t.Context(), a.cfg, a.token(), b.selfID())
+	server, token := a.relay()
+	ac, err := rendezvous.DialRelay(t.Context(), a.cfg, server, token, b.selfID())
 	if err != nil {
 		t.Fatalf("DialRelay: %v", err)
 	}
@@ -226,7 +240,7 @@ func TestRelayRefusalsReachTheCaller(t *testing.T) {
 			{"peer without the relay", orig.selfID(), "Peer does not accept relayed streams"},
 		} {
 			t.Logf("step: %s", tc.name)
-			_, err := rendezvous.DialRelay(t.Context(), alice.cfg, alice.token(), tc.peer)
+			_, err := rendezvous.DialRelay(t.Context(), alice.cfg, serverURL(serverIP), alice.token(), tc.peer)
 			if !errors.Is(err, rendezvous.ErrRelayRefused) || err.Error() != `rendezvous: relay refused: "`+tc.text+`"` {
 				t.Fatalf("DialRelay: %v, want %q refused", err, tc.text)
 			}
@@ -235,7 +249,7 @@ func TestRelayRefusalsReachTheCaller(t *testing.T) {
 		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Second)
 		defer cancel()
 		start := time.Now()
-		_, err := rendezvous.DialRelay(ctx, alice.cfg, alice.token(), bob.selfID())
+		_, err := rendezvous.DialRelay(ctx, alice.cfg, serverURL(serverIP), alice.token(), bob.selfID())
 		if !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("DialRelay that bob never accepts: %v, want DeadlineExceeded", err)
 		}
@@ -244,13 +258,13 @@ func TestRelayRefusalsReachTheCaller(t *testing.T) {
 		}
 		<-bob.incoming // it was offered
 		t.Logf("step: the server's accept timeout")
-		_, err = rendezvous.DialRelay(t.Context(), alice.cfg, alice.token(), bob.selfID())
+		_, err = rendezvous.DialRelay(t.Context(), alice.cfg, serverURL(serverIP), alice.token(), bob.selfID())
 		if !errors.Is(err, rendezvous.ErrRelayRefused) {
 			t.Fatalf("DialRelay that bob never accepts: %v, want the server's refusal", err)
 		}
 		t.Logf("step: a stale token")
 		alice.stop()
-		_, err = rendezvous.DialRelay(t.Context(), alice.cfg, alice.token(), bob.selfID())
+		_, err = rendezvous.DialRelay(t.Context(), alice.cfg, serverURL(serverIP), alice.token(), bob.selfID())
 		if !errors.Is(err, rendezvous.ErrRelayRefused) {
 			t.Fatalf("DialRelay with the token of an ended registration: %v", err)
 		}

@@ -2,8 +2,8 @@
 // registration with a bootstrap server alive and reports the peers the
 // server knows.
 //
-// Run connects to Config.URL (ws:// or wss://), registers with local_addr
-// "0.0.0.0:<TCPPort>" like the original client, and then:
+// Run connects to a server of Config.URLs (ws:// or wss://), registers
+// with local_addr "0.0.0.0:<TCPPort>" like the original client, and then:
 //
 //   - against a server that pushes (ours: its registered answer lists the
 //     "push" capability), receives a peer_list snapshot and then one
@@ -15,10 +15,33 @@
 // server says it expired us, and reconnects with jittered exponential
 // backoff (MinBackoff 1 s doubling up to MaxBackoff 30 s) after any
 // failure, including a server restart. Everything it learns reaches the
-// caller through OnUpdate, in order, from Run's goroutine. Peers the
-// server no longer lists disappear from the next Snapshot, which replaces
-// the caller's whole set of bootstrap peers. Internet mode never touches
+// caller through OnUpdate, in order, from Run's goroutine; every update
+// names the server it is about (Update.Server). Peers the server no
+// longer lists disappear from the next Snapshot, which replaces the
+// caller's whole set of bootstrap peers. Internet mode never touches
 // multicast: the only socket is the one Config.Dial returns.
+//
+// # Several servers
+//
+// Run uses one server at a time. The first attempt goes to URLs[0], and
+// every later one to the server after the one the attempt before it
+// used, wrapping from the last to the first: a connection that cannot be
+// made and one that is lost, however long it was registered, both move
+// the client one server on. With one URL that is the same server every
+// time. Between attempts Run waits as above, whichever server is next:
+// the backoff doubles after each attempt that did not register and starts
+// over at MinBackoff after one that did. So when the server a client is
+// registered with dies, the client starts connecting to the next server
+// within FailoverWithin (the backoff's first wait, 0.5-1 s by default) of
+// noticing, and is registered there one connection and one register round
+// trip later if that server is up. A reset or a close is noticed at once;
+// a server that just goes silent, after three heartbeat intervals without
+// an answer (30 s). If the next server is down too, the attempt to it may
+// take the 10 s handshake timeout, and the backoff grows. Run never moves
+// back to an earlier server while the current one holds. Nothing carries
+// over from one server to the next: each registration is new (a new
+// peer_id, relay token and first list), and the caller keeps its own state
+// across the switch.
 //
 // With Config.Identity, every register is signed at the moment it is
 // sent, so a reconnect or a re-register after expiry carries a fresh ts,
@@ -31,7 +54,9 @@
 // relays answers with a relay token (Update.RelayToken), tells us of
 // streams other peers open to us (Config.OnRelayIncoming), and relays
 // streams we open. DialRelay and AcceptRelay (relay.go) open them, each
-// on a WebSocket of its own, and return a net.Conn.
+// on a WebSocket of its own to the server we are registered with, and
+// return a net.Conn. A token is good only at the server that gave it, so
+// both take that server's URL with it.
 package rendezvous
 
 import (
@@ -54,7 +79,9 @@ import (
 
 // Config configures Run.
 type Config struct {
-	URL       string   // ws:// or wss://
+	// URLs are the bootstrap servers, ws:// or wss://, at least one. Run
+	// uses one at a time, in this order (see the package doc).
+	URLs      []string
 	Nickname  string   // checked with protocol.ValidateNickname
 	TCPPort   uint16   // registered as local_addr "0.0.0.0:<port>"
 	Instance  string   // our instance id (extension field)
@@ -78,11 +105,10 @@ type Config struct {
 	OnUpdate func(Update)
 	// Relay lists protocol.CapRelay in register: we accept relayed
 	// streams. OnRelayIncoming is then called, from Run's goroutine,
-	// for each stream a peer (fromPeerID) opens to us; it must not
-	// block: hand the stream id to a goroutine that calls AcceptRelay
-	// with the token of the current registration.
+	// for each stream a peer opens to us; it must not block: hand it to
+	// a goroutine that calls AcceptRelay.
 	Relay           bool
-	OnRelayIncoming func(stream, fromPeerID string)
+	OnRelayIncoming func(Incoming)
 
 	PollInterval      time.Duration // default 5 s (only against servers that do not push)
 	HeartbeatInterval time.Duration // default 10 s
@@ -120,7 +146,11 @@ func (k UpdateKind) String() string {
 
 // Update is one event of a registration.
 type Update struct {
-	Kind       UpdateKind
+	Kind UpdateKind
+	// Server is the URL of the server the update is about: the one we
+	// are registered with, or for Disconnected the one we lost or could
+	// not reach.
+	Server     string
 	SelfID     string // Registered: our peer_id
 	PublicAddr string // Registered
 	Pushed     bool   // Registered: the server will push changes
@@ -137,6 +167,17 @@ type Update struct {
 	PeerID          string              // Left
 	Err             error               // Disconnected: why; RetryIn tells when
 	RetryIn         time.Duration
+	Next            string // Disconnected: the server the next attempt goes to (Server when it is the only one)
+}
+
+// Incoming is a relayed stream a peer opened to us. It waits at Server,
+// the server we are registered with, which told us of it; accept it there
+// with our relay token from that registration, which it carries because
+// the update that brought the token may not have been handled yet.
+type Incoming struct {
+	Server, Token string
+	Stream        string
+	From          string // the peer_id of the peer that opened it
 }
 
 // Defaults for Config.
@@ -154,28 +195,38 @@ const (
 	closeTimeout     = time.Second // for unregister + close frame at the end
 )
 
-// ReconnectWithin bounds, with the default backoff, how long after a lost
-// server is reachable again Run connects to it again: an attempt already
-// under way may hang for the handshake timeout, and the wait before the
-// next one is at most DefaultMaxBackoff. Registering takes one more round
-// trip.
+// ReconnectWithin bounds, with the default backoff and one server, how
+// long after a lost server is reachable again Run connects to it again:
+// an attempt already under way may hang for the handshake timeout, and
+// the wait before the next one is at most DefaultMaxBackoff. Registering
+// takes one more round trip. With n servers all failing, the one that
+// comes back is tried within n times this.
 const ReconnectWithin = handshakeTimeout + DefaultMaxBackoff
+
+// FailoverWithin bounds, with the default backoff, how long after the
+// connection to the server it was registered with is lost Run starts
+// connecting to the next server: the registration started the backoff
+// over, so the first wait is at most DefaultMinBackoff. Registering there
+// takes the connection's and the register's round trips more.
+const FailoverWithin = DefaultMinBackoff
 
 // errServerRefused reports an error message from the server that ends the
 // session (anything but the expiry errors, which re-register).
 var errServerRefused = errors.New("rendezvous: server refused")
 
 // Run connects, registers, keeps the registration alive and reconnects
-// with jittered exponential backoff until ctx is done; then it sends
-// unregister and a close frame (bounded by a short timeout) and returns
-// nil. It returns an error only for an invalid Config.
+// with jittered exponential backoff, each time to the next server of
+// URLs, until ctx is done; then it sends unregister and a close frame
+// (bounded by a short timeout) and returns nil. It returns an error only
+// for an invalid Config.
 func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.check(); err != nil {
 		return err
 	}
 	backoff := cfg.MinBackoff
-	for {
-		registered, err := session(ctx, &cfg)
+	for i := 0; ; i = (i + 1) % len(cfg.URLs) {
+		server := cfg.URLs[i]
+		registered, err := session(ctx, &cfg, server)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -185,8 +236,9 @@ func Run(ctx context.Context, cfg Config) error {
 		// Equal jitter: wait between half and all of the backoff, so
 		// clients cut off together do not return together.
 		wait := backoff/2 + time.Duration(cfg.Rand.Int64N(int64(backoff/2)+1))
-		cfg.Logger.Info("bootstrap server connection lost", "url", cfg.URL, "err", err, "retry_in", wait)
-		cfg.OnUpdate(Update{Kind: Disconnected, Err: err, RetryIn: wait})
+		next := cfg.URLs[(i+1)%len(cfg.URLs)]
+		cfg.Logger.Info("bootstrap server connection lost", "url", server, "err", err, "retry_in", wait, "next", next)
+		cfg.OnUpdate(Update{Kind: Disconnected, Server: server, Err: err, RetryIn: wait, Next: next})
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
@@ -207,13 +259,17 @@ func (cfg *Config) check() error {
 	case cfg.Identity != nil && len(cfg.Identity) != ed25519.PrivateKeySize:
 		return fmt.Errorf("rendezvous: Config.Identity has %d bytes, want an Ed25519 private key of %d", len(cfg.Identity), ed25519.PrivateKeySize)
 	}
-	u, err := url.Parse(cfg.URL)
-	if err != nil {
-		return fmt.Errorf("rendezvous: bootstrap server URL %q: %w", cfg.URL, err)
+	if len(cfg.URLs) == 0 {
+		return errors.New("rendezvous: Config.URLs lists no bootstrap server")
 	}
-	if u.Scheme != "ws" && u.Scheme != "wss" || u.Host == "" {
-		return fmt.Errorf("rendezvous: bootstrap server URL %q must start with ws:// or wss:// and name a host", cfg.URL)
+	for _, u := range cfg.URLs {
+		if err := checkURL(u); err != nil {
+			return err
+		}
 	}
+	// Run reads the list for as long as it runs; the caller's slice is
+	// its own.
+	cfg.URLs = slices.Clone(cfg.URLs)
 	if err := protocol.ValidateNickname(cfg.Nickname); err != nil {
 		return fmt.Errorf("rendezvous: %w", err)
 	}
@@ -244,15 +300,26 @@ func (cfg *Config) check() error {
 	return nil
 }
 
+func checkURL(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("rendezvous: bootstrap server URL %q: %w", s, err)
+	}
+	if u.Scheme != "ws" && u.Scheme != "wss" || u.Host == "" {
+		return fmt.Errorf("rendezvous: bootstrap server URL %q must start with ws:// or wss:// and name a host", s)
+	}
+	return nil
+}
+
 // inbound is what the reader goroutine hands to the session loop.
 type inbound struct {
 	msg protocol.ServerMessage
 	err error
 }
 
-// session runs one connection. registered reports whether the server
-// accepted our register (so the backoff starts over).
-func session(ctx context.Context, cfg *Config) (registered bool, err error) {
+// session runs one connection, to server. registered reports whether the
+// server accepted our register (so the backoff starts over).
+func session(ctx context.Context, cfg *Config, server string) (registered bool, err error) {
 	d := websocket.Dialer{
 		NetDialContext:   cfg.Dial,
 		TLSClientConfig:  cfg.TLSConfig,
@@ -260,12 +327,12 @@ func session(ctx context.Context, cfg *Config) (registered bool, err error) {
 		ReadBufferSize:   4096,
 		WriteBufferSize:  1024,
 	}
-	ws, resp, err := d.DialContext(ctx, cfg.URL, nil)
+	ws, resp, err := d.DialContext(ctx, server, nil)
 	if err != nil {
 		if resp != nil {
-			return false, fmt.Errorf("connect to %s: %w (HTTP %s)", cfg.URL, err, resp.Status)
+			return false, fmt.Errorf("connect to %s: %w (HTTP %s)", server, err, resp.Status)
 		}
-		return false, fmt.Errorf("connect to %s: %w", cfg.URL, err)
+		return false, fmt.Errorf("connect to %s: %w", server, err)
 	}
 	ws.SetReadLimit(protocol.MaxServerFrameSize)
 	// A server that answers neither messages nor pings for this long is
@@ -305,7 +372,7 @@ func session(ctx context.Context, cfg *Config) (registered bool, err error) {
 		<-readerDone
 	}()
 
-	s := &sess{cfg: cfg, ws: ws}
+	s := &sess{cfg: cfg, url: server, ws: ws}
 	if err := s.register(); err != nil {
 		return false, err
 	}
@@ -318,7 +385,7 @@ func session(ctx context.Context, cfg *Config) (registered bool, err error) {
 			return s.registered, ctx.Err()
 		case ev := <-in:
 			if ev.err != nil {
-				return s.registered, fmt.Errorf("read from %s: %w", cfg.URL, ev.err)
+				return s.registered, fmt.Errorf("read from %s: %w", server, ev.err)
 			}
 			if err := s.handle(ev.msg); err != nil {
 				return s.registered, err
@@ -337,10 +404,12 @@ func session(ctx context.Context, cfg *Config) (registered bool, err error) {
 // sess is one connection's state, owned by session's goroutine.
 type sess struct {
 	cfg        *Config
+	url        string // the server
 	ws         *websocket.Conn
 	registered bool
 	pushed     bool
 	selfID     string
+	relayToken string
 	nextBeat   time.Time
 	nextPoll   time.Time // zero: not polling
 }
@@ -352,7 +421,7 @@ func (s *sess) write(m protocol.ClientMessage) error {
 	}
 	s.ws.SetWriteDeadline(time.Now().Add(writeTimeout))
 	if err := s.ws.WriteMessage(websocket.TextMessage, b); err != nil {
-		return fmt.Errorf("write to %s: %w", s.cfg.URL, err)
+		return fmt.Errorf("write to %s: %w", s.url, err)
 	}
 	return nil
 }
@@ -379,11 +448,11 @@ func (s *sess) handle(m protocol.ServerMessage) error {
 	switch m := m.(type) {
 	case *protocol.Registered:
 		now := time.Now()
-		s.registered, s.selfID = true, m.PeerID
+		s.registered, s.selfID, s.relayToken = true, m.PeerID, m.RelayToken
 		s.pushed = protocol.HasCap(m.Caps, protocol.CapPush)
 		s.nextBeat = now.Add(s.cfg.HeartbeatInterval)
-		s.cfg.Logger.Info("registered with bootstrap server", "url", s.cfg.URL, "peer_id", m.PeerID, "public_addr", m.PublicAddr, "pushed", s.pushed)
-		s.cfg.OnUpdate(Update{Kind: Registered, SelfID: m.PeerID, PublicAddr: m.PublicAddr, Pushed: s.pushed, RelayToken: m.RelayToken,
+		s.cfg.Logger.Info("registered with bootstrap server", "url", s.url, "peer_id", m.PeerID, "public_addr", m.PublicAddr, "pushed", s.pushed)
+		s.cfg.OnUpdate(Update{Kind: Registered, Server: s.url, SelfID: m.PeerID, PublicAddr: m.PublicAddr, Pushed: s.pushed, RelayToken: m.RelayToken,
 			Observed: m.Observed, Local: s.ws.LocalAddr().String()})
 		if !s.pushed {
 			// The original server: list at once, then poll.
@@ -398,18 +467,18 @@ func (s *sess) handle(m protocol.ServerMessage) error {
 				peers = append(peers, p)
 			}
 		}
-		s.cfg.OnUpdate(Update{Kind: Snapshot, Peers: peers})
+		s.cfg.OnUpdate(Update{Kind: Snapshot, Server: s.url, Peers: peers})
 	case *protocol.PeerJoined:
 		if m.Peer.PeerID != s.selfID {
-			s.cfg.OnUpdate(Update{Kind: Joined, Peers: []protocol.PeerInfo{m.Peer}})
+			s.cfg.OnUpdate(Update{Kind: Joined, Server: s.url, Peers: []protocol.PeerInfo{m.Peer}})
 		}
 	case *protocol.PeerLeft:
 		if m.PeerID != s.selfID {
-			s.cfg.OnUpdate(Update{Kind: Left, PeerID: m.PeerID})
+			s.cfg.OnUpdate(Update{Kind: Left, Server: s.url, PeerID: m.PeerID})
 		}
 	case *protocol.RelayIncoming:
 		if s.cfg.Relay && s.cfg.OnRelayIncoming != nil {
-			s.cfg.OnRelayIncoming(m.Stream, m.PeerID)
+			s.cfg.OnRelayIncoming(Incoming{Server: s.url, Token: s.relayToken, Stream: m.Stream, From: m.PeerID})
 		}
 	case *protocol.Error:
 		switch m.Message {
@@ -434,7 +503,7 @@ func (s *sess) tick(now time.Time) error {
 		// A ping, answered by any WebSocket server, proves the server
 		// alive even when it has nothing to push.
 		if err := s.ws.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeTimeout)); err != nil {
-			return fmt.Errorf("ping %s: %w", s.cfg.URL, err)
+			return fmt.Errorf("ping %s: %w", s.url, err)
 		}
 	}
 	if !s.nextPoll.IsZero() && !now.Before(s.nextPoll) {

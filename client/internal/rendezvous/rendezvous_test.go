@@ -18,67 +18,100 @@ import (
 	"github.com/parlance-chat/parlance/protocol"
 )
 
-// world is a netsim network with one bootstrap server address,
-// 10.0.0.1:8080; the server behind it can be stopped and started again.
-// Each address a client runs from is a host of its own.
+// world is a netsim network with bootstrap server addresses on port 8080
+// of hosts in 10.0.0.0/24: 10.0.0.1 (serverIP, what run dials) and any
+// other a test adds; the server behind each can be stopped and started
+// again. Each address a client runs from is a host of its own.
 type world struct {
-	t      *testing.T
-	n      *netsim.Network
-	server *netsim.Host
-	lans   map[netip.Prefix]*netsim.Segment
-	srv    *server.Server
-	done   chan error
+	t       *testing.T
+	n       *netsim.Network
+	dc      *netsim.Segment
+	servers map[string]*serverSlot // by IP
+	lans    map[netip.Prefix]*netsim.Segment
 }
+
+// serverSlot is one server address and the server running behind it.
+type serverSlot struct {
+	host *netsim.Host
+	srv  *server.Server
+	done chan error
+}
+
+// serverIP is the address of the server a client uses by default.
+const serverIP = "10.0.0.1"
+
+// serverURL is the URL of the server at ip.
+func serverURL(ip string) string { return "ws://" + ip + ":8080/" }
 
 // newWorld builds the network inside the test's bubble; it closes after
 // every later cleanup (clients, servers) has run.
 func newWorld(t *testing.T) *world {
 	n := netsim.New(netsim.SeedFromEnv(t), nil)
 	t.Cleanup(n.Close)
-	dc := netip.MustParsePrefix("10.0.0.0/24")
 	return &world{
-		t:      t,
-		n:      n,
-		server: n.AddHostAddr("server", n.AddSegmentPrefix("dc", dc), netip.MustParseAddr("10.0.0.1")),
-		lans:   map[netip.Prefix]*netsim.Segment{},
+		t:       t,
+		n:       n,
+		dc:      n.AddSegmentPrefix("dc", netip.MustParsePrefix("10.0.0.0/24")),
+		servers: map[string]*serverSlot{},
+		lans:    map[netip.Prefix]*netsim.Segment{},
 	}
 }
 
-func (w *world) listen() net.Listener {
+// slot returns the server address ip, adding its host on first use.
+func (w *world) slot(ip string) *serverSlot {
+	s := w.servers[ip]
+	if s == nil {
+		s = &serverSlot{host: w.n.AddHostAddr("server-"+ip, w.dc, netip.MustParseAddr(ip))}
+		w.servers[ip] = s
+	}
+	return s
+}
+
+func (w *world) listen(ip string) net.Listener {
 	w.t.Helper()
-	ln, err := w.server.Listen(w.server.Context(), "tcp", ":8080")
+	h := w.slot(ip).host
+	ln, err := h.Listen(h.Context(), "tcp", ":8080")
 	if err != nil {
 		w.t.Fatal(err)
 	}
 	return ln
 }
 
-// startServer starts our server (seeded) behind the address.
-func (w *world) startServer(seed byte) {
+// startServer starts our server (seeded) behind serverIP.
+func (w *world) startServer(seed byte) { w.startServerAt(serverIP, seed) }
+
+// startServerAt starts our server (seeded) behind ip.
+func (w *world) startServerAt(ip string, seed byte) {
 	w.t.Helper()
 	srv, err := server.NewServer(server.Config{Rand: rand.NewChaCha8([32]byte{seed})})
 	if err != nil {
 		w.t.Fatal(err)
 	}
-	ln := w.listen()
+	ln := w.listen(ip)
 	done := make(chan error, 1)
 	go func() { done <- srv.Serve(context.Background(), ln) }()
-	w.srv, w.done = srv, done
+	s := w.slot(ip)
+	s.srv, s.done = srv, done
 }
 
-// startHandler serves h (an original-like server) behind the address.
+// startHandler serves h (an original-like server) behind serverIP.
 func (w *world) startHandler(h http.Handler) {
-	ln := w.listen()
+	ln := w.listen(serverIP)
 	hs := &http.Server{Handler: h}
 	done := make(chan error, 1)
 	go func() { done <- hs.Serve(ln) }()
 	w.t.Cleanup(func() { hs.Close(); <-done })
 }
 
-func (w *world) stopServer() {
-	w.srv.Close()
-	<-w.done
-	w.srv = nil
+func (w *world) stopServer() { w.stopServerAt(serverIP) }
+
+// stopServerAt stops the server behind ip; its clients' connections are
+// closed at once.
+func (w *world) stopServerAt(ip string) {
+	s := w.slot(ip)
+	s.srv.Close()
+	<-s.done
+	s.srv = nil
 }
 
 // host returns the host with address ip, adding it on first use.
@@ -103,6 +136,7 @@ type node struct {
 	pushed  bool
 	peers   map[string]protocol.PeerInfo
 	updates []rendezvous.Update
+	times   []time.Time // when each update came, on the bubble's clock
 	cancel  context.CancelFunc
 	done    chan error
 }
@@ -113,7 +147,7 @@ func (w *world) run(name, ip string, port uint16, seed uint64, opts ...func(*ren
 	ctx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
 	cfg := rendezvous.Config{
-		URL:      "ws://10.0.0.1:8080/",
+		URLs:     []string{serverURL(serverIP)},
 		Nickname: name,
 		TCPPort:  port,
 		Dial:     w.host(ip).DialContext,
@@ -141,6 +175,7 @@ func (n *node) apply(u rendezvous.Update) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.updates = append(n.updates, u)
+	n.times = append(n.times, time.Now())
 	switch u.Kind {
 	case rendezvous.Registered:
 		n.self, n.pushed = u.SelfID, u.Pushed

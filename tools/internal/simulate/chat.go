@@ -414,7 +414,7 @@ func chatInternet(w *world, cfg Config, say func(string, ...any), f *Facts) erro
 	}
 	internet := func(c *chat.Config) {
 		c.Mode = chat.ModeInternet
-		c.BootstrapServer = serverURL
+		c.BootstrapServers = []string{serverURL}
 	}
 	nodes := make([]*node, cfg.Peers)
 	begin := w.nw.Now()
