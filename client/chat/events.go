@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/parlance-chat/parlance/client/store"
@@ -124,6 +125,7 @@ const maxQueuedEvents = 8192
 type eventQueue struct {
 	mu      sync.Mutex
 	q       []Event
+	sending atomic.Int64 // taken by run, not yet handed to the reader: they count toward the bound
 	dropped int
 	signal  chan struct{} // 1-buffered: "the queue is not empty"
 	room    chan struct{} // 1-buffered: "an event was taken"
@@ -140,7 +142,7 @@ func newEventQueue() *eventQueue {
 func (e *eventQueue) emitWait(ctx context.Context, ev Event) error {
 	for {
 		e.mu.Lock()
-		if len(e.q) < maxQueuedEvents {
+		if len(e.q)+int(e.sending.Load()) < maxQueuedEvents {
 			e.q = append(e.q, ev)
 			e.mu.Unlock()
 			select {
@@ -162,9 +164,10 @@ func (e *eventQueue) emitWait(ctx context.Context, ev Event) error {
 // queue overflowed.
 func (e *eventQueue) emit(ev Event) (dropped int) {
 	e.mu.Lock()
-	if len(e.q) >= maxQueuedEvents {
-		// The oldest event that is not a received message goes (messages
-		// are queued by emitWait and never dropped); if all are, ev does.
+	if len(e.q)+int(e.sending.Load()) >= maxQueuedEvents {
+		// The oldest queued event that is not a received message goes
+		// (messages are queued by emitWait and never dropped); if all
+		// are, ev does.
 		e.dropped++
 		dropped = e.dropped
 		i := slices.IndexFunc(e.q, func(q Event) bool { return q.Kind != EventMessage })
@@ -183,20 +186,18 @@ func (e *eventQueue) emit(ev Event) (dropped int) {
 	return dropped
 }
 
-// run delivers events in order until ctx is done, then closes out.
+// run delivers events in order until ctx is done, then closes out. It
+// takes the whole queue at once, so that a burst of received messages
+// costs one lock, not one each.
 func (e *eventQueue) run(ctx context.Context) {
 	defer close(e.out)
+	var batch []Event
 	for {
 		e.mu.Lock()
-		var ev Event
-		ok := len(e.q) > 0
-		if ok {
-			ev = e.q[0]
-			e.q[0] = Event{}
-			e.q = e.q[1:]
-		}
+		batch, e.q = e.q, batch[:0]
+		e.sending.Store(int64(len(batch)))
 		e.mu.Unlock()
-		if !ok {
+		if len(batch) == 0 {
 			select {
 			case <-e.signal:
 				continue
@@ -204,14 +205,18 @@ func (e *eventQueue) run(ctx context.Context) {
 				return
 			}
 		}
-		select {
-		case e.out <- ev:
-		case <-ctx.Done():
-			return
-		}
-		select {
-		case e.room <- struct{}{}:
-		default:
+		for i := range batch {
+			select {
+			case e.out <- batch[i]:
+			case <-ctx.Done():
+				return
+			}
+			batch[i] = Event{}
+			e.sending.Add(-1)
+			select {
+			case e.room <- struct{}{}:
+			default:
+			}
 		}
 	}
 }
