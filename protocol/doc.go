@@ -232,6 +232,63 @@
 // and cannot be reached. peer_id and stream are 1 to [MaxRelayIDLen]
 // letters, digits, '.', '_' or '-'.
 //
+// # Rooms
+//
+// A peer that takes part in rooms lists [CapRooms] ("rooms") in its caps.
+// Room traffic travels as lines inside the encrypted sessions, on the same
+// connections as chat lines, and only between two peers that both listed
+// CapRooms: an original client is never sent a room line (it would show it
+// as a message). A chat line has no "type" key; a room line has one. Two
+// lines, each at most [MaxLineSize] bytes with its newline:
+//
+//	{"type":"room_msg","room":"4f1c2a9e8b7d6c5f4e3d2c1b0a998877","author":"iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w=","nick":"bob","seq":7,"time":1795739259123,"deps":[{"a":"gTl3Dqh9F19Wo1Rmw0x+zMuNipG07jeiXfYPW4/Js5Q=","s":3}],"text":"hello room","sig":"4pKUswe4z7YD3KFFaFOhpsIiA/FWW4dUXw0QW3OWyF7wjGUDbl5Hc/i7x/nMo4OTOvg+kIrwlysTBErQUMhtAw=="}
+//	{"type":"room_sum","room":"4f1c2a9e8b7d6c5f4e3d2c1b0a998877","have":[{"a":"iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w=","s":7}]}
+//
+// room_msg is one message of a room, written and signed by its author and
+// forwarded as it is by any member:
+//
+//   - room: the room ID, [RoomIDLen] lowercase hex characters, derived
+//     from the room's name and secret (see client/room); the name itself
+//     is never sent.
+//   - author: the author's identity key, as in announces (44 characters
+//     of base64).
+//   - nick: the author's nickname when it wrote the message. As for a
+//     chat line's from, one that is not a valid nickname is not a
+//     decoding error: the receiver shows it escaped and marked.
+//   - seq: the author's sequence number in this room, 1 for its first
+//     message and one more for each next, with no gaps; at most
+//     [MaxRoomSeq] (2^53-1, exact in any JSON).
+//   - time: the author's clock when it wrote, Unix milliseconds, positive.
+//     For display only; order comes from seq and deps.
+//   - deps: what the author had seen: for each other author whose highest
+//     message it had shown changed since its own previous message in the
+//     room, that author ("a") and seq ("s", at least 1). Never the author
+//     itself (its seq-1 is implied), no author twice, at most
+//     [MaxRoomMembers] entries; omitted when empty. A receiver shows the
+//     message after its author's previous one and after each dep, or after
+//     a bounded wait.
+//   - text: what the author wrote, as a chat line's content.
+//   - sig: the author's Ed25519 signature (88 characters of base64) over
+//     "parlance room message v1", a zero byte, then room, author and nick
+//     (each its length as a uvarint and its bytes), seq and time (8 bytes
+//     big-endian each), the number of deps (uvarint) and for each its
+//     author (length-prefixed) and seq (8 bytes), in the order given, then
+//     text (length-prefixed): every field but sig. The room ID is signed,
+//     so a message cannot be moved to another room.
+//
+// room_sum tells a member what the sender holds: for each author, the
+// highest seq it holds contiguously from the start of its history of that
+// author (1, unless it joined after the author's first messages left
+// everyone's bounded history). "have" is required, and empty from a member
+// that holds nothing; at most [MaxRoomMembers] entries, seq at least 1, no
+// author twice. The receiver answers with the room_msg lines the sender
+// lacks, oldest first, within its history bound (by default the last 500
+// messages, none older than 7 days). Members exchange summaries when a
+// session opens and periodically.
+//
+// Every field is required except deps; decoding checks their shapes, not
+// the signature, which the receiver verifies before it keeps the message.
+//
 // # Bounds and errors
 //
 // Decoders refuse input over their bound with an error wrapping

@@ -1,0 +1,149 @@
+package room
+
+import (
+	"crypto/ed25519"
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+
+	"github.com/parlance-chat/parlance/protocol"
+)
+
+// Bounds of names and secrets.
+const (
+	MaxNameLen   = 32
+	MaxSecretLen = 256
+)
+
+// Name is a room name in its canonical form: '#' and 1 to MaxNameLen
+// characters a-z, 0-9, '_' or '-'. The zero Name is not a name; get one
+// from ParseName.
+type Name struct{ s string }
+
+// ParseName accepts what a person typed, with or without the leading '#';
+// ASCII capitals are lowered first, so #Team and #team are one room.
+func ParseName(s string) (Name, error) {
+	bare := s
+	if len(bare) > 0 && bare[0] == '#' {
+		bare = bare[1:]
+	}
+	switch {
+	case bare == "":
+		return Name{}, errors.New("room name is empty: use '#' and 1 to 32 characters a-z, 0-9, '_' or '-'")
+	case len(bare) > MaxNameLen:
+		return Name{}, fmt.Errorf("room name %q is longer than %d characters (a-z, 0-9, '_' or '-')", truncate(s, 40), MaxNameLen)
+	}
+	b := []byte(bare)
+	for i, c := range b {
+		switch {
+		case 'A' <= c && c <= 'Z':
+			b[i] = c + 'a' - 'A'
+		case 'a' <= c && c <= 'z', '0' <= c && c <= '9', c == '_', c == '-':
+		default:
+			return Name{}, fmt.Errorf("room name %q may hold only a-z, 0-9, '_' and '-' (1 to %d characters)", truncate(s, 40), MaxNameLen)
+		}
+	}
+	return Name{"#" + string(b)}, nil
+}
+
+// String returns the name with its '#'.
+func (n Name) String() string { return n.s }
+
+// Bare returns the name without its '#': what the room key is derived
+// from.
+func (n Name) Bare() string {
+	if n.s == "" {
+		return ""
+	}
+	return n.s[1:]
+}
+
+// IsZero reports whether n is the zero Name.
+func (n Name) IsZero() bool { return n.s == "" }
+
+// Room is a room as one member knows it: its name, its key (never on the
+// wire) and the identifiers derived from the key.
+type Room struct {
+	Name
+	// Private is true when the room was joined with a secret.
+	Private bool
+	// ID names the room inside room messages and summaries, which only
+	// travel over encrypted sessions between members.
+	ID  string
+	key [32]byte
+}
+
+// keySalt separates room keys from any other use of HKDF over the same
+// secret.
+const keySalt = "parlance room v1"
+
+// New derives the room's key and ID: key = HKDF-SHA256(secret, salt
+// "parlance room v1", info = the bare name), ID = the first 16 bytes of
+// HMAC-SHA256(key, "id") in hex. A public room has the empty secret.
+func New(name Name, secret string) (*Room, error) {
+	if name.IsZero() {
+		return nil, errors.New("room: no room name")
+	}
+	if len(secret) > MaxSecretLen {
+		return nil, fmt.Errorf("room %s: the secret is longer than %d bytes", name, MaxSecretLen)
+	}
+	k, err := hkdf.Key(sha256.New, []byte(secret), []byte(keySalt), name.Bare(), 32)
+	if err != nil {
+		// Only in FIPS 140-only mode, which refuses a short secret.
+		return nil, fmt.Errorf("room %s: derive key: %w", name, err)
+	}
+	r := &Room{Name: name, Private: secret != ""}
+	copy(r.key[:], k)
+	r.ID = hex.EncodeToString(r.mac([]byte("id"))[:protocol.RoomIDLen/2])
+	return r, nil
+}
+
+func (r *Room) mac(data ...[]byte) []byte {
+	h := hmac.New(sha256.New, r.key[:])
+	for _, d := range data {
+		h.Write(d)
+	}
+	return h.Sum(nil)
+}
+
+// Tag returns the membership tag that the peer with identity key pub puts
+// in its announces and registrations: the first 12 bytes of
+// HMAC-SHA256(key, "member" || pub) in hex. It is "" for a key that is not
+// an Ed25519 public key.
+func (r *Room) Tag(pub ed25519.PublicKey) string {
+	if len(pub) != ed25519.PublicKeySize {
+		return ""
+	}
+	return hex.EncodeToString(r.mac([]byte("member"), pub)[:protocol.RoomTagLen/2])
+}
+
+// IsMember reports whether tags, as announced by the peer with key pub
+// (the key that signed the announce), hold that peer's tag for this room.
+// A tag copied from another peer's announce does not match: it is bound
+// to that other key.
+func (r *Room) IsMember(pub ed25519.PublicKey, tags []string) bool {
+	want := r.Tag(pub)
+	if want == "" {
+		return false
+	}
+	for _, t := range tags {
+		if hmac.Equal([]byte(t), []byte(want)) {
+			return true
+		}
+	}
+	return false
+}
+
+// truncate shortens s for an error message without splitting a rune.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && s[n]&0xC0 == 0x80 {
+		n--
+	}
+	return s[:n] + "…"
+}
