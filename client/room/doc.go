@@ -9,9 +9,11 @@
 //
 // A room name is '#' and 1 to 32 characters a-z, 0-9, '_' or '-' (ASCII
 // capitals are lowered; nothing else is, so no two spellings look alike).
-// The room key is HKDF-SHA256(secret, salt "parlance room v1", info = the
-// name without '#'), so one name and secret give one key, and the name
-// never needs to travel. From the key:
+// The room key of a public room is HKDF-SHA256 over its name (salt
+// "parlance room v1", info = the name without '#'); that of a private room
+// is Argon2id(secret, salt = "parlance room v1" 0x00 name; 19 MiB, two
+// passes). One name and secret give one key, and the name never needs to
+// travel. From the key:
 //
 //   - the room ID, the first 16 bytes of HMAC-SHA256(key, "id") in hex,
 //     names the room inside room messages and summaries. Those travel only
@@ -30,7 +32,9 @@
 // and so learn who is in #general. That is the point of a public room.
 // A private room's secret is only as strong as it is hard to guess: a tag
 // and the announcer's key, both public, let anyone test guesses of name
-// and secret offline, and HKDF is fast. Secrets longer than MaxSecretLen
+// and secret offline. Argon2id makes each guess cost about 50 ms and 19
+// MiB (HKDF would cost a microsecond), so a secret of a few random words
+// holds; a short common one does not. Secrets longer than MaxSecretLen
 // bytes are refused; no minimum is enforced here.
 //
 // # Messages
