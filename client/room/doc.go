@@ -27,6 +27,10 @@
 //     gains nothing: members check the tag against the announcer's key
 //     (IsMember), and send room traffic only to those that pass.
 //
+// A member keeps a room's name and key across restarts, never its
+// secret: the key is all membership needs, and FromKey rebuilds the Room
+// from them without running Argon2id again.
+//
 // A public room has the empty secret: anyone who knows, or guesses, its
 // name can compute its key, join it, and test any announce's tags for it,
 // and so learn who is in #general. That is the point of a public room.

@@ -116,8 +116,28 @@ func New(name Name, secret string) (*Room, error) {
 		}
 		copy(r.key[:], k)
 	}
-	r.ID = hex.EncodeToString(r.mac([]byte("id"))[:protocol.RoomIDLen/2])
+	r.ID = r.id()
 	return r, nil
+}
+
+// FromKey rebuilds a room from what a member keeps of it across restarts:
+// its name, its key (Key) and whether it is private. The secret is not
+// needed, and the Argon2id of a private room is not run again. The name
+// is not checked against the key: the caller keeps the two together.
+func FromKey(name Name, key [32]byte, private bool) *Room {
+	r := &Room{Name: name, Private: private, key: key}
+	r.ID = r.id()
+	return r
+}
+
+// Key returns the room key. It is what membership rests on: whoever holds
+// it can compute the ID and every member's tag, and read and post in the
+// room. Keep it as private as the identity key; it never goes on the wire.
+func (r *Room) Key() [32]byte { return r.key }
+
+// id is the room ID: the first 16 bytes of HMAC-SHA256(key, "id") in hex.
+func (r *Room) id() string {
+	return hex.EncodeToString(r.mac([]byte("id"))[:protocol.RoomIDLen/2])
 }
 
 func (r *Room) mac(data ...[]byte) []byte {

@@ -3,6 +3,7 @@ package room
 import (
 	"crypto/ed25519"
 	"encoding/hex"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -170,5 +171,34 @@ func TestNewRefuses(t *testing.T) {
 	_, err := New(mustName(t, "#x"), strings.Repeat("s", MaxSecretLen+1))
 	if err == nil || !strings.Contains(err.Error(), "room #x: the secret is longer than 256 bytes") {
 		t.Errorf("New with a secret of %d bytes: %v", MaxSecretLen+1, err)
+	}
+}
+
+// A room rebuilt from its name, key and privacy, as the store keeps it,
+// is the room New derived: same ID, same tags, same key.
+func TestFromKeyRebuildsTheRoom(t *testing.T) {
+	for _, tt := range []struct{ name, secret string }{
+		{"#team", ""},
+		{"#team", "hunter2"},
+	} {
+		t.Run(tt.name+" with secret "+strconv.Quote(tt.secret), func(t *testing.T) {
+			r := mustRoom(t, tt.name, tt.secret)
+			back := FromKey(r.Name, r.Key(), r.Private)
+			if back.Name != r.Name || back.Private != r.Private || back.ID != r.ID || back.Key() != r.Key() {
+				t.Errorf("FromKey = %s private %v ID %s, want %s private %v ID %s",
+					back.Name, back.Private, back.ID, r.Name, r.Private, r.ID)
+			}
+			if back.Tag(testPub(1)) != r.Tag(testPub(1)) {
+				t.Error("the rebuilt room gives another tag")
+			}
+		})
+	}
+	// The key, not the name, makes the room.
+	pub, priv := mustRoom(t, "#team", ""), mustRoom(t, "#team", "hunter2")
+	if FromKey(pub.Name, priv.Key(), false).ID != priv.ID {
+		t.Error("FromKey's ID does not follow the key")
+	}
+	if pub.Key() == priv.Key() || pub.Key() == ([32]byte{}) {
+		t.Error("Key is the same for two rooms, or zero")
 	}
 }

@@ -69,6 +69,13 @@ func TestMigrateFromEveryVersion(t *testing.T) {
 			}
 			mustAddOut(t, old, out("KA", "alice", "an old outgoing message about otters"))
 			mustAddIn(t, old, in("KA", "alice", "1", "an old incoming message about otters"), in("", "bob", "1", "keyless otters"))
+			team := roomRow(t, "#team", "", true)
+			oldRoom := rmsg(team.ID, 'a', 1, t0, "an old room message")
+			if from >= roomsVersion {
+				mustJoin(t, old, team)
+				mustAddRoom(t, old, oldRoom)
+				mustShow(t, old, team.ID, oldRoom)
+			}
 			if err := old.Close(); err != nil {
 				t.Fatal(err)
 			}
@@ -98,6 +105,33 @@ func TestMigrateFromEveryVersion(t *testing.T) {
 			// The dedupe of the old rows still holds.
 			if isNew := mustAddIn(t, s, in("KA", "alice", "1", "again"), in("", "bob", "1", "again")); isNew[0] || isNew[1] {
 				t.Errorf("old incoming ids stored again: %v", isNew)
+			}
+
+			// Rooms work after the upgrade, and what was stored in them
+			// before is kept.
+			var wantRooms []string
+			if from >= roomsVersion {
+				wantRooms = []string{"#team"}
+			}
+			mustJoin(t, s, roomRow(t, "#general", "", false))
+			newRoom := rmsg(team.ID, 'a', 2, t0, "a new room message")
+			if isNew := mustAddRoom(t, s, oldRoom, newRoom); isNew[0] != (from < roomsVersion) || !isNew[1] {
+				t.Errorf("AddRoomMessages of an old and a new message: isNew %v", isNew)
+			}
+			mustShow(t, s, team.ID, oldRoom, newRoom)
+			var names []string
+			for _, r := range mustRooms(t, s) {
+				if r.Name == "#team" && !r.Current {
+					t.Error("the current room is no longer current")
+				}
+				names = append(names, r.Name)
+			}
+			if want := append([]string{"#general"}, wantRooms...); !reflect.DeepEqual(names, want) {
+				t.Errorf("Rooms = %q, want %q", names, want)
+			}
+			rh, err := s.RoomHistory(t.Context(), team.ID, 10)
+			if want := []string{"an old room message", "a new room message"}; err != nil || !reflect.DeepEqual(texts(rh), want) {
+				t.Errorf("RoomHistory = %q (%v), want %q", texts(rh), err, want)
 			}
 		})
 	}

@@ -263,7 +263,7 @@ func start(path, name string, wdb, rdb *sql.DB, lock *os.File, opts Options, ver
 		ops:     make(chan *op, queueLen),
 		closing: make(chan struct{}),
 	}
-	w, err := newWriter(ctx, s, opts.MaxBatch, opts.FoldWait)
+	w, err := newWriter(ctx, s, opts.MaxBatch, opts.FoldWait, version >= roomsVersion)
 	if err != nil {
 		return nil, fail(name, "open", err)
 	}

@@ -18,6 +18,13 @@ const (
 	opFlush                     // Flush: writes nothing
 )
 
+// The room writes (rooms.go, roommsg.go).
+const (
+	opRoomInsert opKind = opFlush + 1 + iota // AddRoomMessages
+	opRoomShow                               // MarkRoomShown
+	opRoomExec                               // JoinRoom, LeaveRoom, SetCurrentRoom, NextRoomSeq
+)
+
 // op is one submitted operation, applied by the writer in submit order.
 type op struct {
 	kind opKind
@@ -28,10 +35,25 @@ type op struct {
 	done func(error)
 	sync bool // a caller waits for done (call)
 
+	rmsgs []*RoomMessageRow // opRoomInsert
+	room  string            // opRoomShow
+	keys  []RoomMsgKey      // opRoomShow
+	// exec is an opRoomExec's work. It returns refused when the op cannot
+	// apply (a room not joined) but the batch goes on, and err when the
+	// transaction must fail.
+	exec func(ctx context.Context, tx *sql.Tx) (refused, err error)
+
 	// Results, set by the writer before done.
 	newSeqs []int64   // opInsert: the seq of each stored message, 0 for duplicates
 	rows    []Message // opExpire
 	more    bool      // opIndex: unindexed rows remain
+	isNew   []bool    // opRoomInsert: which messages were stored
+	refused error     // opRoomExec: what done gets if the batch commits
+}
+
+// size is how many rows o writes, roughly: what bounds a transaction.
+func (o *op) size() int {
+	return len(o.msgs) + len(o.seqs) + len(o.rmsgs) + len(o.keys)
 }
 
 const (
@@ -67,6 +89,12 @@ type writer struct {
 	folded   atomic.Int64 // deliveries written with their message's insert
 	updated  atomic.Int64 // seqs handed to the delivery UPDATE
 	exited   chan struct{}
+
+	rooms    bool  // the schema has the room tables (version 3 or later)
+	roomN    int64 // the n of the next room_messages row
+	shown    int64 // the last display number MarkRoomShown gave
+	shownSet bool  // this transaction gave display numbers: meta must follow
+	depsBuf  []byte
 }
 
 // inRef points at one message of an op in the batch.
@@ -75,9 +103,11 @@ type inRef struct {
 	i int
 }
 
-func newWriter(ctx context.Context, s *Store, maxBatch int, foldWait time.Duration) (*writer, error) {
+// newWriter prepares the writer's statements; rooms says the schema has
+// the room tables (a store opened at an older version, in tests, has not).
+func newWriter(ctx context.Context, s *Store, maxBatch int, foldWait time.Duration, rooms bool) (*writer, error) {
 	w := &writer{
-		s: s, db: s.wdb, maxBatch: maxBatch, foldWait: foldWait,
+		s: s, db: s.wdb, maxBatch: maxBatch, foldWait: foldWait, rooms: rooms,
 		stmts:   make(map[stmtKey]*sql.Stmt),
 		txStmts: make(map[stmtKey]*sql.Stmt),
 		exited:  make(chan struct{}),
@@ -87,6 +117,14 @@ func newWriter(ctx context.Context, s *Store, maxBatch int, foldWait time.Durati
 		return nil, err
 	}
 	s.nextSeq.Store(next)
+	if rooms {
+		if err := w.db.QueryRowContext(ctx, "SELECT value FROM meta WHERE key = 'room_shown'").Scan(&w.shown); err != nil {
+			return nil, err
+		}
+		if err := w.db.QueryRowContext(ctx, "SELECT coalesce(max(n), 0) + 1 FROM room_messages").Scan(&w.roomN); err != nil {
+			return nil, err
+		}
+	}
 	// Prepare everything now: inside a transaction the only connection is
 	// taken, and database/sql could not prepare on the handle.
 	for n := 1; n <= maxIn; n *= 2 {
@@ -94,6 +132,12 @@ func newWriter(ctx context.Context, s *Store, maxBatch int, foldWait time.Durati
 		if n <= stmtRows {
 			// OR IGNORE: the unique index drops incoming duplicates.
 			q[stmtKey{opInsert, n}] = "INSERT OR IGNORE INTO messages (" + columns + ", conv) VALUES " + repeat("(?,?,?,?,?,?,?,?,?,?,?,?,?)", n)
+			if rooms {
+				q[stmtKey{opRoomInsert, n}] = roomInsertSQL(n)
+			}
+		}
+		if rooms && n == 1 {
+			q[stmtKey{opRoomShow, 1}] = roomShowSQL
 		}
 		for k, text := range q {
 			st, err := w.db.PrepareContext(ctx, text)
@@ -170,7 +214,7 @@ func (w *writer) run() {
 		}
 		rows := 0
 		if len(batch) > 0 {
-			rows = len(batch[0].msgs) + len(batch[0].seqs)
+			rows = batch[0].size()
 		}
 	drain:
 		for open && (len(batch) == 0 || batch[0].kind != opIndex) && len(batch) < w.maxBatch && rows < txRows {
@@ -185,7 +229,7 @@ func (w *writer) run() {
 					break drain
 				}
 				batch = append(batch, o)
-				rows += 1 + len(o.msgs) + len(o.seqs)
+				rows += 1 + o.size()
 			default:
 				break drain
 			}
@@ -291,6 +335,10 @@ func (w *writer) apply(batch []*op) {
 			o.done(o.err)
 			continue
 		}
+		if err == nil && o.refused != nil {
+			o.done(o.refused)
+			continue
+		}
 		if err == nil {
 			for i, seq := range o.newSeqs {
 				// An outgoing message has its seq already, and its
@@ -317,10 +365,11 @@ func (w *writer) exec(batch []*op) (err error) {
 	}()
 	clear(w.txStmts)
 	w.fold(batch)
+	w.shownSet = false
 	for i := 0; i < len(batch); {
 		o, j := batch[i], i+1
 		// Consecutive ops of one kind share multi-row statements.
-		for o.err == nil && (o.kind == opInsert || o.kind == opDeliver) && j < len(batch) &&
+		for o.err == nil && (o.kind == opInsert || o.kind == opDeliver || o.kind == opRoomInsert) && j < len(batch) &&
 			batch[j].kind == o.kind && batch[j].err == nil && sameMillis(batch[j].at, o.at) {
 			j++
 		}
@@ -334,11 +383,24 @@ func (w *writer) exec(batch []*op) (err error) {
 			err = w.expire(ctx, tx, o)
 		case o.kind == opIndex:
 			err = w.index(ctx, tx, o)
+		case o.kind >= opRoomInsert && !w.rooms:
+			err = errNoRoomTables
+		case o.kind == opRoomInsert:
+			err = w.roomInsert(ctx, tx, batch[i:j])
+		case o.kind == opRoomShow:
+			err = w.roomShow(ctx, tx, o)
+		case o.kind == opRoomExec:
+			o.refused, err = o.exec(ctx, tx)
 		}
 		if err != nil {
 			return err
 		}
 		i = j
+	}
+	if w.shownSet {
+		if _, err := tx.ExecContext(ctx, "UPDATE meta SET value = ? WHERE key = 'room_shown'", w.shown); err != nil {
+			return err
+		}
 	}
 	return tx.Commit()
 }
