@@ -76,15 +76,7 @@ func roomInsertSQL(n int) string {
 // the store reads ms until then.
 func (s *Store) AddRoomMessages(ms []*RoomMessageRow, done func(isNew []bool, err error)) {
 	o := roomInsertOp(ms)
-	o.done = func(err error) {
-		switch {
-		case done == nil:
-		case err != nil:
-			done(nil, err)
-		default:
-			done(o.isNew, nil)
-		}
-	}
+	o.done = withFlags(done, func() []bool { return o.isNew })
 	s.enqueue(o)
 }
 
@@ -179,13 +171,7 @@ func (w *writer) roomInsert(ctx context.Context, tx *sql.Tx, ops []*op) error {
 				m.Text, m.Sig, m.Received.UnixMilli())
 			w.roomN++
 		}
-		res, err := w.stmt(ctx, tx, stmtKey{opRoomInsert, n}).ExecContext(ctx, args...)
-		clear(args)
-		w.args = args[:0]
-		var stored int64
-		if err == nil {
-			stored, err = res.RowsAffected()
-		}
+		stored, err := w.execRows(ctx, tx, stmtKey{opRoomInsert, n}, args)
 		switch {
 		case err != nil:
 			return err

@@ -33,15 +33,7 @@ func (s *Store) AddOutgoing(m *Message, done func(error)) {
 // ms until then.
 func (s *Store) AddIncoming(ms []*Message, done func(isNew []bool, err error)) {
 	o := incomingOp(ms)
-	o.done = func(err error) {
-		switch {
-		case done == nil:
-		case err != nil:
-			done(nil, err)
-		default:
-			done(newFlags(o), nil)
-		}
-	}
+	o.done = withFlags(done, func() []bool { return newFlags(o) })
 	s.enqueue(o)
 }
 
@@ -148,6 +140,20 @@ func newFlags(o *op) []bool {
 		isNew[i] = seq != 0
 	}
 	return isNew
+}
+
+// withFlags adapts an AddIncoming-style done (nil allowed) to an op's
+// done: on success it gets flags(), which the writer has set by then.
+func withFlags(done func([]bool, error), flags func() []bool) func(error) {
+	return func(err error) {
+		switch {
+		case done == nil:
+		case err != nil:
+			done(nil, err)
+		default:
+			done(flags(), nil)
+		}
+	}
 }
 
 func orNop(done func(error)) func(error) {

@@ -488,13 +488,7 @@ func (w *writer) insert(ctx context.Context, tx *sql.Tx, ops []*op) error {
 				int64(m.Status), boolInt(m.Encrypted), convOf(m.PeerKey, m.PeerNick))
 		}
 		w.seqBuf = seqs[:0]
-		res, err := w.stmt(ctx, tx, stmtKey{opInsert, n}).ExecContext(ctx, args...)
-		clear(args)
-		w.args = args[:0]
-		var stored int64
-		if err == nil {
-			stored, err = res.RowsAffected()
-		}
+		stored, err := w.execRows(ctx, tx, stmtKey{opInsert, n}, args)
 		switch {
 		case err != nil:
 			return err
@@ -510,6 +504,18 @@ func (w *writer) insert(ctx context.Context, tx *sql.Tx, ops []*op) error {
 		refs = refs[n:]
 	}
 	return nil
+}
+
+// execRows runs the prepared multi-row statement k with args (w.args,
+// which it clears for reuse) and returns how many rows it changed.
+func (w *writer) execRows(ctx context.Context, tx *sql.Tx, k stmtKey, args []any) (int64, error) {
+	res, err := w.stmt(ctx, tx, k).ExecContext(ctx, args...)
+	clear(args)
+	w.args = args[:0]
+	if err != nil {
+		return 0, err
+	}
+	return res.RowsAffected()
 }
 
 // chunk returns the largest power of two <= min(n, stmtRows).
