@@ -2,6 +2,8 @@ package chat
 
 import (
 	"context"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -483,10 +485,7 @@ func (n *Node) nextMessageID(now time.Time) string {
 	n.lastID = max(n.lastID+1, next)
 	id := n.lastID
 	n.idMu.Unlock()
-	var b [16]byte
-	const hex = "0123456789abcdef"
-	for i := range b {
-		b[i] = hex[id>>(60-4*i)&0xf]
-	}
-	return string(b[:])
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], id)
+	return hex.EncodeToString(b[:])
 }
