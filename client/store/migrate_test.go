@@ -148,22 +148,32 @@ func TestQueriesUseTheirIndexes(t *testing.T) {
 		{historySQL, []any{1, "k", "n", 10}, "messages_conversation"},
 	}
 	for _, p := range plans {
-		rows, err := s.rdb.Query("EXPLAIN QUERY PLAN "+p.query, p.args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var plan []string
-		for rows.Next() {
-			var id, parent, unused int
-			var detail string
-			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-				t.Fatal(err)
-			}
-			plan = append(plan, detail)
-		}
-		rows.Close()
+		plan := queryPlan(t, s, p.query, p.args...)
 		if !strings.Contains(strings.Join(plan, "\n"), "USING INDEX "+p.index+" ") {
 			t.Errorf("plan of %q does not use %s: %q", p.query, p.index, plan)
 		}
 	}
+}
+
+// queryPlan returns the detail lines of EXPLAIN QUERY PLAN for query.
+func queryPlan(t *testing.T, s *Store, query string, args ...any) []string {
+	t.Helper()
+	rows, err := s.rdb.Query("EXPLAIN QUERY PLAN "+query, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return plan
 }

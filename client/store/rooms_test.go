@@ -817,20 +817,7 @@ func TestRoomQueriesUseTheirIndexes(t *testing.T) {
 		{roomShowSQL, []any{1, roomA, "a", 1}, []string{"USING INDEX room_messages_key (room=? AND author=? AND seq=?)"}, 0},
 	}
 	for _, p := range plans {
-		rows, err := s.rdb.Query("EXPLAIN QUERY PLAN "+p.query, p.args...)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var plan []string
-		for rows.Next() {
-			var id, parent, unused int
-			var detail string
-			if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-				t.Fatal(err)
-			}
-			plan = append(plan, detail)
-		}
-		rows.Close()
+		plan := queryPlan(t, s, p.query, p.args...)
 		all := strings.Join(plan, "\n")
 		for _, w := range p.want {
 			if !strings.Contains(all, w) {
