@@ -34,6 +34,9 @@ type Register struct {
 	// network can connect without going through its NAT. At most
 	// MaxAddrs.
 	Addrs []string `json:"addrs,omitempty"`
+	// Rooms are the client's room membership tags, as in Announce.Rooms.
+	// A server lists them only with a key it has checked.
+	Rooms []string `json:"rooms,omitempty"`
 	// Signature: the client's identity key and its signature over the
 	// fields above (see Sign). A server that lists the key checks it.
 	Signature
@@ -81,6 +84,9 @@ type PeerInfo struct {
 	// Addrs are the addresses the peer registered as its own (see
 	// Register.Addrs).
 	Addrs []string `json:"addrs,omitempty"`
+	// Rooms are the membership tags the peer registered (see
+	// Register.Rooms), listed only with Key.
+	Rooms []string `json:"rooms,omitempty"`
 }
 
 // PeerList lists every registered peer, the requester included.
@@ -177,6 +183,7 @@ func DecodeClientMessage(b []byte) (ClientMessage, error) {
 			Caps      []string `json:"caps"`
 			Namespace string   `json:"namespace"`
 			Addrs     []string `json:"addrs"`
+			Rooms     []string `json:"rooms"`
 			Signature
 		}
 		if err := unmarshal("register", b, &w); err != nil {
@@ -200,10 +207,13 @@ func DecodeClientMessage(b []byte) (ClientMessage, error) {
 		if err := checkAddrs("register", w.Addrs); err != nil {
 			return nil, err
 		}
+		if err := checkRooms("register", w.Rooms); err != nil {
+			return nil, err
+		}
 		if err := w.Signature.check("register"); err != nil {
 			return nil, err
 		}
-		return &Register{Nickname: *w.Nickname, LocalAddr: *w.LocalAddr, Instance: w.Instance, Caps: nilIfEmpty(w.Caps), Namespace: w.Namespace, Addrs: nilIfEmpty(w.Addrs), Signature: w.Signature}, nil
+		return &Register{Nickname: *w.Nickname, LocalAddr: *w.LocalAddr, Instance: w.Instance, Caps: nilIfEmpty(w.Caps), Namespace: w.Namespace, Addrs: nilIfEmpty(w.Addrs), Rooms: nilIfEmpty(w.Rooms), Signature: w.Signature}, nil
 	case "list_peers", "heartbeat", "unregister":
 		// The original ignores extra fields; so do we, but the frame must
 		// still be a JSON object.
@@ -404,6 +414,7 @@ type wirePeer struct {
 	Caps       []string `json:"caps"`
 	Key        string   `json:"key"`
 	Addrs      []string `json:"addrs"`
+	Rooms      []string `json:"rooms"`
 }
 
 func (w *wirePeer) check(what string) (PeerInfo, error) {
@@ -430,7 +441,10 @@ func (w *wirePeer) check(what string) (PeerInfo, error) {
 	if err := checkAddrs(what, w.Addrs); err != nil {
 		return PeerInfo{}, err
 	}
-	return PeerInfo{PeerID: *w.PeerID, Nickname: *w.Nickname, PublicAddr: *w.PublicAddr, LocalAddr: *w.LocalAddr, LastSeen: *w.LastSeen, Instance: w.Instance, Caps: nilIfEmpty(w.Caps), Key: w.Key, Addrs: nilIfEmpty(w.Addrs)}, nil
+	if err := checkRooms(what, w.Rooms); err != nil {
+		return PeerInfo{}, err
+	}
+	return PeerInfo{PeerID: *w.PeerID, Nickname: *w.Nickname, PublicAddr: *w.PublicAddr, LocalAddr: *w.LocalAddr, LastSeen: *w.LastSeen, Instance: w.Instance, Caps: nilIfEmpty(w.Caps), Key: w.Key, Addrs: nilIfEmpty(w.Addrs), Rooms: nilIfEmpty(w.Rooms)}, nil
 }
 
 // checkAddrs accepts at most MaxAddrs entries, each an IP address and a

@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -21,6 +22,8 @@ func TestGoldenDatagrams(t *testing.T) {
 			`{"type":"announce","nickname":"bob","tcp_port":41135,"instance":"8c1d2e4f5a6b7c8d","caps":["query","goodbye","ack"]}`},
 		{"goodbye with instance", &Goodbye{Nickname: "bob", Instance: "8c1d2e4f5a6b7c8d"}, `{"type":"goodbye","nickname":"bob","instance":"8c1d2e4f5a6b7c8d"}`},
 		{"query", &Query{Instance: "8c1d2e4f5a6b7c8d"}, `{"type":"query","instance":"8c1d2e4f5a6b7c8d"}`},
+		{"announce with rooms", &Announce{Nickname: "bob", TCPPort: 41135, Instance: "8c1d2e4f5a6b7c8d", Caps: []string{"rooms"}, Rooms: []string{"0f1e2d3c4b5a69788796a5b4", "c3d2e1f00112233445566778"}},
+			`{"type":"announce","nickname":"bob","tcp_port":41135,"instance":"8c1d2e4f5a6b7c8d","caps":["rooms"],"rooms":["0f1e2d3c4b5a69788796a5b4","c3d2e1f00112233445566778"]}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -97,6 +100,8 @@ func TestGoldenBootstrap(t *testing.T) {
 		{"unregister", &Unregister{}, `{"type":"unregister"}`},
 		{"register with extensions", &Register{Nickname: "alice", LocalAddr: "0.0.0.0:40045", Instance: "8c1d2e4f5a6b7c8d", Caps: []string{"push"}, Namespace: "team"},
 			`{"type":"register","nickname":"alice","local_addr":"0.0.0.0:40045","instance":"8c1d2e4f5a6b7c8d","caps":["push"],"namespace":"team"}`},
+		{"register with rooms", &Register{Nickname: "alice", LocalAddr: "0.0.0.0:40045", Caps: []string{"push", "rooms"}, Addrs: []string{"10.0.0.5:40045"}, Rooms: []string{"0f1e2d3c4b5a69788796a5b4"}},
+			`{"type":"register","nickname":"alice","local_addr":"0.0.0.0:40045","caps":["push","rooms"],"addrs":["10.0.0.5:40045"],"rooms":["0f1e2d3c4b5a69788796a5b4"]}`},
 		{"relay_connect", &RelayConnect{Token: "q7cY3nJ0wK2mZ5xV9sPdAg", PeerID: "19c5e1eb-b897-49e4-b781-d187d0de38d6"},
 			`{"type":"relay_connect","token":"q7cY3nJ0wK2mZ5xV9sPdAg","peer_id":"19c5e1eb-b897-49e4-b781-d187d0de38d6"}`},
 		{"relay_accept", &RelayAccept{Token: "Zm9vYmFyYmF6cXV4cXV1eA", Stream: "Hk2pQ0vX8rTz4LmN6bCyEw"},
@@ -134,6 +139,9 @@ func TestGoldenBootstrap(t *testing.T) {
 		{"registered with caps", &Registered{PeerID: "p1", PublicAddr: "127.0.0.1:1", Caps: []string{"push"}}, `{"type":"registered","peer_id":"p1","public_addr":"127.0.0.1:1","caps":["push"]}`},
 		{"peer_joined", &PeerJoined{Peer: PeerInfo{PeerID: "p2", Nickname: "bob", PublicAddr: "10.0.0.2:40000", LocalAddr: "0.0.0.0:40000", LastSeen: 5}},
 			`{"type":"peer_joined","peer":{"peer_id":"p2","nickname":"bob","public_addr":"10.0.0.2:40000","local_addr":"0.0.0.0:40000","last_seen":5}}`},
+		{"peer_joined with rooms", &PeerJoined{Peer: PeerInfo{PeerID: "p2", Nickname: "bob", PublicAddr: "10.0.0.2:40000", LocalAddr: "0.0.0.0:40000", LastSeen: 5,
+			Key: "iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w=", Addrs: []string{"192.168.1.2:40000"}, Rooms: []string{"0f1e2d3c4b5a69788796a5b4", "c3d2e1f00112233445566778"}}},
+			`{"type":"peer_joined","peer":{"peer_id":"p2","nickname":"bob","public_addr":"10.0.0.2:40000","local_addr":"0.0.0.0:40000","last_seen":5,"key":"iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w=","addrs":["192.168.1.2:40000"],"rooms":["0f1e2d3c4b5a69788796a5b4","c3d2e1f00112233445566778"]}}`},
 		{"peer_left", &PeerLeft{PeerID: "p2"}, `{"type":"peer_left","peer_id":"p2"}`},
 		{"registered with relay token", &Registered{PeerID: "p1", PublicAddr: "127.0.0.1:1", Caps: []string{"push", "relay"}, RelayToken: "q7cY3nJ0wK2mZ5xV9sPdAg"},
 			`{"type":"registered","peer_id":"p1","public_addr":"127.0.0.1:1","caps":["push","relay"],"relay_token":"q7cY3nJ0wK2mZ5xV9sPdAg"}`},
@@ -215,6 +223,19 @@ func TestDecodeErrors(t *testing.T) {
 		{"relay_accept stream with a slash", decodeClient, `{"type":"relay_accept","token":"q7cY3nJ0wK2mZ5xV9sPdAg","stream":"a/b"}`, ErrMalformed, "field `stream`"},
 		{"relay_incoming missing peer_id", decodeServer, `{"type":"relay_incoming","stream":"s"}`, ErrMalformed, "missing field `peer_id`"},
 		{"relay_ready missing stream", decodeServer, `{"type":"relay_ready"}`, ErrMalformed, "missing field `stream`"},
+		{"announce with too many rooms", decodeDatagram, `{"type":"announce","nickname":"bob","tcp_port":1,"rooms":[` + roomList(MaxRoomTags+1) + `]}`, ErrMalformed, "field `rooms` has more than 16 entries"},
+		{"announce with a short room tag", decodeDatagram, `{"type":"announce","nickname":"bob","tcp_port":1,"rooms":["0f1e2d3c4b5a69788796a5b"]}`, ErrMalformed, "field `rooms` entry \"0f1e2d3c4b5a69788796a5b\" is not 24 lowercase hex characters"},
+		{"announce with a long room tag", decodeDatagram, `{"type":"announce","nickname":"bob","tcp_port":1,"rooms":["0f1e2d3c4b5a69788796a5b4c"]}`, ErrMalformed, "field `rooms` entry"},
+		{"announce with an upper-case room tag", decodeDatagram, `{"type":"announce","nickname":"bob","tcp_port":1,"rooms":["0F1E2D3C4B5A69788796A5B4"]}`, ErrMalformed, "is not 24 lowercase hex characters"},
+		{"announce with a room tag not hex", decodeDatagram, `{"type":"announce","nickname":"bob","tcp_port":1,"rooms":["0f1e2d3c4b5a69788796a5bg"]}`, ErrMalformed, "field `rooms` entry"},
+		{"announce with a room tag twice", decodeDatagram, `{"type":"announce","nickname":"bob","tcp_port":1,"rooms":["0f1e2d3c4b5a69788796a5b4","c3d2e1f00112233445566778","0f1e2d3c4b5a69788796a5b4"]}`, ErrMalformed, "field `rooms` lists \"0f1e2d3c4b5a69788796a5b4\" twice"},
+		{"announce with rooms not a list", decodeDatagram, `{"type":"announce","nickname":"bob","tcp_port":1,"rooms":"0f1e2d3c4b5a69788796a5b4"}`, ErrMalformed, "field `rooms` must be an array"},
+		{"announce with a room tag not a string", decodeDatagram, `{"type":"announce","nickname":"bob","tcp_port":1,"rooms":[7]}`, ErrMalformed, "field `rooms"},
+		{"register with too many rooms", decodeClient, `{"type":"register","nickname":"a","local_addr":"x","rooms":[` + roomList(MaxRoomTags+1) + `]}`, ErrMalformed, "register: field `rooms` has more than 16 entries"},
+		{"register with a bad room tag", decodeClient, `{"type":"register","nickname":"a","local_addr":"x","rooms":["room"]}`, ErrMalformed, "register: field `rooms` entry \"room\""},
+		{"register with a room tag twice", decodeClient, `{"type":"register","nickname":"a","local_addr":"x","rooms":["0f1e2d3c4b5a69788796a5b4","0f1e2d3c4b5a69788796a5b4"]}`, ErrMalformed, "register: field `rooms` lists"},
+		{"peer_list entry with a bad room tag", decodeServer, `{"type":"peer_list","peers":[{"peer_id":"x","nickname":"a","public_addr":"1.2.3.4:5","local_addr":"0.0.0.0:5","last_seen":1,"rooms":["#general"]}]}`, ErrMalformed, "peers[0]: field `rooms` entry"},
+		{"peer_joined with too many rooms", decodeServer, `{"type":"peer_joined","peer":{"peer_id":"x","nickname":"a","public_addr":"1.2.3.4:5","local_addr":"0.0.0.0:5","last_seen":1,"rooms":[` + roomList(MaxRoomTags+1) + `]}}`, ErrMalformed, "peer_joined: peer: field `rooms` has more than 16 entries"},
 		{"registered bad relay token", decodeServer, `{"type":"registered","peer_id":"p","public_addr":"a","relay_token":"x"}`, ErrMalformed, "field `relay_token`"},
 	}
 	for _, tt := range tests {
@@ -228,6 +249,15 @@ func TestDecodeErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// roomList returns n distinct room tags, quoted and joined by commas.
+func roomList(n int) string {
+	tags := make([]string, n)
+	for i := range tags {
+		tags[i] = fmt.Sprintf(`"%024x"`, i)
+	}
+	return strings.Join(tags, ",")
 }
 
 func decodeDatagram(b []byte) error { _, err := DecodeDatagram(b); return err }

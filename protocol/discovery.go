@@ -24,6 +24,9 @@ const (
 	MaxInstanceLen = 64
 	MaxCaps        = 32
 	MaxCapLen      = 32
+	// MaxRoomTags bounds the membership tags (see RoomTagLen) of an
+	// announce, a register and a peer entry.
+	MaxRoomTags = 16
 )
 
 // Datagram is a LAN discovery message: *Announce, *Goodbye or *Query.
@@ -40,6 +43,11 @@ type Announce struct {
 	Instance string `json:"instance,omitempty"`
 	// Caps lists optional features; empty for original peers.
 	Caps []string `json:"caps,omitempty"`
+	// Rooms are the sender's room membership tags (RoomTagLen lowercase
+	// hex characters each, at most MaxRoomTags, no duplicates; see
+	// client/room): tags, never room names. Only meaningful with a
+	// signature, which covers them.
+	Rooms []string `json:"rooms,omitempty"`
 	// Signature holds the sender's identity key and its signature over
 	// the fields above (see Sign); empty from original peers.
 	Signature
@@ -134,6 +142,7 @@ func decodeDatagramSlow(b []byte) (Datagram, error) {
 			TCPPort  *uint16  `json:"tcp_port"`
 			Instance string   `json:"instance"`
 			Caps     []string `json:"caps"`
+			Rooms    []string `json:"rooms"`
 			Signature
 		}
 		if err := unmarshal("announce", b, &w); err != nil {
@@ -151,10 +160,13 @@ func decodeDatagramSlow(b []byte) (Datagram, error) {
 		if err := checkIdentity("announce", *w.Nickname, w.Instance, w.Caps); err != nil {
 			return nil, err
 		}
+		if err := checkRooms("announce", w.Rooms); err != nil {
+			return nil, err
+		}
 		if err := w.Signature.check("announce"); err != nil {
 			return nil, err
 		}
-		return &Announce{Nickname: *w.Nickname, TCPPort: *w.TCPPort, Instance: w.Instance, Caps: nilIfEmpty(w.Caps), Signature: w.Signature}, nil
+		return &Announce{Nickname: *w.Nickname, TCPPort: *w.TCPPort, Instance: w.Instance, Caps: nilIfEmpty(w.Caps), Rooms: nilIfEmpty(w.Rooms), Signature: w.Signature}, nil
 	case "goodbye":
 		var w struct {
 			Nickname *string `json:"nickname"`
@@ -221,6 +233,42 @@ func checkCaps(what string, caps []string) error {
 		}
 	}
 	return nil
+}
+
+// checkRooms accepts at most MaxRoomTags membership tags, each RoomTagLen
+// lowercase hex characters, none twice.
+func checkRooms(what string, rooms []string) error {
+	if len(rooms) > MaxRoomTags {
+		return fmt.Errorf("%s: field `rooms` has more than %d entries: %w", what, MaxRoomTags, ErrMalformed)
+	}
+	for i, r := range rooms {
+		if !isRoomTag(r) {
+			return fmt.Errorf("%s: field `rooms` entry %q is not %d lowercase hex characters: %w", what, truncate(r, RoomTagLen+1), RoomTagLen, ErrMalformed)
+		}
+		for _, prev := range rooms[:i] {
+			if prev == r {
+				return fmt.Errorf("%s: field `rooms` lists %q twice: %w", what, r, ErrMalformed)
+			}
+		}
+	}
+	return nil
+}
+
+// ValidRoomTag reports whether s is a room membership tag as announces
+// and registers carry it: RoomTagLen lowercase hex characters.
+func ValidRoomTag(s string) bool { return isRoomTag(s) }
+
+// isRoomTag reports whether s is RoomTagLen lowercase hex characters.
+func isRoomTag[T string | []byte](s T) bool {
+	if len(s) != RoomTagLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 func isToken(s string) bool {

@@ -98,6 +98,26 @@
 // The source address is not signed (a sender cannot know it); the session
 // handshake proves the key at that address before anything is sent.
 //
+// A peer that has joined rooms adds rooms to its announce and register:
+// its membership tags, one per room, each [RoomTagLen] lowercase hex
+// characters, at most [MaxRoomTags], none twice:
+//
+//	{"type":"announce","nickname":"bob","tcp_port":41135,"instance":"8c1d2e4f5a6b7c8d","caps":["query","goodbye","ack","noise","rooms"],"rooms":["0f1e2d3c4b5a69788796a5b4","c3d2e1f00112233445566778"],"key":"iojj…","ts":1795739259123,"sig":"…"}
+//
+// A tag is derived from the room's key and the member's identity key (see
+// client/room): it is not the room's name, and without the room's key two
+// members' tags cannot be linked to each other or to the room. Since it is
+// bound to the key that signs the message, a member checks a tag against
+// the sender's key, and a tag copied into another peer's announce proves
+// nothing. With rooms present the signature covers them: an announce signs
+// "parlance/announce/v2" with the rooms joined by commas after caps (before
+// ts), a register "parlance/register/v2" with them after addrs; with no
+// rooms the signed bytes are exactly the v1 ones above. Adding, removing,
+// changing or stripping a tag therefore breaks the signature, and a
+// receiver takes a change of rooms, like a change of caps, only with a
+// valid signature. Rooms in an unsigned message mean nothing (there is no
+// key to check them against).
+//
 // A fingerprint is the SHA-256 of the public key in base32, in four blocks
 // of 13 characters each followed by a Luhn mod 32 check character, shown in
 // eight groups of seven: GR2Q7GF-5LH6PZD-FDNURNK-VPUTHPX-QVJJFVB-FHBYSVU-7IKDGKB-PTZF7A6.
@@ -166,10 +186,17 @@
 // client's own addresses, "ip:port" of its message listener on each local
 // interface, at most 8, so that peers behind the same NAT can connect
 // without it) and the signature fields key, ts and sig described above
-// (the signature covers addrs too); peer entries carry addrs as
-// registered; a server lists the key
-// in peer_list and peer_joined entries ("key":"iojj…") only after checking
-// the signature. Peers in
+// (the signature covers addrs too) and rooms (membership tags, see
+// above); peer entries carry addrs as registered; a server lists the key
+// in peer_list and peer_joined entries ("key":"iojj…"), and the rooms
+// ("rooms":["0f1e…"]), only after checking the signature. A register on
+// a connection that is already registered, signed by the same key for
+// the same namespace and asking for push and relay as before, updates
+// the entry in place (a client whose rooms changed sends one): the
+// server answers registered again with the same peer_id and relay_token
+// (no new snapshot) and pushes a peer_joined with the new entry to the
+// others, without a peer_left; any other second register replaces the
+// first registration (peer_left, then a new peer_id). Peers in
 // different namespaces never see each other, and the absent namespace is
 // the default one that original clients share. A client that lists
 // [CapPush] in register gets caps in its registered answer when the server

@@ -9,18 +9,20 @@ package protocol
 // decodeDatagramFast accepts only the exact byte layout that EncodeDatagram
 // (and the original) produce:
 //
-//	{"type":"announce","nickname":S,"tcp_port":P[,"instance":S][,"caps":[S(,S)*]]}
+//	{"type":"announce","nickname":S,"tcp_port":P[,"instance":S][,"caps":[S(,S)*]][,"rooms":[T(,T)*]][,"key":S,"ts":N,"sig":S]}
 //	{"type":"goodbye","nickname":S[,"instance":S]}
 //	{"type":"query"[,"instance":S]}
 //
 // where S is a non-empty string of bytes other than '"', '\\' and control
-// bytes (< 0x20), and P is a decimal integer from 1 to 65535 without
-// leading zeros. Keys appear once each, in exactly this order and case, with
+// bytes (< 0x20), P is a decimal integer from 1 to 65535 without leading
+// zeros, T a string of RoomTagLen lowercase hex characters and N a
+// positive decimal integer of at most 18 digits without leading zeros. Keys appear once each, in exactly this order and case, with
 // no whitespace. On such input encoding/json unquotes every string to its
 // own bytes (the input is valid UTF-8: checkInput ran first), matches every
 // key exactly, sees no duplicate and no unknown key, so the slow path's
 // result is the one built here. The fast path then runs the same validation
-// (checkIdentity's parts, checkInstance) and, if anything fails or the input differs
+// (checkIdentity's parts, checkInstance, checkRooms, the signature
+// fields' shape) and, if anything fails or the input differs
 // from the layout in any byte, reports "not handled" and the slow path
 // decides, errors included. FuzzDatagramFastPath checks the equivalence.
 //
@@ -214,6 +216,12 @@ func (r *fastReader) announce() (Datagram, bool) {
 			}
 		}
 	}
+	var rooms []string
+	if r.lit(`,"rooms":["`) {
+		if rooms, ok = r.roomTags(); !ok {
+			return nil, false
+		}
+	}
 	var sig Signature
 	if r.lit(`,"key":"`) {
 		if sig.Key, ok = r.str(); !ok || !r.lit(`,"ts":`) {
@@ -229,10 +237,40 @@ func (r *fastReader) announce() (Datagram, bool) {
 	if !r.end() {
 		return nil, false
 	}
-	if !validNickname(nick) || checkInstance("announce", inst) != nil || checkCaps("announce", caps) != nil || sig.check("announce") != nil {
+	if !validNickname(nick) || checkInstance("announce", inst) != nil || checkCaps("announce", caps) != nil ||
+		checkRooms("announce", rooms) != nil || sig.check("announce") != nil {
 		return nil, false
 	}
-	return &Announce{Nickname: nick, TCPPort: port, Instance: inst, Caps: caps, Signature: sig}, true
+	return &Announce{Nickname: nick, TCPPort: port, Instance: inst, Caps: caps, Rooms: rooms, Signature: sig}, true
+}
+
+// roomTags consumes the rest of a list of room tags (after its `["`)
+// and its closing bracket: T"(,"T")*] where each T is RoomTagLen
+// lowercase hex characters, at most MaxRoomTags of them. The tags share
+// one string, so a list costs two allocations however long it is.
+func (r *fastReader) roomTags() ([]string, bool) {
+	const stride = RoomTagLen + 3 // T","
+	start := r.i
+	n := 0
+	for j := start; ; j += stride {
+		if n == MaxRoomTags || len(r.b)-j < RoomTagLen+2 || !isRoomTag(r.b[j:j+RoomTagLen]) || r.b[j+RoomTagLen] != '"' {
+			return nil, false
+		}
+		n++
+		if r.b[j+RoomTagLen+1] == ']' {
+			break
+		}
+		if len(r.b)-j < stride || string(r.b[j+RoomTagLen+1:j+stride]) != `,"` {
+			return nil, false
+		}
+	}
+	all := string(r.b[start : start+n*stride-3])
+	tags := make([]string, n)
+	for k := range tags {
+		tags[k] = all[k*stride : k*stride+RoomTagLen]
+	}
+	r.i = start + n*stride - 1
+	return tags, true
 }
 
 func (r *fastReader) goodbye() (Datagram, bool) {

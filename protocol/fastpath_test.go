@@ -77,6 +77,9 @@ func TestDatagramFastPath(t *testing.T) {
 		{`{"type":"announce","nickname":"bob","tcp_port":41135,"instance":"8c1d2e4f5a6b7c8d","caps":["query","goodbye","ack"]}`, true},
 		{`{"type":"announce","nickname":"bøb 🙂","tcp_port":2}`, true},
 		{`{"type":"announce","nickname":"a\"b","tcp_port":2}`, false},
+		{`{"type":"announce","nickname":"bob","tcp_port":41135,"instance":"8c1d2e4f5a6b7c8d","caps":["rooms"],"rooms":["0f1e2d3c4b5a69788796a5b4"]}`, true},
+		{`{"type":"announce","nickname":"bob","tcp_port":41135,"rooms":["0f1e2d3c4b5a69788796a5b4","c3d2e1f00112233445566778"]}`, true},
+		{`{"type":"announce","nickname":"bob","tcp_port":1,"rooms":[` + roomList(MaxRoomTags) + `]}`, true},
 		{`{"type":"goodbye","nickname":"bob"}`, true},
 		{`{"type":"goodbye","nickname":"bob","instance":"8c1d2e4f5a6b7c8d"}`, true},
 		{`{"type":"query"}`, true},
@@ -100,6 +103,15 @@ func TestDatagramFastPath(t *testing.T) {
 		{`{"type":"announce","nickname":"bob","tcp_port":4.1e4}`, false},
 		{`{"type":"goodbye","nickname":"bob","caps":["query"]}`, false},
 		{`{"type":"query","instance":"a","type":"query"}`, false},
+		{`{"type":"announce","nickname":"bob","tcp_port":41135,"rooms":[]}`, false},
+		{`{"type":"announce","nickname":"bob","tcp_port":41135,"rooms":null}`, false},
+		{`{"type":"announce","nickname":"bob","tcp_port":41135,"rooms":["0f1e2d3c4b5a69788796a5b4"],"caps":["rooms"]}`, false},
+		{`{"type":"announce","nickname":"bob","tcp_port":41135,"rooms":["0f1e2d3c4b5a69788796a5b4"],"rooms":["c3d2e1f00112233445566778"]}`, false},
+		{`{"type":"announce","nickname":"bob","tcp_port":41135,"rooms":[ "0f1e2d3c4b5a69788796a5b4"]}`, false},
+		{`{"type":"announce","nickname":"bob","tcp_port":41135,"rooms":["0f1e2d3c4b5a69788796a5b4" ]}`, false},
+		{`{"type":"announce","nickname":"bob","tcp_port":41135,"Rooms":["0f1e2d3c4b5a69788796a5b4"]}`, false},
+		{`{"type":"announce","nickname":"bob","tcp_port":41135,"rooms":["0f1e2d3c4b5a69788796a5b\u0034"]}`, false},
+		{`{"type":"goodbye","nickname":"bob","rooms":["0f1e2d3c4b5a69788796a5b4"]}`, false},
 
 		// Errors: never handled, the slow path gives them.
 		{`{"type":"announce","nickname":"bob","tcp_port":0}`, false},
@@ -119,6 +131,16 @@ func TestDatagramFastPath(t *testing.T) {
 		{`{"type":"announce","nickname":"bob","tcp_port":1,"caps":["q",]}`, false},
 		{`{"type":"announce","nickname":"bob","tcp_port":1,"caps":["q"` + strings.Repeat(`,"q"`, MaxCaps) + `]}`, false},
 		{`{"type":"announce","nickname":"bob","tcp_port":1,"caps":["q"` + strings.Repeat(`,"q"`, MaxCaps-1) + `]}`, true},
+		{`{"type":"announce","nickname":"bob","tcp_port":1,"rooms":[` + roomList(MaxRoomTags+1) + `]}`, false},
+		{`{"type":"announce","nickname":"bob","tcp_port":1,"rooms":["0f1e2d3c4b5a69788796a5b4","0f1e2d3c4b5a69788796a5b4"]}`, false},
+		{`{"type":"announce","nickname":"bob","tcp_port":1,"rooms":["0F1E2D3C4B5A69788796A5B4"]}`, false},
+		{`{"type":"announce","nickname":"bob","tcp_port":1,"rooms":["0f1e2d3c4b5a69788796a5b"]}`, false},
+		{`{"type":"announce","nickname":"bob","tcp_port":1,"rooms":["0f1e2d3c4b5a69788796a5b4c"]}`, false},
+		{`{"type":"announce","nickname":"bob","tcp_port":1,"rooms":["0f1e2d3c4b5a69788796a5b4",]}`, false},
+		{`{"type":"announce","nickname":"bob","tcp_port":1,"rooms":["0f1e2d3c4b5a69788796a5b4"`, false},
+		{`{"type":"announce","nickname":"bob","tcp_port":1,"rooms":["0f1e2d3c4b5a69788796a5b4"}`, false},
+		{`{"type":"announce","nickname":"bob","tcp_port":1,"rooms":["0f1e2d3c4b5a69788796a5b4]}`, false},
+		{`{"type":"announce","nickname":"bob","tcp_port":1,"rooms":[7]}`, false},
 		{`{"type":"announce","nickname":"bob","tcp_port":1}}`, false},
 		{`{"type":"announce","nickname":"bob","tcp_port":1`, false},
 		{`{"type":"announce","nickname":"bob"}`, false},
@@ -144,6 +166,8 @@ func TestEncodedDatagramsTakeFastPath(t *testing.T) {
 		&Announce{Nickname: "bob", TCPPort: 41135},
 		&Announce{Nickname: "bob", TCPPort: 41135, Instance: "8c1d2e4f5a6b7c8d", Caps: []string{CapQuery, CapGoodbye, CapAck}},
 		&Announce{Nickname: "élodie", TCPPort: 7, Caps: []string{CapAck}},
+		&Announce{Nickname: "bob", TCPPort: 41135, Instance: "8c1d2e4f5a6b7c8d", Caps: []string{CapNoise, CapRooms}, Rooms: []string{"0f1e2d3c4b5a69788796a5b4", "c3d2e1f00112233445566778"}},
+		signedWithRooms(),
 		&Goodbye{Nickname: "bob"},
 		&Goodbye{Nickname: "bob", Instance: "x"},
 		&Query{},
@@ -168,6 +192,12 @@ func TestDatagramFastPathAllocs(t *testing.T) {
 	}
 }
 
+func signedWithRooms() *Announce {
+	a := &Announce{Nickname: "bob", TCPPort: 41135, Instance: "8c1d2e4f5a6b7c8d", Caps: []string{CapNoise, CapRooms}, Rooms: []string{"0f1e2d3c4b5a69788796a5b4"}}
+	a.Sign(testKey(1), signTime)
+	return a
+}
+
 // FuzzDatagramFastPath is a differential check: on every input the fast
 // path either declines or returns exactly the slow path's value, and
 // DecodeDatagram returns the slow path's value or an error of its class.
@@ -176,6 +206,7 @@ func FuzzDatagramFastPath(f *testing.F) {
 	f.Add([]byte(`{"type":"announce","nickname":"bob","tcp_port":41135,"instance":"8c1d2e4f5a6b7c8d","caps":["query","goodbye","ack"]}`))
 	f.Add([]byte(`{"type":"goodbye","nickname":"bob","instance":"8c1d2e4f5a6b7c8d"}`))
 	f.Add([]byte(`{"type":"query","instance":"8c1d2e4f5a6b7c8d"}`))
+	f.Add([]byte(`{"type":"announce","nickname":"bob","tcp_port":41135,"caps":["rooms"],"rooms":["0f1e2d3c4b5a69788796a5b4","c3d2e1f00112233445566778"]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		checkFastPath(t, b)
 	})
@@ -184,6 +215,7 @@ func FuzzDatagramFastPath(f *testing.F) {
 var benchDatagrams = []struct{ name, wire string }{
 	{"announce", `{"type":"announce","nickname":"peer123","tcp_port":40000}`},
 	{"announce_ext", `{"type":"announce","nickname":"bob","tcp_port":41135,"instance":"8c1d2e4f5a6b7c8d","caps":["query","goodbye","ack"]}`},
+	{"announce_rooms", `{"type":"announce","nickname":"bob","tcp_port":41135,"instance":"8c1d2e4f5a6b7c8d","caps":["query","goodbye","ack","noise","rooms"],"rooms":["0f1e2d3c4b5a69788796a5b4","c3d2e1f00112233445566778","8796a5b40f1e2d3c4b5a6978"]}`},
 }
 
 var sinkDatagram Datagram

@@ -137,7 +137,7 @@ func signedBytes(domain string, fields ...string) []byte {
 func itoa(v int64) string { return strconv.FormatInt(v, 10) }
 
 // Sign sets the announce's key, ts and sig: the signature covers the
-// nickname, tcp_port, instance, caps and ts.
+// nickname, tcp_port, instance, caps, rooms (when there are any) and ts.
 func (a *Announce) Sign(priv ed25519.PrivateKey, now time.Time) {
 	a.Signature.sign(priv, now, a.signed)
 }
@@ -146,8 +146,16 @@ func (a *Announce) Sign(priv ed25519.PrivateKey, now time.Time) {
 // ErrBadSignature when it does not verify.
 func (a *Announce) Verify() error { return a.Signature.verify(a.signed) }
 
+// signed is what an announce's signature covers. Without rooms it is
+// "announce/v1" as before rooms existed, so every earlier announce keeps
+// verifying; with rooms, "announce/v2" and the rooms after caps. The
+// domains differ, so no v1 message verifies as a v2 one or back, and
+// stripping every tag breaks the signature like changing one does.
 func (a *Announce) signed(ts int64) []byte {
-	return signedBytes("announce/v1", a.Nickname, itoa(int64(a.TCPPort)), a.Instance, strings.Join(a.Caps, ","), itoa(ts))
+	if len(a.Rooms) == 0 {
+		return signedBytes("announce/v1", a.Nickname, itoa(int64(a.TCPPort)), a.Instance, strings.Join(a.Caps, ","), itoa(ts))
+	}
+	return signedBytes("announce/v2", a.Nickname, itoa(int64(a.TCPPort)), a.Instance, strings.Join(a.Caps, ","), strings.Join(a.Rooms, ","), itoa(ts))
 }
 
 // Sign sets the goodbye's key, ts and sig over nickname, instance and ts.
@@ -163,7 +171,7 @@ func (g *Goodbye) signed(ts int64) []byte {
 }
 
 // Sign sets the register's key, ts and sig over nickname, local_addr,
-// instance, caps, namespace, addrs and ts.
+// instance, caps, namespace, addrs, rooms (when there are any) and ts.
 func (m *Register) Sign(priv ed25519.PrivateKey, now time.Time) {
 	m.Signature.sign(priv, now, m.signed)
 }
@@ -171,8 +179,13 @@ func (m *Register) Sign(priv ed25519.PrivateKey, now time.Time) {
 // Verify checks the register's signature.
 func (m *Register) Verify() error { return m.Signature.verify(m.signed) }
 
+// signed is what a register's signature covers: "register/v1" without
+// rooms, "register/v2" with the rooms after addrs (see Announce.signed).
 func (m *Register) signed(ts int64) []byte {
-	return signedBytes("register/v1", m.Nickname, m.LocalAddr, m.Instance, strings.Join(m.Caps, ","), m.Namespace, strings.Join(m.Addrs, ","), itoa(ts))
+	if len(m.Rooms) == 0 {
+		return signedBytes("register/v1", m.Nickname, m.LocalAddr, m.Instance, strings.Join(m.Caps, ","), m.Namespace, strings.Join(m.Addrs, ","), itoa(ts))
+	}
+	return signedBytes("register/v2", m.Nickname, m.LocalAddr, m.Instance, strings.Join(m.Caps, ","), m.Namespace, strings.Join(m.Addrs, ","), strings.Join(m.Rooms, ","), itoa(ts))
 }
 
 // Fingerprints

@@ -3,6 +3,7 @@ package protocol
 import (
 	"crypto/ed25519"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -188,4 +189,116 @@ func TestPunchLines(t *testing.T) {
 			t.Errorf("DecodePunch(%s) = %v, want ErrMalformed", bad, err)
 		}
 	}
+}
+
+// Room tags for the tests below (RoomTagLen lowercase hex each).
+const (
+	tagA = "0f1e2d3c4b5a69788796a5b4"
+	tagB = "c3d2e1f00112233445566778"
+)
+
+// An announce with rooms signs "announce/v2" with the rooms joined by
+// commas after caps; without rooms it signs exactly the v1 bytes, so the
+// pinned v1 signature above still verifies. The v2 form is pinned too.
+func TestSignedAnnounceWithRoomsGolden(t *testing.T) {
+	a := &Announce{Nickname: "bob", TCPPort: 41135, Instance: "8c1d2e4f5a6b7c8d", Caps: []string{"query", "goodbye", "ack", "noise", "rooms"}, Rooms: []string{tagA, tagB}}
+	a.Sign(testKey(1), signTime)
+	got, err := EncodeDatagram(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = `{"type":"announce","nickname":"bob","tcp_port":41135,"instance":"8c1d2e4f5a6b7c8d","caps":["query","goodbye","ack","noise","rooms"],` +
+		`"rooms":["0f1e2d3c4b5a69788796a5b4","c3d2e1f00112233445566778"],` +
+		`"key":"iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w=","ts":1795739259123,` +
+		`"sig":"FUh1LmLubGiTtt7umMruUU2GLgELB6xDD1ZsKTVBdEaWhG/hI1PSBrxgUNrTHGxuqva/nJmioQDTXQKoRKnXAA=="}`
+	if string(got) != want {
+		t.Fatalf("announce wire form:\n got %s\nwant %s", got, want)
+	}
+	d, err := DecodeDatagram(got)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.(*Announce).Verify(); err != nil {
+		t.Errorf("decoded announce does not verify: %v", err)
+	}
+	slow, err := decodeDatagramSlow(got)
+	if err != nil || !reflect.DeepEqual(slow, d) {
+		t.Errorf("slow path: %+v, %v; fast path %+v", slow, err, d)
+	}
+}
+
+// The signed bytes, spelt out: the domain, a zero byte, then each field
+// as its length (one byte here, a uvarint) and its bytes.
+func TestSignedBytesWithAndWithoutRooms(t *testing.T) {
+	field := func(s string) string { return string(rune(len(s))) + s }
+	a := &Announce{Nickname: "bob", TCPPort: 7, Instance: "i", Caps: []string{"ack", "noise"}}
+	v1 := "parlance/announce/v1\x00" + field("bob") + field("7") + field("i") + field("ack,noise") + field("42")
+	if got := string(a.signed(42)); got != v1 {
+		t.Errorf("announce without rooms signs %q, want %q", got, v1)
+	}
+	a.Rooms = []string{tagA, tagB}
+	v2 := "parlance/announce/v2\x00" + field("bob") + field("7") + field("i") + field("ack,noise") + field(tagA+","+tagB) + field("42")
+	if got := string(a.signed(42)); got != v2 {
+		t.Errorf("announce with rooms signs %q, want %q", got, v2)
+	}
+	r := &Register{Nickname: "bob", LocalAddr: "0.0.0.0:7", Instance: "i", Caps: []string{"push"}, Namespace: "ns", Addrs: []string{"10.0.0.1:7"}}
+	rv1 := "parlance/register/v1\x00" + field("bob") + field("0.0.0.0:7") + field("i") + field("push") + field("ns") + field("10.0.0.1:7") + field("42")
+	if got := string(r.signed(42)); got != rv1 {
+		t.Errorf("register without rooms signs %q, want %q", got, rv1)
+	}
+	r.Rooms = []string{tagA}
+	rv2 := "parlance/register/v2\x00" + field("bob") + field("0.0.0.0:7") + field("i") + field("push") + field("ns") + field("10.0.0.1:7") + field(tagA) + field("42")
+	if got := string(r.signed(42)); got != rv2 {
+		t.Errorf("register with rooms signs %q, want %q", got, rv2)
+	}
+}
+
+func TestRoomTagsAreSigned(t *testing.T) {
+	key := testKey(2)
+	announce := func() *Announce {
+		a := &Announce{Nickname: "alice", TCPPort: 4000, Instance: "abc", Caps: []string{"noise", "rooms"}, Rooms: []string{tagA, tagB}}
+		a.Sign(key, signTime)
+		return a
+	}
+	register := func() *Register {
+		r := &Register{Nickname: "alice", LocalAddr: "0.0.0.0:4000", Instance: "abc", Caps: []string{"push"}, Rooms: []string{tagA, tagB}}
+		r.Sign(key, signTime)
+		return r
+	}
+	tests := []struct {
+		name   string
+		change func(rooms *[]string)
+		want   error
+	}{
+		{"untouched", func(*[]string) {}, nil},
+		{"a tag changed", func(r *[]string) { (*r)[1] = "c3d2e1f00112233445566779" }, ErrBadSignature},
+		{"a tag added", func(r *[]string) { *r = append(*r, "00000000000000000000000a") }, ErrBadSignature},
+		{"a tag removed", func(r *[]string) { *r = (*r)[:1] }, ErrBadSignature},
+		{"tags reordered", func(r *[]string) { (*r)[0], (*r)[1] = (*r)[1], (*r)[0] }, ErrBadSignature},
+		{"every tag stripped", func(r *[]string) { *r = nil }, ErrBadSignature},
+	}
+	for _, tt := range tests {
+		t.Run("announce: "+tt.name, func(t *testing.T) {
+			a := announce()
+			tt.change(&a.Rooms)
+			if err := a.Verify(); !errors.Is(err, tt.want) {
+				t.Errorf("Verify = %v, want %v", err, tt.want)
+			}
+		})
+		t.Run("register: "+tt.name, func(t *testing.T) {
+			r := register()
+			tt.change(&r.Rooms)
+			if err := r.Verify(); !errors.Is(err, tt.want) {
+				t.Errorf("Verify = %v, want %v", err, tt.want)
+			}
+		})
+	}
+	t.Run("tags added to a v1 announce", func(t *testing.T) {
+		a := &Announce{Nickname: "alice", TCPPort: 4000, Instance: "abc", Caps: []string{"noise"}}
+		a.Sign(key, signTime)
+		a.Rooms = []string{tagA}
+		if err := a.Verify(); !errors.Is(err, ErrBadSignature) {
+			t.Errorf("Verify = %v, want ErrBadSignature", err)
+		}
+	})
 }

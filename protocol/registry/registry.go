@@ -102,7 +102,10 @@ type Peer struct {
 	// Addrs are other addresses the peer says it accepts messages on (a
 	// bootstrap peer's own interface addresses, for peers behind the
 	// same NAT); nil for LAN peers.
-	Addrs  []string
+	Addrs []string
+	// Rooms are the peer's room membership tags (protocol wire form,
+	// signed with PubKey; see client/room); nil when it announces none.
+	Rooms  []string
 	Source Source
 	// ID is the bootstrap server's peer_id; empty for LAN peers.
 	ID        string
@@ -121,6 +124,8 @@ type Observation struct {
 	PubKey string
 	// Addrs are the peer's other addresses (see Peer.Addrs).
 	Addrs []string
+	// Rooms are the peer's room membership tags (see Peer.Rooms).
+	Rooms []string
 	// ID is the bootstrap peer_id; required for SourceBootstrap.
 	ID string
 }
@@ -146,8 +151,8 @@ const (
 	Refreshed ChangeKind = iota
 	// Joined: a new peer.
 	Joined
-	// Updated: a known peer changed nickname, capabilities, address or
-	// (bootstrap) peer_id.
+	// Updated: a known peer changed nickname, capabilities, rooms,
+	// address or (bootstrap) peer_id.
 	Updated
 	// Restarted: the peer at a known address is a new instance.
 	Restarted
@@ -232,9 +237,11 @@ func (r *Registry) Observe(now time.Time, o Observation) (Change, error) {
 	}
 	kind := Refreshed
 	var old Peer
-	if p.Nickname != o.Nickname || !slices.Equal(p.Caps, o.Caps) || p.Addr != o.Addr || p.ID != o.ID || p.PubKey != o.PubKey || !slices.Equal(p.Addrs, o.Addrs) {
+	if p.Nickname != o.Nickname || !slices.Equal(p.Caps, o.Caps) || p.Addr != o.Addr || p.ID != o.ID || p.PubKey != o.PubKey ||
+		!slices.Equal(p.Addrs, o.Addrs) || !slices.Equal(p.Rooms, o.Rooms) {
 		kind, old = Updated, p.clone()
-		p.Nickname, p.Caps, p.Addr, p.ID, p.PubKey, p.Addrs = o.Nickname, slices.Clone(o.Caps), o.Addr, o.ID, o.PubKey, slices.Clone(o.Addrs)
+		p.Nickname, p.Caps, p.Addr, p.ID, p.PubKey = o.Nickname, slices.Clone(o.Caps), o.Addr, o.ID, o.PubKey
+		p.Addrs, p.Rooms = slices.Clone(o.Addrs), slices.Clone(o.Rooms)
 	}
 	if now.After(p.LastSeen) {
 		p.LastSeen = now
@@ -245,7 +252,7 @@ func (r *Registry) Observe(now time.Time, o Observation) (Change, error) {
 func newPeer(key Key, now time.Time, o Observation) *Peer {
 	return &Peer{
 		Key: key, Nickname: o.Nickname, Addr: o.Addr, Instance: o.Instance,
-		Caps: slices.Clone(o.Caps), PubKey: o.PubKey, Addrs: slices.Clone(o.Addrs), Source: o.Source, ID: o.ID,
+		Caps: slices.Clone(o.Caps), PubKey: o.PubKey, Addrs: slices.Clone(o.Addrs), Rooms: slices.Clone(o.Rooms), Source: o.Source, ID: o.ID,
 		FirstSeen: now, LastSeen: now,
 	}
 }
@@ -493,5 +500,6 @@ func (p *Peer) clone() Peer {
 	c := *p
 	c.Caps = slices.Clone(p.Caps)
 	c.Addrs = slices.Clone(p.Addrs)
+	c.Rooms = slices.Clone(p.Rooms)
 	return c
 }

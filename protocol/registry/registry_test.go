@@ -222,6 +222,46 @@ func TestRemoveID(t *testing.T) {
 	}
 }
 
+// A change of room tags is an update, like one of caps, for LAN and
+// bootstrap peers alike; the same tags again are a refresh. The registry
+// keeps its own copy of the tags, and hands out copies.
+func TestRoomsChangeIsAnUpdate(t *testing.T) {
+	const tagA, tagB = "0f1e2d3c4b5a69788796a5b4", "c3d2e1f00112233445566778"
+	for _, o := range []Observation{lan("10.0.0.2", 4000, "bob", "b1"), boot("p1", "b1", "bob", "192.0.2.2:4000")} {
+		t.Run(o.Source.String(), func(t *testing.T) {
+			r := New(Config{})
+			mustObserve(t, r, t0, o, Joined)
+			rooms := []string{tagA}
+			o.Rooms = rooms
+			c := mustObserve(t, r, t0.Add(time.Second), o, Updated)
+			if !slices.Equal(c.Peer.Rooms, []string{tagA}) || c.Old.Rooms != nil {
+				t.Fatalf("update: peer rooms %q, old %q", c.Peer.Rooms, c.Old.Rooms)
+			}
+			mustObserve(t, r, t0.Add(2*time.Second), o, Refreshed)
+			rooms[0] = tagB // the caller's slice is not the registry's
+			o.Rooms = []string{tagA}
+			mustObserve(t, r, t0.Add(3*time.Second), o, Refreshed)
+			p, _ := r.Get(o.Key())
+			p.Rooms[0] = tagB // nor is a returned peer's
+			if p, _ := r.Get(o.Key()); !slices.Equal(p.Rooms, []string{tagA}) {
+				t.Fatalf("rooms %q changed through a copy", p.Rooms)
+			}
+			o.Rooms = []string{tagA, tagB}
+			c = mustObserve(t, r, t0.Add(4*time.Second), o, Updated)
+			if !slices.Equal(c.Old.Rooms, []string{tagA}) || !slices.Equal(c.Peer.Rooms, []string{tagA, tagB}) {
+				t.Fatalf("second update: old %q, new %q", c.Old.Rooms, c.Peer.Rooms)
+			}
+			o.Rooms = nil
+			if c = mustObserve(t, r, t0.Add(5*time.Second), o, Updated); c.Peer.Rooms != nil {
+				t.Fatalf("after leaving every room: %q", c.Peer.Rooms)
+			}
+			if l := r.List(); len(l) != 1 || l[0].Rooms != nil {
+				t.Fatalf("list %+v", l)
+			}
+		})
+	}
+}
+
 func mustObserve(t *testing.T, r *Registry, now time.Time, o Observation, want ChangeKind) Change {
 	t.Helper()
 	c, err := r.Observe(now, o)
