@@ -134,7 +134,7 @@ func appendStrings(b []byte, key string, ss []string) []byte {
 // appendEntry writes. Should the struct have another number, appendEntry
 // leaves the work to encodeEntry, so that no field is ever dropped, and
 // TestAppendEntryKnowsEveryField fails until appendEntry learns it.
-const peerInfoFields = 9
+const peerInfoFields = 10
 
 var entryFieldsKnown = reflect.TypeFor[protocol.PeerInfo]().NumField() == peerInfoFields
 
@@ -144,7 +144,7 @@ var entryFieldsKnown = reflect.TypeFor[protocol.PeerInfo]().NumField() == peerIn
 func appendEntry(info *protocol.PeerInfo) (entry []byte, lastSeenAt int) {
 	if !entryFieldsKnown || !plainString(info.PeerID) || !plainString(info.Nickname) || !plainString(info.PublicAddr) ||
 		!plainString(info.LocalAddr) || !plainString(info.Instance) || !plainString(info.Key) ||
-		!plainStrings(info.Caps) || !plainStrings(info.Addrs) {
+		!plainStrings(info.Caps) || !plainStrings(info.Addrs) || !plainStrings(info.Rooms) {
 		b := encodeEntry(info)
 		return b, lastSeenOffset(b)
 	}
@@ -154,6 +154,9 @@ func appendEntry(info *protocol.PeerInfo) (entry []byte, lastSeenAt int) {
 	}
 	for _, a := range info.Addrs {
 		n += len(a) + 3
+	}
+	for _, r := range info.Rooms {
+		n += len(r) + 3
 	}
 	b := make([]byte, 0, n)
 	b = append(b, `{"peer_id":"`...)
@@ -182,6 +185,9 @@ func appendEntry(info *protocol.PeerInfo) (entry []byte, lastSeenAt int) {
 	}
 	if len(info.Addrs) > 0 {
 		b = appendStrings(b, "addrs", info.Addrs)
+	}
+	if len(info.Rooms) > 0 {
+		b = appendStrings(b, "rooms", info.Rooms)
 	}
 	return append(b, '}'), lastSeenAt
 }

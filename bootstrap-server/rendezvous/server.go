@@ -551,11 +551,16 @@ func (s *Server) sendErrorLocked(c *conn, kind, text string) {
 
 // registerLocked registers c as m describes. key is m's key once
 // checkRegister has verified it, "" for an unsigned register: only a
-// checked key is ever listed.
+// checked key is ever listed, and room tags only with it (a tag means
+// something only against the key that signed it).
 func (s *Server) registerLocked(c *conn, m *protocol.Register, key string, now time.Time) {
-	if c.peer != nil {
+	if p := c.peer; p != nil {
+		if inPlace(p, m, key) {
+			s.updateLocked(c, p, m, now)
+			return
+		}
 		// A second register replaces the first: no orphan entry.
-		s.removePeerLocked(c.peer)
+		s.removePeerLocked(p)
 	}
 	c.expired = false
 	if s.npeers >= s.cfg.MaxPeers {
@@ -569,29 +574,14 @@ func (s *Server) registerLocked(c *conn, m *protocol.Register, key string, now t
 		s.sendErrorLocked(c, errKindInternal, "Internal error")
 		return
 	}
-	publicAddr := net.JoinHostPort(c.ip, c.port)
-	if _, portStr, err := net.SplitHostPort(m.LocalAddr); err == nil {
-		if _, err := strconv.ParseUint(portStr, 10, 16); err == nil {
-			publicAddr = net.JoinHostPort(c.ip, portStr)
-		}
-	}
 	push := protocol.HasCap(m.Caps, protocol.CapPush)
 	p := &peer{
-		info: protocol.PeerInfo{
-			PeerID:     id,
-			Nickname:   m.Nickname,
-			PublicAddr: publicAddr,
-			LocalAddr:  m.LocalAddr,
-			LastSeen:   now.Unix(),
-			Instance:   m.Instance,
-			Caps:       m.Caps,
-			Key:        key,
-			Addrs:      m.Addrs,
-		},
+		info:     peerInfo(c, m, id, key, now),
 		lastSeen: now,
 		conn:     c,
 		push:     push,
 	}
+	publicAddr := p.info.PublicAddr
 	p.entry, p.lastSeenAt = appendEntry(&p.info)
 	if err := s.relayRegisterLocked(p, m.Caps); err != nil {
 		s.log.Error("register failed", "err", err)
@@ -609,20 +599,7 @@ func (s *Server) registerLocked(c *conn, m *protocol.Register, key string, now t
 	s.npeers++
 	ns.gauge.Set(float64(len(ns.peers)))
 
-	reg := &protocol.Registered{PeerID: id, PublicAddr: publicAddr}
-	// Where the connection came from, so a client can tell whether its
-	// NAT keeps ports; unknown behind a proxy (no port).
-	if ap, err := netip.ParseAddrPort(net.JoinHostPort(c.ip, c.port)); err == nil && ap.Port() != 0 {
-		reg.Observed = ap.String()
-	}
-	if push {
-		reg.Caps = []string{protocol.CapPush}
-	}
-	if p.relay != nil {
-		reg.Caps = append(reg.Caps, protocol.CapRelay)
-		reg.RelayToken = p.relay.token
-	}
-	c.send(outMsg{kind: msgText, data: encodeServer(reg)})
+	c.send(outMsg{kind: msgText, data: encodeServer(registered(c, p))})
 	if len(ns.subs) > 0 {
 		joined := outMsg{kind: msgText, data: encodeServer(&protocol.PeerJoined{Peer: p.info})}
 		s.broadcastLocked(ns, joined, c)
@@ -635,6 +612,84 @@ func (s *Server) registerLocked(c *conn, m *protocol.Register, key string, now t
 	}
 	if s.debug() {
 		s.log.Debug("peer registered", "peer", id, "nickname", m.Nickname, "public_addr", publicAddr, "namespace", ns.name, "push", push, "signed", key != "")
+	}
+}
+
+// peerInfo is the entry a register from c describes, under peer_id id.
+// key is the checked key or "": rooms are listed only with one.
+func peerInfo(c *conn, m *protocol.Register, id, key string, now time.Time) protocol.PeerInfo {
+	publicAddr := net.JoinHostPort(c.ip, c.port)
+	if _, portStr, err := net.SplitHostPort(m.LocalAddr); err == nil {
+		if _, err := strconv.ParseUint(portStr, 10, 16); err == nil {
+			publicAddr = net.JoinHostPort(c.ip, portStr)
+		}
+	}
+	info := protocol.PeerInfo{
+		PeerID:     id,
+		Nickname:   m.Nickname,
+		PublicAddr: publicAddr,
+		LocalAddr:  m.LocalAddr,
+		LastSeen:   now.Unix(),
+		Instance:   m.Instance,
+		Caps:       m.Caps,
+		Key:        key,
+		Addrs:      m.Addrs,
+	}
+	if key != "" {
+		info.Rooms = m.Rooms
+	}
+	return info
+}
+
+// registered is the answer to a register that made or updated p.
+func registered(c *conn, p *peer) *protocol.Registered {
+	reg := &protocol.Registered{PeerID: p.info.PeerID, PublicAddr: p.info.PublicAddr}
+	// Where the connection came from, so a client can tell whether its
+	// NAT keeps ports; unknown behind a proxy (no port).
+	if ap, err := netip.ParseAddrPort(net.JoinHostPort(c.ip, c.port)); err == nil && ap.Port() != 0 {
+		reg.Observed = ap.String()
+	}
+	if p.push {
+		reg.Caps = []string{protocol.CapPush}
+	}
+	if p.relay != nil {
+		reg.Caps = append(reg.Caps, protocol.CapRelay)
+		reg.RelayToken = p.relay.token
+	}
+	return reg
+}
+
+// inPlace reports whether register m, on the connection p is registered
+// on, updates p rather than replacing it: it is signed by p's own
+// checked key, for p's namespace, and asks for the push and the relay
+// as p did (those decide the subscription and the relay token, which an
+// update keeps). A client sends one when something it registered changed,
+// its room tags most often.
+func inPlace(p *peer, m *protocol.Register, key string) bool {
+	return key != "" && key == p.info.Key && m.Namespace == p.ns.name &&
+		protocol.HasCap(m.Caps, protocol.CapPush) == p.push &&
+		protocol.HasCap(m.Caps, protocol.CapRelay) == protocol.HasCap(p.info.Caps, protocol.CapRelay)
+}
+
+// updateLocked applies register m to c's registration p in place: the
+// same peer_id, relay token and subscription, the new fields, answered
+// with registered as a first register is, and pushed to the namespace's
+// other subscribers as a peer_joined with the new entry (no peer_left:
+// the peer never left). A pushed client gets no new snapshot; its
+// pushes simply go on.
+func (s *Server) updateLocked(c *conn, p *peer, m *protocol.Register, now time.Time) {
+	p.info = peerInfo(c, m, p.info.PeerID, p.info.Key, now)
+	p.lastSeen = now
+	p.entry, p.lastSeenAt = appendEntry(&p.info)
+	ns := p.ns
+	ns.cacheValid = false
+	c.send(outMsg{kind: msgText, data: encodeServer(registered(c, p))})
+	if len(ns.subs) > 0 {
+		joined := outMsg{kind: msgText, data: encodeServer(&protocol.PeerJoined{Peer: p.info})}
+		s.broadcastLocked(ns, joined, c)
+	}
+	if s.debug() {
+		s.log.Debug("peer updated", "peer", p.info.PeerID, "nickname", m.Nickname, "public_addr", p.info.PublicAddr, "namespace", ns.name, "rooms", len(p.info.Rooms))
 	}
 }
 

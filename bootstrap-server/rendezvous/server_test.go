@@ -3,6 +3,8 @@ package rendezvous
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -369,4 +371,144 @@ func TestServeReturnsOnceClosed(t *testing.T) {
 			t.Fatalf("read after Serve returned: %v, want close 1001", err)
 		}
 	})
+}
+
+// Room tags for the tests below.
+const (
+	tagA = "0f1e2d3c4b5a69788796a5b4"
+	tagB = "c3d2e1f00112233445566778"
+)
+
+// Room tags are listed only with a key the server checked: a tag means
+// something only against the key that signed it.
+func TestRoomsListedOnlyWhenSigned(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, sim := testServer(t, Config{})
+		watcher := dial(t, sim, "192.0.2.1")
+		watcher.register("watcher", 1000, protocol.CapPush)
+		watcher.recv() // the snapshot
+
+		signed := signedRegister("alice", 4001, identity(1), time.Now())
+		signed.Rooms = []string{tagA, tagB}
+		signed.Sign(identity(1), time.Now())
+		ra := dial(t, sim, "192.0.2.10").registerWith(signed)
+		if j := watcher.recv().(*protocol.PeerJoined); j.Peer.PeerID != ra.PeerID || !slices.Equal(j.Peer.Rooms, []string{tagA, tagB}) {
+			t.Fatalf("peer_joined %+v, want alice with her rooms", j.Peer)
+		}
+		unsigned := &protocol.Register{Nickname: "bob", LocalAddr: "0.0.0.0:4002", Rooms: []string{tagA}}
+		rb := dial(t, sim, "192.0.2.11").registerWith(unsigned)
+		if j := watcher.recv().(*protocol.PeerJoined); j.Peer.PeerID != rb.PeerID || j.Peer.Rooms != nil {
+			t.Fatalf("peer_joined %+v, want bob without rooms", j.Peer)
+		}
+		peers := watcher.list()
+		if p := byID(t, peers, ra.PeerID); p.Key != keyOf(identity(1)) || !slices.Equal(p.Rooms, []string{tagA, tagB}) {
+			t.Errorf("alice's entry %+v, want her key and rooms", p)
+		}
+		if p := byID(t, peers, rb.PeerID); p.Rooms != nil {
+			t.Errorf("bob's entry %+v lists rooms of an unsigned register", p)
+		}
+	})
+}
+
+// A register signed by the same key, for the same namespace, on a
+// connection already registered updates the entry in place: the same
+// peer_id and relay token, the new fields, a peer_joined for the others
+// and no peer_left.
+func TestReRegisterUpdatesInPlace(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		_, sim := testServer(t, Config{})
+		watcher := dial(t, sim, "192.0.2.1")
+		watcher.register("watcher", 1000, protocol.CapPush)
+		watcher.recv() // the snapshot
+
+		key := identity(1)
+		reg := func(nick string, port int, rooms ...string) *protocol.Register {
+			m := &protocol.Register{Nickname: nick, LocalAddr: fmt.Sprintf("0.0.0.0:%d", port), Instance: "a1",
+				Caps: []string{protocol.CapPush, protocol.CapRelay}, Rooms: rooms}
+			m.Sign(key, time.Now())
+			return m
+		}
+		a := dial(t, sim, "192.0.2.10")
+		first := a.registerWith(reg("alice", 4001, tagA))
+		a.recv() // the snapshot
+		if first.RelayToken == "" {
+			t.Fatal("no relay token")
+		}
+		watcher.recv() // joined
+		before := watcher.list()
+
+		time.Sleep(time.Second)
+		second := a.registerWith(reg("alice2", 4002, tagA, tagB))
+		if second.PeerID != first.PeerID || second.RelayToken != first.RelayToken || !slices.Equal(second.Caps, first.Caps) {
+			t.Fatalf("registered again %+v, want the first's peer_id and relay token %+v", second, first)
+		}
+		if second.PublicAddr != "192.0.2.10:4002" {
+			t.Errorf("public_addr %q, want the new local_addr's port", second.PublicAddr)
+		}
+		j, ok := watcher.recv().(*protocol.PeerJoined)
+		if !ok || j.Peer.PeerID != first.PeerID || j.Peer.Nickname != "alice2" || !slices.Equal(j.Peer.Rooms, []string{tagA, tagB}) ||
+			j.Peer.LocalAddr != "0.0.0.0:4002" || j.Peer.Key != keyOf(key) || j.Peer.LastSeen != time.Now().Unix() {
+			t.Fatalf("after the update the watcher got %#v, want a peer_joined with the new entry", j)
+		}
+		peers := watcher.list()
+		if len(peers) != len(before) {
+			t.Fatalf("list %+v, want as many peers as before %+v", peers, before)
+		}
+		if p := byID(t, peers, first.PeerID); p.Nickname != "alice2" || !slices.Equal(p.Rooms, []string{tagA, tagB}) {
+			t.Errorf("listed %+v, want the updated entry", p)
+		}
+		// Leaving every room is an update too.
+		a.registerWith(reg("alice2", 4002))
+		if j := watcher.recv().(*protocol.PeerJoined); j.Peer.PeerID != first.PeerID || j.Peer.Rooms != nil {
+			t.Fatalf("peer_joined %+v, want alice without rooms", j.Peer)
+		}
+		// Nothing else: no peer_left, no snapshot, no echo to alice.
+		watcher.expectNothing(time.Second)
+		a.expectNothing(time.Second)
+	})
+}
+
+// Any other second register replaces the first, as before: a new
+// peer_id, peer_left then peer_joined.
+func TestReRegisterReplacesUnlessSameKeyAndNamespace(t *testing.T) {
+	key := identity(1)
+	signed := func(ns string, caps ...string) *protocol.Register {
+		m := &protocol.Register{Nickname: "alice", LocalAddr: "0.0.0.0:4001", Caps: caps, Namespace: ns, Rooms: []string{tagA}}
+		m.Sign(key, time.Now())
+		return m
+	}
+	for _, tc := range []struct {
+		name   string
+		second func() *protocol.Register
+	}{
+		{"unsigned", func() *protocol.Register {
+			return &protocol.Register{Nickname: "alice", LocalAddr: "0.0.0.0:4001", Caps: []string{protocol.CapPush}}
+		}},
+		{"another key", func() *protocol.Register {
+			return signedRegister("alice", 4001, identity(2), time.Now(), protocol.CapPush)
+		}},
+		{"another namespace", func() *protocol.Register { return signed("team", protocol.CapPush) }},
+		{"without push", func() *protocol.Register { return signed("") }},
+		{"with relay", func() *protocol.Register { return signed("", protocol.CapPush, protocol.CapRelay) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				_, sim := testServer(t, Config{})
+				watcher := dial(t, sim, "192.0.2.1")
+				watcher.register("watcher", 1000, protocol.CapPush)
+				watcher.recv() // the snapshot
+				a := dial(t, sim, "192.0.2.10")
+				first := a.registerWith(signed("", protocol.CapPush))
+				a.recv()       // the snapshot
+				watcher.recv() // joined
+				second := a.registerWith(tc.second())
+				if second.PeerID == first.PeerID {
+					t.Fatalf("registered again under the same peer_id %s", first.PeerID)
+				}
+				if l, ok := watcher.recv().(*protocol.PeerLeft); !ok || l.PeerID != first.PeerID {
+					t.Fatalf("got %#v, want peer_left for the first registration", l)
+				}
+			})
+		})
+	}
 }
