@@ -74,6 +74,8 @@ func (n *Node) startInternet(ls *loopState) error {
 		OnRelayIncoming:   n.relayIncoming,
 		Namespace:         n.cfg.Namespace,
 		Identity:          n.cfg.Identity,
+		Rooms:             n.currentRoomTags,
+		Reregister:        n.reregister,
 		Addrs:             n.ownAddrs(),
 		Dial:              n.cfg.Network.DialContext,
 		Rand:              rand.New(rand.NewPCG(ls.rnd.Uint64(), ls.rnd.Uint64())),
@@ -291,9 +293,15 @@ func (ls *loopState) bootstrapObservation(p protocol.PeerInfo) (registry.Observa
 		ls.n.log.Debug("bootstrap peer without usable address ignored", "peer", p.Nickname, "public_addr", p.PublicAddr)
 		return registry.Observation{}, false
 	}
-	return registry.Observation{
+	o := registry.Observation{
 		Source: registry.SourceBootstrap, ID: p.PeerID,
 		Addr:     netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()),
 		Nickname: p.Nickname, Instance: p.Instance, Caps: p.Caps, PubKey: p.Key, Addrs: p.Addrs,
-	}, true
+	}
+	if p.Key != "" {
+		// Tags only with the key they are checked against (our server
+		// lists none without one anyway).
+		o.Rooms = p.Rooms
+	}
+	return o, true
 }

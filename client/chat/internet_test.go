@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -537,6 +538,70 @@ func TestInternetFailoverStatus(t *testing.T) {
 			BootstrapServers: []string{urlA, "http://" + hb.IP().String() + ":8080/"}})
 		if err == nil || !strings.Contains(err.Error(), `bootstrap server "http://`) {
 			t.Errorf("Start with an http:// server in the list: %v, want an error naming it", err)
+		}
+	})
+}
+
+// A change of room tags reaches the other peers through the bootstrap
+// server at once: the node registers again on its connection, the server
+// updates its entry in place, and the others list its tags under the
+// same peer_id, with no left or joined and no new registration reported.
+func TestInternetRoomTagsReregister(t *testing.T) {
+	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
+		wan := nw.AddSegment("wan")
+		sh := nw.AddHost("server", wan)
+		serveRendezvous(t, sh, 4)
+		url := fmt.Sprintf("ws://%s:8080/", sh.IP())
+		internet := func(c *chat.Config) { c.Mode = chat.ModeInternet; c.BootstrapServers = []string{url} }
+		alice := start(t, nw.AddHost("a", wan), "alice", 1, internet)
+		bob := start(t, nw.AddHost("b", wan), "bob", 2, internet)
+		if !nw.RunUntil(func() bool { return hasPeer(alice, "bob") && hasPeer(bob, "alice") }, 10*time.Second) {
+			t.Fatalf("no mutual discovery through the server: alice %v, bob %v", alice.Peers(), bob.Peers())
+		}
+		before, _ := peerNamed(bob, "alice")
+		alice.SetRoomTagsForTest([]string{tagB, tagA})
+		roomsOf := func() []string { p, _ := peerNamed(bob, "alice"); return p.Rooms }
+		if !nw.RunUntil(func() bool { return slices.Equal(roomsOf(), []string{tagA, tagB}) }, time.Second) {
+			t.Fatalf("bob lists alice with rooms %q a second after she joined, want %q", roomsOf(), []string{tagA, tagB})
+		}
+		after, _ := peerNamed(bob, "alice")
+		if after.ID != before.ID || after.Key != before.Key {
+			t.Errorf("alice is now %+v at bob, was %+v: want the same entry and peer_id", after, before)
+		}
+		alice.SetRoomTagsForTest(nil)
+		if !nw.RunUntil(func() bool { return roomsOf() == nil }, time.Second) {
+			t.Fatalf("bob lists alice with rooms %q after she left them all", roomsOf())
+		}
+		nw.RunFor(time.Minute) // heartbeats go on as before
+		if p, _ := peerNamed(bob, "alice"); p.ID != before.ID {
+			t.Errorf("alice's peer_id at bob is %s, was %s", p.ID, before.ID)
+		}
+		if regs := registrations(alice); len(regs) != 1 {
+			t.Errorf("alice reported %d registrations, want 1", len(regs))
+		}
+		if !hasPeer(alice, "bob") {
+			t.Error("alice lost bob")
+		}
+		for _, c := range []struct {
+			tn   *testNode
+			kind chat.EventKind
+			peer string
+			want int
+		}{
+			{bob, chat.EventPeerJoined, "alice", 1},
+			{bob, chat.EventPeerLeft, "alice", 0},
+			{bob, chat.EventPeerRestarted, "alice", 0},
+			{alice, chat.EventPeerLeft, "bob", 0},
+		} {
+			n := 0
+			for _, ev := range c.tn.rec.All() {
+				if ev.Kind == c.kind && ev.Peer.Nickname == c.peer {
+					n++
+				}
+			}
+			if n != c.want {
+				t.Errorf("%s saw %d %v events about %s, want %d", c.tn.Nickname(), n, c.kind, c.peer, c.want)
+			}
 		}
 	})
 }

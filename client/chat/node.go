@@ -45,6 +45,16 @@ type Node struct {
 
 	rv rendezvous.Config // internet mode: the bootstrap client's config, for relayed streams
 
+	// roomTags are our room membership tags, sorted (see setRoomTags);
+	// nil or empty: none. The slice stored is never changed.
+	roomTags atomic.Pointer[[]string]
+	// reregister asks the bootstrap client for a fresh register (buffer
+	// 1, sent without blocking); nil in local mode.
+	reregister chan struct{}
+	// announced is the signing time of our last announce, Unix ms (see
+	// announceTime).
+	announced atomic.Int64
+
 	mu          sync.Mutex // guards the fields below; never held across I/O
 	closed      bool
 	relayServer string                  // internet mode: the server we are registered with, which relays our streams
@@ -68,6 +78,8 @@ type Node struct {
 	// goroutine switches.
 	stateVer atomic.Uint64
 	resolved atomic.Pointer[resolution]
+
+	rooms *rooms // the joined rooms (rooms.go)
 
 	idMu    sync.Mutex
 	idStart uint64 // drawn at Start: the low bits of the run's first id
@@ -120,8 +132,12 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	if err := n.restoreQueue(ctx); err != nil {
 		return nil, fmt.Errorf("chat: read the queue: %w", err)
 	}
-	n.log = n.log.With("node", cfg.Nickname, "instance", n.instance)
 	n.pubKey = protocol.EncodePublicKey(cfg.Identity.Public().(ed25519.PublicKey))
+	n.rooms = newRooms(n)
+	if err := n.rooms.load(ctx); err != nil {
+		return nil, fmt.Errorf("chat: read the joined rooms: %w", err)
+	}
+	n.log = n.log.With("node", cfg.Nickname, "instance", n.instance)
 	if n.local, err = session.NewLocal(cfg.Identity, cfg.Nickname, n.instance, cfg.CryptoRand); err != nil {
 		return nil, fmt.Errorf("chat: %w", err)
 	}
@@ -147,6 +163,9 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 
 	n.ctx, n.cancel = context.WithCancel(context.WithoutCancel(ctx))
+	if cfg.Mode == ModeInternet {
+		n.reregister = make(chan struct{}, 1)
+	}
 	ls := newLoopState(n, time.Now())
 	n.spawn(func() { n.events.run(n.ctx) })
 	n.spawn(func() { n.acceptLoop() })
@@ -163,6 +182,7 @@ func Start(ctx context.Context, cfg Config) (*Node, error) {
 	}
 	n.spawn(func() { n.loop(ls) })
 	n.spawn(n.expireLoop)
+	n.spawn(n.rooms.run)
 	started = true
 	// A canceled parent stops the node as Close does.
 	n.spawn(func() {
@@ -535,6 +555,11 @@ func (ls *loopState) handleDatagram(now time.Time, d datagram) {
 			Source: registry.SourceLAN, Addr: netip.AddrPortFrom(d.src, m.TCPPort),
 			Nickname: m.Nickname, Instance: m.Instance, Caps: m.Caps, PubKey: m.Key,
 		}
+		if m.Signed() {
+			// A tag means something only against the key that signed
+			// it (room.IsMember): an unsigned announce has none.
+			o.Rooms = m.Rooms
+		}
 		if m.Instance == n.instance {
 			return
 		}
@@ -605,6 +630,7 @@ func (ls *loopState) report(now time.Time, c registry.Change) {
 		n.log.Info("peer expired", "peer", p.Nickname, "addr", p.Addr)
 		n.emit(Event{Kind: EventPeerExpired, Time: now, Peer: p})
 	}
+	ls.observeRoomPeer(c)
 	switch c.Kind {
 	case registry.Joined, registry.Restarted, registry.Updated:
 		ls.warnKeyChange(now, c)
@@ -634,11 +660,80 @@ func (ls *loopState) warnKeyChange(now time.Time, c registry.Change) {
 	ls.n.emit(Event{Kind: EventSecurity, Time: now, Peer: p, Text: text})
 }
 
+// sendAnnounce announces us. It runs on the event loop and, for a change
+// of rooms, on the goroutine that made it (setRoomTags).
 func (n *Node) sendAnnounce(why string) {
 	n.log.Debug("announce", "why", why)
-	a := &protocol.Announce{Nickname: n.cfg.Nickname, TCPPort: n.port, Instance: n.instance, Caps: Caps()}
-	a.Sign(n.cfg.Identity, time.Now())
+	// The signing time first, the tags after: of two announces, the one
+	// signed later then carries the newer tags, and it is the one
+	// receivers keep (they refuse one not newer than the last).
+	at := n.announceTime()
+	a := &protocol.Announce{Nickname: n.cfg.Nickname, TCPPort: n.port, Instance: n.instance, Caps: Caps(), Rooms: n.currentRoomTags()}
+	a.Sign(n.cfg.Identity, at)
 	n.sendDatagram(a)
+}
+
+// announceTime returns the signing time for our next announce: now, or a
+// millisecond after the last one when now is not later. Receivers refuse
+// an announce whose signing time is not newer than the last they took
+// from its key (a replay), so two announces within one millisecond (a
+// room joined, then another) must not share it.
+func (n *Node) announceTime() time.Time {
+	for {
+		last := n.announced.Load()
+		ms := max(time.Now().UnixMilli(), last+1)
+		if n.announced.CompareAndSwap(last, ms) {
+			return time.UnixMilli(ms)
+		}
+	}
+}
+
+// currentRoomTags returns our room membership tags, nil when there are
+// none. Safe for concurrent use (rendezvous calls it from its own
+// goroutine); callers must not change the slice.
+func (n *Node) currentRoomTags() []string {
+	if p := n.roomTags.Load(); p != nil && len(*p) > 0 {
+		return *p
+	}
+	return nil
+}
+
+// setRoomTags makes tags our room membership tags, as announces and
+// registrations carry them: a sorted copy without duplicates, without
+// anything that is not a tag, and at most protocol.MaxRoomTags of them
+// (the rest are dropped with a warning: peers would refuse more). If
+// they changed, peers hear of it at once: in local mode an announce goes
+// out now, in internet mode the bootstrap client registers again on its
+// connection. Safe for concurrent use.
+func (n *Node) setRoomTags(tags []string) {
+	next := make([]string, 0, len(tags))
+	for _, t := range tags {
+		if protocol.ValidRoomTag(t) {
+			next = append(next, t)
+		} else {
+			n.log.Warn("not a room tag; left out of announces", "tag", t)
+		}
+	}
+	slices.Sort(next)
+	next = slices.Compact(next)
+	if len(next) > protocol.MaxRoomTags {
+		n.log.Warn("more room tags than announces carry; the last are left out", "tags", len(next), "max", protocol.MaxRoomTags)
+		next = next[:protocol.MaxRoomTags:protocol.MaxRoomTags]
+	}
+	old := n.roomTags.Swap(&next)
+	if old != nil && slices.Equal(*old, next) || old == nil && len(next) == 0 {
+		return
+	}
+	if n.pc != nil && n.ctx != nil && n.ctx.Err() == nil {
+		// (Before Start has the socket, the start-up burst carries them.)
+		n.sendAnnounce("rooms")
+	}
+	if n.reregister != nil {
+		select {
+		case n.reregister <- struct{}{}:
+		default: // one is pending: the register it sends reads the tags then
+		}
+	}
 }
 
 func (n *Node) sendGoodbye() {

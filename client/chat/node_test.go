@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -683,6 +684,61 @@ func TestAnswersSpreadOnLargerLAN(t *testing.T) {
 		}
 		if spread := last - first; spread < (chat.QueryAnswerMax-chat.QueryAnswerMin)/2 {
 			t.Errorf("%d answers came within %v of each other, want them spread over most of the %v window", peers, spread, chat.QueryAnswerMax-chat.QueryAnswerMin)
+		}
+	})
+}
+
+// Room tags for the tests (protocol.RoomTagLen lowercase hex each).
+const (
+	tagA = "0f1e2d3c4b5a69788796a5b4"
+	tagB = "c3d2e1f00112233445566778"
+)
+
+// peerNamed returns the peer tn lists as nick.
+func peerNamed(tn *testNode, nick string) (registry.Peer, bool) {
+	for _, p := range tn.Peers() {
+		if p.Nickname == nick {
+			return p, true
+		}
+	}
+	return registry.Peer{}, false
+}
+
+// A change of a node's room tags reaches the LAN at once, in an announce
+// sent there and then (well within the announce interval), sorted; the
+// peers list it with the node as an update.
+func TestRoomTagsAnnouncedAtOnce(t *testing.T) {
+	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
+		lan := nw.AddSegment("lan")
+		alice := start(t, nw.AddHost("a", lan), "alice", 1)
+		bob := start(t, nw.AddHost("b", lan), "bob", 2)
+		if !nw.RunUntil(func() bool { return hasPeer(alice, "bob") && hasPeer(bob, "alice") }, time.Second) {
+			t.Fatal("no mutual discovery within 1 s")
+		}
+		nw.RunFor(10 * time.Second) // past the start-up burst
+		roomsAt := func(tn *testNode, nick string) []string {
+			p, _ := peerNamed(tn, nick)
+			return p.Rooms
+		}
+		alice.SetRoomTagsForTest([]string{tagB, tagA, tagB})
+		if !nw.RunUntil(func() bool { return slices.Equal(roomsAt(bob, "alice"), []string{tagA, tagB}) }, 50*time.Millisecond) {
+			t.Fatalf("bob lists alice with rooms %q 50 ms after she joined, want %q", roomsAt(bob, "alice"), []string{tagA, tagB})
+		}
+		if _, ok := bob.rec.First(func(ev chat.Event) bool {
+			return ev.Kind == chat.EventPeerUpdated && ev.Peer.Nickname == "alice" && len(ev.Peer.Rooms) == 2
+		}); !ok {
+			t.Error("no peer-updated event for alice's rooms")
+		}
+		alice.SetRoomTagsForTest(nil)
+		if !nw.RunUntil(func() bool { return roomsAt(bob, "alice") == nil }, 50*time.Millisecond) {
+			t.Fatalf("bob lists alice with rooms %q after she left them all", roomsAt(bob, "alice"))
+		}
+		// The same tags again send nothing new; the next interval's
+		// announce still carries them.
+		alice.SetRoomTagsForTest([]string{tagA})
+		nw.RunFor(10 * time.Second)
+		if got := roomsAt(bob, "alice"); !slices.Equal(got, []string{tagA}) {
+			t.Fatalf("bob lists alice with rooms %q, want %q", got, []string{tagA})
 		}
 	})
 }

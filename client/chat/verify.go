@@ -26,11 +26,12 @@ var errReplay = errors.New("not newer than the last announce signed by its key (
 // An unsigned announce is an original peer's, unless it claims the
 // instance of a peer that signs: then someone stripped the key, and it is
 // refused. A signed announce that only refreshes what is known (same
-// instance, key, nickname, port and caps) is taken without checking the
-// signature: a forged refresh can only keep a peer listed a little longer,
-// and checking each of them would cost a signature verification per peer
-// per announce interval. Anything else it would change (a new peer, a new
-// address, nickname, caps, key or instance) needs a valid signature and a
+// instance, key, nickname, port, caps and rooms) is taken without checking
+// the signature: a forged refresh can only keep a peer listed a little
+// longer, and checking each of them would cost a signature verification
+// per peer per announce interval. Anything else it would change (a new
+// peer, a new address, nickname, caps, rooms, key or instance) needs a
+// valid signature and a
 // signing time newer than the last seen from that key and within
 // MaxClockSkew of ours, and a new address must not be a second one for a
 // run (key and instance) already listed elsewhere.
@@ -57,8 +58,8 @@ func (ls *loopState) checkAnnounce(now time.Time, o registry.Observation, m *pro
 		return fmt.Errorf("announce for %s with a key other than its own", registry.Selector(old))
 	}
 	if known && old.Instance == o.Instance && old.PubKey == o.PubKey && old.Nickname == o.Nickname &&
-		old.Addr == o.Addr && slices.Equal(old.Caps, o.Caps) {
-		return nil // a refresh
+		old.Addr == o.Addr && slices.Equal(old.Caps, o.Caps) && slices.Equal(old.Rooms, o.Rooms) {
+		return nil // a refresh; a change of rooms is not one, or anyone could forge tags into it
 	}
 	if !known {
 		// A run of a peer (its instance) listens on one address: the same

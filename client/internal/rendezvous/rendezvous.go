@@ -50,6 +50,18 @@
 // list_peers, heartbeat and unregister act on the connection's
 // registration.
 //
+// With Config.Rooms, every register carries the room membership tags it
+// returns at that moment (protocol.Register.Rooms; signed with the rest).
+// A receive on Config.Reregister while registered sends a fresh register
+// on the same connection at once, so that a join or leave reaches the
+// others without waiting for a reconnect; one that comes while a
+// register is still unanswered is sent once the answer arrives. Our
+// server updates the registration in place and answers registered again
+// with the same peer_id and relay token: that answer is no new session,
+// and Run reports no second Registered for it. A server that replaces the
+// registration instead (a new peer_id) is reported as registering anew,
+// followed by its new list.
+//
 // With Config.Relay, the register lists protocol.CapRelay: a server that
 // relays answers with a relay token (Update.RelayToken), tells us of
 // streams other peers open to us (Config.OnRelayIncoming), and relays
@@ -94,6 +106,20 @@ type Config struct {
 	// Identity signs every register (protocol.Register.Sign) when it is
 	// sent. Nil registers unsigned, as the original client does.
 	Identity ed25519.PrivateKey
+	// Rooms, when set, returns our room membership tags (at most
+	// protocol.MaxRoomTags, each protocol.RoomTagLen lowercase hex
+	// characters, none twice). Run calls it from its goroutine each time
+	// it builds a register, so it must be safe for use concurrently with
+	// whoever changes the tags, and must not block. Nil: no rooms. Our
+	// server lists the tags only with a signed register (Identity).
+	Rooms func() []string
+	// Reregister, when set, asks for a fresh register on the current
+	// connection: each receive while registered sends one (with Rooms
+	// called again). Optional; the caller sends without blocking, e.g. on
+	// a channel with a buffer of 1. A signal that arrives while no
+	// connection is up is dropped: the next connection registers afresh
+	// anyway.
+	Reregister <-chan struct{}
 	// Dial opens the TCP connection to the server: a netsim host's
 	// DialContext or a net.Dialer's. Required.
 	Dial      func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -373,6 +399,12 @@ func session(ctx context.Context, cfg *Config, server string) (registered bool, 
 	}()
 
 	s := &sess{cfg: cfg, url: server, ws: ws}
+	// The register below reads the current rooms: a signal left from
+	// before this connection asks for nothing more.
+	select {
+	case <-cfg.Reregister:
+	default:
+	}
 	if err := s.register(); err != nil {
 		return false, err
 	}
@@ -394,6 +426,10 @@ func session(ctx context.Context, cfg *Config, server string) (registered bool, 
 			if err := s.tick(now); err != nil {
 				return s.registered, err
 			}
+		case <-cfg.Reregister: // nil: never
+			if err := s.reregister(); err != nil {
+				return s.registered, err
+			}
 		}
 		// One timer for both duties, so that a heartbeat and a poll due
 		// at the same instant happen in a fixed order.
@@ -410,8 +446,12 @@ type sess struct {
 	pushed     bool
 	selfID     string
 	relayToken string
+	publicAddr string
 	nextBeat   time.Time
 	nextPoll   time.Time // zero: not polling
+	// pending: a re-register was asked for while a register was
+	// unanswered; it is sent when the answer comes.
+	pending bool
 }
 
 func (s *sess) write(m protocol.ClientMessage) error {
@@ -438,17 +478,44 @@ func (s *sess) register() error {
 		Namespace: s.cfg.Namespace,
 		Addrs:     s.cfg.Addrs,
 	}
+	if s.cfg.Rooms != nil {
+		m.Rooms = s.cfg.Rooms()
+	}
 	if s.cfg.Identity != nil {
 		m.Sign(s.cfg.Identity, time.Now())
 	}
 	return s.write(m)
 }
 
+// reregister sends a fresh register when registered, or has one sent
+// when the register under way is answered.
+func (s *sess) reregister() error {
+	if !s.registered {
+		s.pending = true
+		return nil
+	}
+	s.cfg.Logger.Debug("registering again with what changed", "url", s.url)
+	return s.register()
+}
+
+// updatedInPlace reports whether m answers a register we sent while
+// registered by keeping the registration as it was: the same peer_id,
+// relay token, public address and push. Our server does that for a
+// re-register signed by the same key; it is no new session.
+func (s *sess) updatedInPlace(m *protocol.Registered) bool {
+	return s.registered && m.PeerID == s.selfID && m.RelayToken == s.relayToken &&
+		m.PublicAddr == s.publicAddr && protocol.HasCap(m.Caps, protocol.CapPush) == s.pushed
+}
+
 func (s *sess) handle(m protocol.ServerMessage) error {
 	switch m := m.(type) {
 	case *protocol.Registered:
+		if s.updatedInPlace(m) {
+			s.cfg.Logger.Debug("registration updated in place", "url", s.url, "peer_id", m.PeerID)
+			return s.sendPending()
+		}
 		now := time.Now()
-		s.registered, s.selfID, s.relayToken = true, m.PeerID, m.RelayToken
+		s.registered, s.selfID, s.relayToken, s.publicAddr = true, m.PeerID, m.RelayToken, m.PublicAddr
 		s.pushed = protocol.HasCap(m.Caps, protocol.CapPush)
 		s.nextBeat = now.Add(s.cfg.HeartbeatInterval)
 		s.cfg.Logger.Info("registered with bootstrap server", "url", s.url, "peer_id", m.PeerID, "public_addr", m.PublicAddr, "pushed", s.pushed)
@@ -457,9 +524,13 @@ func (s *sess) handle(m protocol.ServerMessage) error {
 		if !s.pushed {
 			// The original server: list at once, then poll.
 			s.nextPoll = now.Add(s.cfg.PollInterval)
-			return s.write(&protocol.ListPeers{})
+			if err := s.write(&protocol.ListPeers{}); err != nil {
+				return err
+			}
+			return s.sendPending()
 		}
 		s.nextPoll = time.Time{}
+		return s.sendPending()
 	case *protocol.PeerList:
 		peers := make([]protocol.PeerInfo, 0, len(m.Peers))
 		for _, p := range m.Peers {
@@ -492,6 +563,16 @@ func (s *sess) handle(m protocol.ServerMessage) error {
 		return fmt.Errorf("%w: %q", errServerRefused, m.Message)
 	}
 	return nil
+}
+
+// sendPending sends the re-register asked for while the last register
+// was unanswered.
+func (s *sess) sendPending() error {
+	if !s.pending {
+		return nil
+	}
+	s.pending = false
+	return s.register()
 }
 
 func (s *sess) tick(now time.Time) error {
