@@ -14,6 +14,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/parlance-chat/parlance/client/room"
 	"github.com/parlance-chat/parlance/client/store"
 	"github.com/parlance-chat/parlance/client/trust"
 	"github.com/parlance-chat/parlance/protocol"
@@ -65,7 +66,7 @@ func StartupBurst() []time.Duration {
 
 // Caps are the capabilities this node advertises.
 func Caps() []string {
-	return []string{protocol.CapQuery, protocol.CapGoodbye, protocol.CapAck, protocol.CapNoise}
+	return []string{protocol.CapQuery, protocol.CapGoodbye, protocol.CapAck, protocol.CapNoise, protocol.CapRooms}
 }
 
 // Config configures a node. Network, Nickname and either Rand or Seed
@@ -132,6 +133,18 @@ type Config struct {
 	// MessageTTL is how long a message to an unreachable peer waits in
 	// the queue before it expires (default 7 days).
 	MessageTTL time.Duration
+
+	// RoomRate and RoomBurst bound each author's live messages per room
+	// (messages a second, and a burst; defaults DefaultRoomRate and
+	// DefaultRoomBurst): past them a member's messages are held back
+	// and the user told, and our own posts are refused (ErrRoomRate).
+	RoomRate  int
+	RoomBurst int
+	// RoomHistoryMessages and RoomHistoryAge bound the history a member
+	// serves to one that joins late or comes back (defaults 500 messages
+	// and 7 days: room.DefaultHistoryMessages, room.DefaultHistoryAge).
+	RoomHistoryMessages int
+	RoomHistoryAge      time.Duration
 
 	// CryptoRand feeds the identity key made when Identity is nil and
 	// the session keys. Nil means crypto/rand; only a simulation passes a
@@ -201,6 +214,16 @@ func (c Config) withDefaults() (Config, error) {
 		// that it is never in flight when it is reported expired.
 		return c, fmt.Errorf("chat: MessageTTL (%v) must be more than twice AckTimeout (%v)", c.MessageTTL, c.AckTimeout)
 	}
+	if c.RoomRate <= 0 {
+		c.RoomRate = DefaultRoomRate
+	}
+	if c.RoomBurst <= 0 {
+		c.RoomBurst = DefaultRoomBurst
+	}
+	if c.RoomHistoryMessages <= 0 {
+		c.RoomHistoryMessages = room.DefaultHistoryMessages
+	}
+	def(&c.RoomHistoryAge, room.DefaultHistoryAge)
 	def(&c.HeartbeatInterval, 10*time.Second)
 	def(&c.PeerTimeout, 30*time.Second)
 	if len(c.BootstrapServers) == 0 {

@@ -44,6 +44,13 @@ const (
 	// EventExpired: a queued message reached its TTL undelivered
 	// (Event.Stored); it will not be sent.
 	EventExpired
+	// EventRoomMessage: a room message to show (Event.Room), in causal
+	// order, each once.
+	EventRoomMessage
+	// EventRoomMember: a member joined or left a room we are in
+	// (Event.Text; Event.Room names the room, the member's key and
+	// nickname).
+	EventRoomMember
 )
 
 func (k EventKind) String() string {
@@ -68,6 +75,10 @@ func (k EventKind) String() string {
 		return "delivered"
 	case EventExpired:
 		return "expired"
+	case EventRoomMessage:
+		return "room-message"
+	case EventRoomMember:
+		return "room-member"
 	}
 	return "event(?)"
 }
@@ -85,6 +96,9 @@ type Event struct {
 	// Stored is the outgoing message of EventDelivered and EventExpired,
 	// as the store holds it.
 	Stored store.Message
+	// Room is the message of EventRoomMessage; for EventRoomMember its
+	// Room, Author (the member's key) and Nick.
+	Room RoomMessage
 }
 
 // Message is a received direct message. Its fields are raw network input:
@@ -170,7 +184,7 @@ func (e *eventQueue) emit(ev Event) (dropped int) {
 		// are, ev does.
 		e.dropped++
 		dropped = e.dropped
-		i := slices.IndexFunc(e.q, func(q Event) bool { return q.Kind != EventMessage })
+		i := slices.IndexFunc(e.q, func(q Event) bool { return q.Kind != EventMessage && q.Kind != EventRoomMessage })
 		if i < 0 {
 			e.mu.Unlock()
 			return dropped

@@ -78,7 +78,7 @@ func (n *Node) serve(c net.Conn) {
 	}
 	lr := protocol.NewLineReader(conn)
 	var punch punchAnswer
-	in := inbound{n: n, c: c, conn: conn, remote: remote}
+	in := inbound{n: n, c: c, conn: conn, remote: remote, key: key, nick: from.Nickname}
 	for {
 		if err := c.SetReadDeadline(time.Now().Add(n.cfg.ReceiveIdleTimeout)); err != nil {
 			return
@@ -113,6 +113,15 @@ func (n *Node) serve(c net.Conn) {
 					return
 				}
 				continue
+			}
+			if encrypted {
+				if rl, rerr := decodeRoomLine(line); rerr == nil {
+					in.rooms = append(in.rooms, rl)
+					if lr.Buffered() == 0 || len(in.rooms) >= maxReceiveBatch {
+						in.flushRooms()
+					}
+					continue
+				}
 			}
 			n.log.Warn("invalid message line skipped", "from", remote, "err", err)
 			continue
@@ -160,6 +169,20 @@ type inbound struct {
 	remote netip.AddrPort
 	batch  []Message
 	acks   []byte
+	// Room lines (sessions only), from the member key proved, whose
+	// session nickname is nick.
+	rooms     []roomLine
+	key, nick string
+}
+
+// flushRooms hands the room lines read to the rooms.
+func (in *inbound) flushRooms() {
+	if len(in.rooms) == 0 {
+		return
+	}
+	in.n.receiveRoom(in.key, in.nick, in.rooms)
+	clear(in.rooms)
+	in.rooms = in.rooms[:0]
 }
 
 // flush stores the batch (new messages only: the store knows every id
@@ -168,6 +191,7 @@ type inbound struct {
 // receiver's disk". It reports whether the connection can go on.
 func (in *inbound) flush() bool {
 	n := in.n
+	in.flushRooms()
 	if len(in.batch) == 0 {
 		return true
 	}

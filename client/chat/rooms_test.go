@@ -1,0 +1,490 @@
+package chat_test
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/parlance-chat/parlance/client/chat"
+	"github.com/parlance-chat/parlance/client/room"
+	"github.com/parlance-chat/parlance/netsim"
+	"github.com/parlance-chat/parlance/protocol"
+)
+
+// roomLog returns "nick:text" of every room message tn showed in room, in
+// the order shown.
+func roomLog(tn *testNode, room string) []string {
+	var out []string
+	for _, ev := range tn.rec.All() {
+		if ev.Kind == chat.EventRoomMessage && ev.Room.Room == room {
+			out = append(out, ev.Room.Nick+":"+ev.Room.Text)
+		}
+	}
+	return out
+}
+
+// memberCount returns how many other members tn sees in room.
+func memberCount(tn *testNode, room string) int {
+	info, err := tn.Room(room)
+	if err != nil {
+		return -1
+	}
+	return len(info.Members)
+}
+
+func join(t *testing.T, tn *testNode, room, secret string) {
+	t.Helper()
+	if _, err := tn.JoinRoom(t.Context(), room, secret); err != nil {
+		t.Fatalf("%s: join %s: %v", tn.Nickname(), room, err)
+	}
+}
+
+func post(t *testing.T, tn *testNode, room, text string) chat.RoomPost {
+	t.Helper()
+	p, err := tn.PostRoom(t.Context(), room, text)
+	if err != nil {
+		t.Fatalf("%s: post to %s: %v", tn.Nickname(), room, err)
+	}
+	return p
+}
+
+// allMembers waits until every node sees every other as a member of room.
+func allMembers(t *testing.T, nw *netsim.Network, nodes []*testNode, room string, limit time.Duration) {
+	t.Helper()
+	if !nw.RunUntil(func() bool {
+		for _, tn := range nodes {
+			if memberCount(tn, room) != len(nodes)-1 {
+				return false
+			}
+		}
+		return true
+	}, limit) {
+		for _, tn := range nodes {
+			t.Logf("%s sees %d members", tn.Nickname(), memberCount(tn, room))
+		}
+		t.Fatalf("members of %s did not all see each other within %v", room, limit)
+	}
+}
+
+// checkRoom checks that every node showed exactly want (as a set, each
+// once, its own posts excluded) and each author's messages in the order
+// written.
+func checkRoom(t *testing.T, nodes []*testNode, room string, written map[string][]string) {
+	t.Helper()
+	for _, tn := range nodes {
+		got := roomLog(tn, room)
+		seen := map[string]int{}
+		for _, m := range got {
+			seen[m]++
+		}
+		for author, texts := range written {
+			if author == tn.Nickname() {
+				continue
+			}
+			var order []string
+			for _, m := range got {
+				if nick, _, _ := strings.Cut(m, ":"); nick == author {
+					order = append(order, m)
+				}
+			}
+			var want []string
+			for _, x := range texts {
+				want = append(want, author+":"+x)
+			}
+			if !slices.Equal(order, want) {
+				t.Errorf("%s showed %s's messages as %q, want %q", tn.Nickname(), author, order, want)
+			}
+		}
+		for m, c := range seen {
+			if c > 1 {
+				t.Errorf("%s showed %q %d times", tn.Nickname(), m, c)
+			}
+		}
+	}
+}
+
+// Two members see each other through their announces and talk; each
+// line is shown once, to the other, with the room's name.
+func TestRoomTwoMembers(t *testing.T) {
+	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
+		lan := nw.AddSegment("lan")
+		alice := start(t, nw.AddHost("a", lan), "alice", 1)
+		bob := start(t, nw.AddHost("b", lan), "bob", 2)
+		join(t, alice, "#team", "")
+		join(t, bob, "#Team", "")
+		nodes := []*testNode{alice, bob}
+		allMembers(t, nw, nodes, "#team", 2*time.Second)
+		if cur := alice.CurrentRoom(); cur != "#team" {
+			t.Fatalf("current room %q after /join, want #team", cur)
+		}
+		p := post(t, alice, "", "hello team")
+		if p.Members != 1 || p.Message.Seq != 1 || !p.Message.Own {
+			t.Fatalf("post: %+v", p)
+		}
+		post(t, bob, "#team", "hi alice")
+		want := map[string][]string{"alice": {"hello team"}, "bob": {"hi alice"}}
+		if !nw.RunUntil(func() bool { return len(roomLog(alice, "#team")) == 1 && len(roomLog(bob, "#team")) == 1 }, time.Second) {
+			t.Fatalf("not shown: alice %q, bob %q", roomLog(alice, "#team"), roomLog(bob, "#team"))
+		}
+		nw.RunFor(RoomQuiet)
+		checkRoom(t, nodes, "#team", want)
+		ev, _ := bob.rec.First(func(ev chat.Event) bool { return ev.Kind == chat.EventRoomMessage })
+		if m := ev.Room; m.Author != alice.PublicKey() || m.RoomID == "" || m.Forced || m.Late || m.Own {
+			t.Errorf("bob's event: %+v", m)
+		}
+		if _, err := alice.PostRoom(t.Context(), "#other", "x"); err == nil {
+			t.Error("posting to a room not joined was taken")
+		}
+	})
+}
+
+// RoomQuiet is long enough for anything in flight to land and a summary
+// exchange to run.
+const RoomQuiet = chat.RoomSyncInterval + 5*time.Second
+
+// Ten members, each posting in turn: every member shows every other's
+// messages once, each author's in order.
+func TestRoomTenMembers(t *testing.T) {
+	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
+		lan := nw.AddSegment("lan")
+		var nodes []*testNode
+		for i := range 10 {
+			tn := start(t, nw.AddHost(fmt.Sprintf("h%d", i), lan), fmt.Sprintf("n%d", i), uint64(10+i))
+			join(t, tn, "#ten", "")
+			nodes = append(nodes, tn)
+		}
+		allMembers(t, nw, nodes, "#ten", 5*time.Second)
+		written := map[string][]string{}
+		for round := range 3 {
+			for _, tn := range nodes {
+				text := fmt.Sprintf("r%d from %s", round, tn.Nickname())
+				post(t, tn, "#ten", text)
+				written[tn.Nickname()] = append(written[tn.Nickname()], text)
+				nw.RunFor(10 * time.Millisecond)
+			}
+		}
+		if !nw.RunUntil(func() bool {
+			for _, tn := range nodes {
+				if len(roomLog(tn, "#ten")) != 27 {
+					return false
+				}
+			}
+			return true
+		}, 10*time.Second) {
+			for _, tn := range nodes {
+				t.Logf("%s showed %d", tn.Nickname(), len(roomLog(tn, "#ten")))
+			}
+			t.Fatal("not every message reached every member")
+		}
+		nw.RunFor(RoomQuiet)
+		checkRoom(t, nodes, "#ten", written)
+	})
+}
+
+// A partition splits a room; both sides go on talking; once it heals,
+// every member has every message, once, each author's in order.
+func TestRoomPartitionHeals(t *testing.T) {
+	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
+		lan := nw.AddSegment("lan")
+		var nodes []*testNode
+		var hosts []*netsim.Host
+		for i := range 6 {
+			h := nw.AddHost(fmt.Sprintf("h%d", i), lan)
+			tn := start(t, h, fmt.Sprintf("p%d", i), uint64(30+i))
+			join(t, tn, "#split", "")
+			nodes, hosts = append(nodes, tn), append(hosts, h)
+		}
+		allMembers(t, nw, nodes, "#split", 5*time.Second)
+		written := map[string][]string{}
+		say := func(tn *testNode, text string) {
+			post(t, tn, "#split", text)
+			written[tn.Nickname()] = append(written[tn.Nickname()], text)
+		}
+		say(nodes[0], "before")
+		nw.RunFor(time.Second)
+		cut := nw.Partition(hosts[:3], hosts[3:])
+		for i, tn := range nodes {
+			say(tn, fmt.Sprintf("during %d", i))
+			nw.RunFor(100 * time.Millisecond)
+		}
+		nw.RunFor(20 * time.Second) // long enough for the sides to drop each other
+		for i, tn := range nodes {
+			say(tn, fmt.Sprintf("apart %d", i))
+		}
+		cut.Heal()
+		if !nw.RunUntil(func() bool {
+			for _, tn := range nodes {
+				if len(roomLog(tn, "#split")) != 13-len(written[tn.Nickname()]) {
+					return false
+				}
+			}
+			return true
+		}, 2*time.Minute) {
+			for _, tn := range nodes {
+				t.Logf("%s showed %d: %q", tn.Nickname(), len(roomLog(tn, "#split")), roomLog(tn, "#split"))
+			}
+			t.Fatal("the room did not converge after the partition healed")
+		}
+		nw.RunFor(RoomQuiet)
+		checkRoom(t, nodes, "#split", written)
+	})
+}
+
+// A member that was offline catches up after its restart, from its store:
+// it shows what it missed, once, and nothing it had shown before; it is
+// still in the room without joining again.
+func TestRoomRestartCatchesUp(t *testing.T) {
+	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
+		lan := nw.AddSegment("lan")
+		alice := start(t, nw.AddHost("a", lan), "alice", 1)
+		ch := nw.AddHost("c", lan)
+		path := filepath.Join(t.TempDir(), "carol.db")
+		st := openStore(t, path)
+		carol := start(t, ch, "carol", 3, withStore(st))
+		join(t, alice, "#r", "")
+		join(t, carol, "#r", "")
+		allMembers(t, nw, []*testNode{alice, carol}, "#r", 2*time.Second)
+		post(t, alice, "#r", "one")
+		post(t, carol, "#r", "mine")
+		if !nw.RunUntil(func() bool { return len(roomLog(carol, "#r")) == 1 }, time.Second) {
+			t.Fatal("carol did not get the first message")
+		}
+		carol.close()
+		for i := range 5 {
+			post(t, alice, "#r", fmt.Sprintf("missed %d", i))
+		}
+		nw.RunFor(time.Second)
+		carol = start(t, ch, "carol", 3, withStore(st))
+		if rooms := carol.Rooms(); len(rooms) != 1 || rooms[0].Name != "#r" || !rooms[0].Current {
+			t.Fatalf("carol's rooms after restart: %+v", rooms)
+		}
+		if !nw.RunUntil(func() bool { return len(roomLog(carol, "#r")) == 5 }, RoomQuiet) {
+			t.Fatalf("carol after restart showed %q, want the 5 she missed", roomLog(carol, "#r"))
+		}
+		nw.RunFor(RoomQuiet)
+		want := []string{"alice:missed 0", "alice:missed 1", "alice:missed 2", "alice:missed 3", "alice:missed 4"}
+		if got := roomLog(carol, "#r"); !slices.Equal(got, want) {
+			t.Errorf("carol after restart showed %q, want %q", got, want)
+		}
+		if p := post(t, carol, "#r", "back"); p.Message.Seq != 2 {
+			t.Errorf("carol's seq after restart %d, want 2", p.Message.Seq)
+		}
+		h, err := carol.RoomHistory(t.Context(), "#r", 20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// "one" and "mine" were written at once: carol showed hers first.
+		if len(h) != 8 || h[0].Text != "mine" || h[1].Text != "one" || h[2].Text != "missed 0" || h[7].Text != "back" {
+			var got []string
+			for _, m := range h {
+				got = append(got, m.Nick+":"+m.Text)
+			}
+			t.Errorf("carol's history %q", got)
+		}
+	})
+}
+
+// A member that joins late gets the recent history, bounded, in order.
+func TestRoomLateJoiner(t *testing.T) {
+	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
+		lan := nw.AddSegment("lan")
+		limit := func(c *chat.Config) { c.RoomHistoryMessages = 8 }
+		alice := start(t, nw.AddHost("a", lan), "alice", 1, limit)
+		bob := start(t, nw.AddHost("b", lan), "bob", 2, limit)
+		join(t, alice, "#late", "")
+		join(t, bob, "#late", "")
+		allMembers(t, nw, []*testNode{alice, bob}, "#late", 2*time.Second)
+		var all []string
+		for i := range 6 {
+			post(t, alice, "#late", fmt.Sprintf("a%d", i))
+			post(t, bob, "#late", fmt.Sprintf("b%d", i))
+			all = append(all, fmt.Sprintf("alice:a%d", i), fmt.Sprintf("bob:b%d", i))
+			nw.RunFor(50 * time.Millisecond)
+		}
+		nw.RunFor(time.Second)
+		dave := start(t, nw.AddHost("d", lan), "dave", 4, limit)
+		nw.RunFor(time.Second)
+		join(t, dave, "#late", "")
+		if !nw.RunUntil(func() bool { return len(roomLog(dave, "#late")) >= 8 }, 10*time.Second) {
+			t.Fatalf("dave showed %q, want the last 8", roomLog(dave, "#late"))
+		}
+		nw.RunFor(RoomQuiet)
+		// a_i and b_i were written at the same instant: either may come
+		// first, but each author's come in order.
+		got, want := roomLog(dave, "#late"), all[len(all)-8:]
+		if !sameSet(got, want) {
+			t.Errorf("dave showed %q, want %q in some causal order", got, want)
+		}
+		checkRoom(t, []*testNode{dave}, "#late", map[string][]string{"alice": {"a2", "a3", "a4", "a5"}, "bob": {"b2", "b3", "b4", "b5"}})
+	})
+}
+
+// A private room is invisible without its secret: a peer that joins the
+// same name with another secret is in another room, sees none of its
+// members and gets none of its messages.
+func TestRoomPrivate(t *testing.T) {
+	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
+		lan := nw.AddSegment("lan")
+		alice := start(t, nw.AddHost("a", lan), "alice", 1)
+		bob := start(t, nw.AddHost("b", lan), "bob", 2)
+		eve := start(t, nw.AddHost("e", lan), "eve", 5)
+		join(t, alice, "#club", "correct horse battery")
+		join(t, bob, "#club", "correct horse battery")
+		join(t, eve, "#club", "guess")
+		allMembers(t, nw, []*testNode{alice, bob}, "#club", 2*time.Second)
+		post(t, alice, "#club", "members only")
+		if !nw.RunUntil(func() bool { return len(roomLog(bob, "#club")) == 1 }, time.Second) {
+			t.Fatal("bob did not get the message")
+		}
+		nw.RunFor(RoomQuiet)
+		if n := memberCount(eve, "#club"); n != 0 {
+			t.Errorf("eve sees %d members of her #club, want 0", n)
+		}
+		if n := memberCount(alice, "#club"); n != 1 {
+			t.Errorf("alice sees %d members, want only bob", n)
+		}
+		if got := roomLog(eve, "#club"); len(got) != 0 {
+			t.Errorf("eve showed %q", got)
+		}
+		if a, e := alice.Rooms()[0].ID, eve.Rooms()[0].ID; a == e {
+			t.Error("the same name with another secret gave the same room")
+		}
+	})
+}
+
+// Leaving a room is announced at once: the others drop the member, and
+// nothing more of the room reaches it.
+func TestRoomLeave(t *testing.T) {
+	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
+		lan := nw.AddSegment("lan")
+		alice := start(t, nw.AddHost("a", lan), "alice", 1)
+		bob := start(t, nw.AddHost("b", lan), "bob", 2)
+		join(t, alice, "#x", "")
+		join(t, bob, "#x", "")
+		allMembers(t, nw, []*testNode{alice, bob}, "#x", 2*time.Second)
+		if err := bob.LeaveRoom(t.Context(), "#x"); err != nil {
+			t.Fatal(err)
+		}
+		if !nw.RunUntil(func() bool { return memberCount(alice, "#x") == 0 }, time.Second) {
+			t.Fatal("alice still lists bob a second after he left")
+		}
+		if p := post(t, alice, "#x", "after"); p.Members != 0 {
+			t.Errorf("sent to %d members after bob left", p.Members)
+		}
+		nw.RunFor(RoomQuiet)
+		if got := roomLog(bob, "#x"); len(got) != 0 {
+			t.Errorf("bob showed %q after leaving", got)
+		}
+		if bob.CurrentRoom() != "" || len(bob.Rooms()) != 0 {
+			t.Errorf("bob still in rooms: %+v", bob.Rooms())
+		}
+		ev, ok := alice.rec.First(func(ev chat.Event) bool { return ev.Kind == chat.EventRoomMember && strings.Contains(ev.Text, "left") })
+		if !ok || ev.Room.Nick != "bob" {
+			t.Errorf("alice was not told bob left: %+v", ev)
+		}
+	})
+}
+
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(a, b)
+}
+
+// A member cannot pass a message off as another's (the signature fails),
+// a non-member's messages are dropped even when well signed, and a peer
+// that copies a member's tag into its own announce is not taken for a
+// member of a private room: nothing of the room is sent to it.
+func TestRoomImpostors(t *testing.T) {
+	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
+		lan := nw.AddSegment("lan")
+		withKey := func(seed byte) func(*chat.Config) {
+			return func(c *chat.Config) { c.Identity = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{seed}, 32)) }
+		}
+		alice := start(t, nw.AddHost("a", lan), "alice", 1)
+		bob := start(t, nw.AddHost("b", lan), "bob", 2)
+		mallory := start(t, nw.AddHost("m", lan), "mallory", 6, withKey(6))
+		eve := start(t, nw.AddHost("e", lan), "eve", 7, withKey(7))
+		for _, tn := range []*testNode{alice, bob, mallory} {
+			join(t, tn, "#pub", "")
+		}
+		allMembers(t, nw, []*testNode{alice, bob, mallory}, "#pub", 2*time.Second)
+		pub, err := room.New(mustName(t, "#pub"), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		forge := func(seed byte, author string, text string) []byte {
+			m := &protocol.RoomMessage{Room: pub.ID, Nick: "bob", Seq: 1, Time: time.Now().UnixMilli(), Text: text}
+			room.Sign(ed25519.NewKeyFromSeed(bytes.Repeat([]byte{seed}, 32)), m)
+			if author != "" {
+				m.Author = author
+			}
+			line, err := protocol.EncodeRoomMessage(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return line
+		}
+		// Mallory, a member, signs as herself but names bob as author.
+		if err := alice.ReceiveRoomLineForTest(mallory.PublicKey(), "mallory", forge(6, bob.PublicKey(), "I am bob")); err != nil {
+			t.Fatal(err)
+		}
+		// Eve knows the room (it is public) but never joined: her own,
+		// well-signed message comes from a non-member.
+		if err := alice.ReceiveRoomLineForTest(eve.PublicKey(), "eve", forge(7, "", "let me in")); err != nil {
+			t.Fatal(err)
+		}
+		// The same message of mallory's own, from her, is shown: the
+		// checks above are what dropped the others. It claims the nick
+		// bob, but shows under the nickname mallory announces.
+		if err := alice.ReceiveRoomLineForTest(mallory.PublicKey(), "mallory", forge(6, "", "from mallory")); err != nil {
+			t.Fatal(err)
+		}
+		nw.RunFor(RoomQuiet)
+		if got, want := roomLog(alice, "#pub"), []string{"mallory:from mallory"}; !slices.Equal(got, want) {
+			t.Errorf("alice showed %q, want only %q", got, want)
+		}
+		if ev, ok := alice.rec.First(func(ev chat.Event) bool { return ev.Kind == chat.EventRoomMessage }); !ok || ev.Room.Author != mallory.PublicKey() {
+			t.Errorf("the message shown is not mallory's: %+v", ev.Room)
+		}
+
+		// A private room: mallory copies bob's tags into her announces.
+		join(t, alice, "#club", "s3cret words")
+		join(t, bob, "#club", "s3cret words")
+		allMembers(t, nw, []*testNode{alice, bob}, "#club", 2*time.Second)
+		bp, ok := peerNamed(mallory, "bob")
+		if !ok || len(bp.Rooms) != 2 {
+			t.Fatalf("mallory does not see bob's two tags: %+v", bp)
+		}
+		mallory.SetRoomTagsForTest(bp.Rooms)
+		nw.RunFor(time.Second)
+		if mp, _ := peerNamed(alice, "mallory"); len(mp.Rooms) != 2 {
+			t.Fatalf("alice does not list mallory with the copied tags: %q", mp.Rooms)
+		}
+		if info, _ := alice.Room("#club"); len(info.Members) != 1 || info.Members[0].Nickname != "bob" {
+			t.Errorf("alice's #club members: %+v, want bob alone", info.Members)
+		}
+		if p := post(t, alice, "#club", "for members"); p.Members != 1 {
+			t.Errorf("posted to %d members, want 1", p.Members)
+		}
+		nw.RunFor(time.Second)
+		if got := roomLog(bob, "#club"); !slices.Equal(got, []string{"alice:for members"}) {
+			t.Errorf("bob showed %q", got)
+		}
+	})
+}
+
+func mustName(t *testing.T, s string) room.Name {
+	t.Helper()
+	n, err := room.ParseName(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
