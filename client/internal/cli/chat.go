@@ -96,7 +96,7 @@ func (ui *chatUI) run(ctx context.Context, s Settings) int {
 	if prompter == nil {
 		if ui.env.Terminal {
 			prompter = newLinerPrompter(historyPath(ui.env.Getenv), func(line string) []string {
-				return complete(line, peerNames(ui.node.Peers()))
+				return complete(line, append(peerNames(ui.node.Peers()), roomNames(ui.node.Rooms())...))
 			})
 		} else {
 			prompter = newLinePrompter(ui.env.Stdin)
@@ -201,7 +201,11 @@ func (ui *chatUI) handle(ctx context.Context, line string) bool {
 	case CmdForget:
 		ok, err := ui.node.Forget(cmd.Name)
 		ui.scr.Print(forgetText(cmd.Name, ok, err))
-	case CmdSend:
+	case CmdSend, CmdNotCommand:
+		if cmd.Kind == CmdNotCommand || strings.HasPrefix(cmd.Name, "#") {
+			ui.postRoom(ctx, cmd)
+			return false
+		}
 		// Posted here, in input order, so that messages piped in keep
 		// their order; the prompt comes back at once and the outcome is
 		// printed above it when known.
@@ -221,8 +225,39 @@ func (ui *chatUI) handle(ctx context.Context, line string) bool {
 		q, err := ui.prof.store.Queue(ctx)
 		ui.scr.Print(queueText(q, err, ui.loc))
 	case CmdHistory:
+		if strings.HasPrefix(cmd.Name, "#") {
+			h, err := ui.node.RoomHistory(ctx, cmd.Name, cmd.N)
+			ui.scr.Print(roomHistoryText(cmd.Name, h, err, ui.loc))
+			return false
+		}
 		h, err := ui.node.History(ctx, cmd.Name, cmd.N)
 		ui.scr.Print(historyText(cmd.Name, h, err, ui.loc))
+	case CmdJoin:
+		info, err := ui.node.JoinRoom(ctx, cmd.Name, cmd.Text)
+		ui.scr.Print(joinText(info, err))
+	case CmdLeave:
+		name := cmd.Name
+		if name == "" {
+			name = ui.node.CurrentRoom()
+		}
+		if name == "" {
+			ui.scr.Print("You are in no room.")
+			return false
+		}
+		if err := ui.node.LeaveRoom(ctx, name); err != nil {
+			ui.scr.Print(roomErrText(err))
+			return false
+		}
+		ui.scr.Print(fmt.Sprintf("Left %s.", display.Sanitize(name)))
+	case CmdRooms:
+		ui.scr.Print(roomsText(ui.node.Rooms()))
+	case CmdMembers:
+		info, err := ui.node.Room(cmd.Name)
+		if err != nil {
+			ui.scr.Print(roomErrText(err))
+			return false
+		}
+		ui.scr.Print(membersText(info))
 	case CmdSearch:
 		r, err := ui.prof.store.Search(ctx, cmd.Text, searchLimit)
 		ui.scr.Print(searchText(cmd.Text, r, err, ui.loc))
@@ -238,6 +273,10 @@ func (ui *chatUI) eventLine(ev chat.Event) (string, bool) {
 	case chat.EventMessage:
 		m := ev.Message
 		return display.MarkedMessageLine(m.Received, ui.loc, messageMark(m), senderName(ui.node.Peers(), m), m.Text), true
+	case chat.EventRoomMessage:
+		return roomLine(ev.Room, ui.loc), true
+	case chat.EventRoomMember:
+		return "* " + display.Sanitize(ev.Text), true
 	case chat.EventSecurity:
 		return "! " + display.Sanitize(ev.Text), true
 	case chat.EventPeerJoined:

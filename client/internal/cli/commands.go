@@ -25,14 +25,18 @@ const (
 	CmdSearch                    // /search <words>
 	CmdUsage                     // a known command used wrongly; Msg says how
 	CmdUnknown                   // /something else; Msg
-	CmdNotCommand                // text without a leading /; Msg
+	CmdNotCommand                // text without a leading /: Text, for the current room; Msg if there is none
+	CmdJoin                      // /join #room [secret]
+	CmdLeave                     // /leave [#room]
+	CmdRooms                     // /rooms
+	CmdMembers                   // /members [#room]
 )
 
 // Command is a parsed input line.
 type Command struct {
 	Kind CmdKind
-	Name string // CmdSend, CmdVerify, CmdTrust, CmdForget, CmdHistory: the nickname or selector
-	Text string // CmdSend: the message, inner spacing kept; CmdSearch: the words
+	Name string // CmdSend, CmdVerify, CmdTrust, CmdForget, CmdHistory: the nickname, selector or #room; CmdJoin, CmdLeave, CmdMembers: the #room ("" for the current one)
+	Text string // CmdSend, CmdNotCommand: the message, inner spacing kept; CmdSearch: the words; CmdJoin: the secret
 	N    int    // CmdHistory: how many messages
 	Msg  string // CmdUsage, CmdUnknown, CmdNotCommand: what to tell the user
 }
@@ -41,11 +45,11 @@ type Command struct {
 const (
 	usageSend  = "Usage: /send <nickname> <message>"
 	helpHint   = "Type /help for the list of commands."
-	notCommand = "Commands must start with /"
+	notCommand = "Not sent: you are in no room. Commands start with /: /send <nickname> <message> to a peer, /join #room to talk in a room"
 )
 
 // Commands lists the command words, for completion.
-var commandWords = []string{"/send ", "/peers", "/queue", "/history ", "/search ", "/whoami", "/verify ", "/trust ", "/forget ", "/help", "/quit", "/exit", "/q", "/h"}
+var commandWords = []string{"/send ", "/peers", "/join ", "/leave", "/rooms", "/members", "/queue", "/history ", "/search ", "/whoami", "/verify ", "/trust ", "/forget ", "/help", "/quit", "/exit", "/q", "/h"}
 
 // DefaultHistory is how many messages /history shows without a count;
 // MaxHistory bounds the count.
@@ -61,12 +65,15 @@ func ParseCommand(line string) Command {
 		return Command{Kind: CmdEmpty}
 	}
 	if !strings.HasPrefix(line, "/") {
-		return Command{Kind: CmdNotCommand, Msg: notCommand + ". " + helpHint}
+		return Command{Kind: CmdNotCommand, Text: line, Msg: notCommand + ". " + helpHint}
 	}
 	word, rest := cut(line)
 	switch word {
 	case "/send":
 		name, text := cut(rest)
+		if strings.HasPrefix(name, "#") && strings.TrimSpace(text) == "" {
+			return Command{Kind: CmdUsage, Msg: "Usage: /send #room <message>"}
+		}
 		if name == "" || strings.TrimSpace(text) == "" {
 			return Command{Kind: CmdUsage, Msg: usageSend}
 		}
@@ -76,13 +83,10 @@ func ParseCommand(line string) Command {
 	case "/queue":
 		return Command{Kind: CmdQueue}
 	case "/history":
-		const usage = "Usage: /history <nickname> [n]  (the last n messages, default 20)"
+		const usage = "Usage: /history <nickname|#room> [n]  (the last n messages, default 20)"
 		name, extra := cut(rest)
 		if name == "" {
 			return Command{Kind: CmdUsage, Msg: usage}
-		}
-		if strings.HasPrefix(name, "#") {
-			return Command{Kind: CmdUsage, Msg: "There are no rooms yet: /history takes a nickname."}
 		}
 		n := DefaultHistory
 		if extra != "" {
@@ -100,6 +104,21 @@ func ParseCommand(line string) Command {
 		return Command{Kind: CmdSearch, Text: rest}
 	case "/whoami":
 		return Command{Kind: CmdWhoami}
+	case "/join":
+		// The secret is the rest of the line: a few words make a good one.
+		name, secret := cut(rest)
+		if !strings.HasPrefix(name, "#") {
+			return Command{Kind: CmdUsage, Msg: "Usage: /join #room [secret]  (a room is # and up to 32 of a-z, 0-9, _ and -; with a secret, only those who know it can find or read the room)"}
+		}
+		return Command{Kind: CmdJoin, Name: name, Text: secret}
+	case "/leave", "/members":
+		name, extra := cut(rest)
+		if extra != "" || (name != "" && !strings.HasPrefix(name, "#")) {
+			return Command{Kind: CmdUsage, Msg: "Usage: " + word + " [#room]  (the current room without one)"}
+		}
+		return Command{Kind: map[string]CmdKind{"/leave": CmdLeave, "/members": CmdMembers}[word], Name: name}
+	case "/rooms":
+		return Command{Kind: CmdRooms}
 	case "/verify", "/trust", "/forget":
 		name, extra := cut(rest)
 		if name == "" || extra != "" {
@@ -133,12 +152,20 @@ const HelpText = `Commands:
                                a nickname, pick one as nickname@ip:port or
                                nickname#<fingerprint prefix>; to a known peer
                                that is away it is queued and sent when it is back
+  /send #room <message>        post to a room you joined
+  <message>                    (no /) post to the current room
+  /join #room [secret]         join a room (and make it current); with a secret,
+                               only peers that know it can find or read the room
+  /leave [#room]               leave a room (the current one without a name)
+  /rooms                       the rooms you are in, with their members
+  /members [#room]             who is in a room
   /peers                       list the peers found: key fingerprint, trust
                                (verified, known, new, KEY CHANGED, unencrypted),
                                address, how and when last seen
   /queue                       messages waiting for peers that are away; each
                                goes out when its peer is back (for 7 days)
   /history <nickname> [n]      the last n (default 20) messages with a peer
+  /history #room [n]           the last n messages of a room
   /search <words>              find stored messages with all the words
   /whoami                      your nickname, fingerprint, mode, port, data dir
   /verify <nickname>           show both fingerprints and the safety number,
@@ -186,4 +213,16 @@ func complete(line string, names []string) []string {
 		}
 	}
 	return out
+}
+
+// historyEntry is what a typed line leaves in the input history (saved
+// to disk): a /join keeps its room and drops its secret.
+func historyEntry(line string) string {
+	trimmed := strings.TrimSpace(line)
+	if word, rest := cut(trimmed); word == "/join" {
+		if name, secret := cut(rest); secret != "" {
+			return "/join " + name
+		}
+	}
+	return line
 }

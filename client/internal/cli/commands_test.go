@@ -35,7 +35,20 @@ func TestParseCommand(t *testing.T) {
 		{"forget", "/forget alice", Command{Kind: CmdForget, Name: "alice"}},
 		{"unknown", "/foo bar", Command{Kind: CmdUnknown, Msg: "Unknown command: foo. Type /help for the list of commands."}},
 		{"commands are case-sensitive", "/QUIT", Command{Kind: CmdUnknown, Msg: "Unknown command: QUIT. Type /help for the list of commands."}},
-		{"text without slash", "hello", Command{Kind: CmdNotCommand, Msg: "Commands must start with /. Type /help for the list of commands."}},
+		{"text without slash", "  hello  there ", Command{Kind: CmdNotCommand, Text: "hello  there", Msg: "Not sent: you are in no room. Commands start with /: /send <nickname> <message> to a peer, /join #room to talk in a room. Type /help for the list of commands."}},
+		{"send to a room", "/send #team hi all", Command{Kind: CmdSend, Name: "#team", Text: "hi all"}},
+		{"send to a room without text", "/send #team", Command{Kind: CmdUsage, Msg: "Usage: /send #room <message>"}},
+		{"join", "/join #team", Command{Kind: CmdJoin, Name: "#team"}},
+		{"join with a secret of words", "/join #club  correct horse  battery", Command{Kind: CmdJoin, Name: "#club", Text: "correct horse  battery"}},
+		{"join without #", "/join team", Command{Kind: CmdUsage, Msg: "Usage: /join #room [secret]  (a room is # and up to 32 of a-z, 0-9, _ and -; with a secret, only those who know it can find or read the room)"}},
+		{"join alone", "/join", Command{Kind: CmdUsage, Msg: "Usage: /join #room [secret]  (a room is # and up to 32 of a-z, 0-9, _ and -; with a secret, only those who know it can find or read the room)"}},
+		{"leave the current room", "/leave", Command{Kind: CmdLeave}},
+		{"leave a room", "/leave #team", Command{Kind: CmdLeave, Name: "#team"}},
+		{"leave a nickname", "/leave bob", Command{Kind: CmdUsage, Msg: "Usage: /leave [#room]  (the current room without one)"}},
+		{"members", "/members #team", Command{Kind: CmdMembers, Name: "#team"}},
+		{"members with two rooms", "/members #a #b", Command{Kind: CmdUsage, Msg: "Usage: /members [#room]  (the current room without one)"}},
+		{"rooms", "/rooms", Command{Kind: CmdRooms}},
+		{"room history", "/history #team 5", Command{Kind: CmdHistory, Name: "#team", N: 5}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -52,7 +65,7 @@ func TestComplete(t *testing.T) {
 		line string
 		want []string
 	}{
-		{"/", []string{"/send ", "/peers", "/queue", "/history ", "/search ", "/whoami", "/verify ", "/trust ", "/forget ", "/help", "/quit", "/exit", "/q", "/h"}},
+		{"/", []string{"/send ", "/peers", "/join ", "/leave", "/rooms", "/members", "/queue", "/history ", "/search ", "/whoami", "/verify ", "/trust ", "/forget ", "/help", "/quit", "/exit", "/q", "/h"}},
 		{"/tr", []string{"/trust "}},
 		{"/verify b", []string{"/verify bob@10.0.0.2:1", "/verify bob@10.0.0.3:1"}},
 		{"/p", []string{"/peers"}},
@@ -68,6 +81,21 @@ func TestComplete(t *testing.T) {
 	for _, tt := range tests {
 		if got := complete(tt.line, names); !slices.Equal(got, tt.want) {
 			t.Errorf("complete(%q) = %q, want %q", tt.line, got, tt.want)
+		}
+	}
+}
+
+// A /join's secret never reaches the saved input history.
+func TestHistoryEntry(t *testing.T) {
+	for line, want := range map[string]string{
+		"/join #club correct horse battery": "/join #club",
+		"  /join   #club  s3cret ":          "/join #club",
+		"/join #team":                       "/join #team",
+		"/send bob /join #x y":              "/send bob /join #x y",
+		"hello":                             "hello",
+	} {
+		if got := historyEntry(line); got != want {
+			t.Errorf("historyEntry(%q) = %q, want %q", line, got, want)
 		}
 	}
 }

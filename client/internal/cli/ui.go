@@ -89,7 +89,7 @@ func (p *linerPrompter) Prompt(prompt string) (string, error) {
 		return "", err
 	}
 	if line != "" {
-		p.st.AppendHistory(line)
+		p.st.AppendHistory(historyEntry(line))
 	}
 	return line, nil
 }
