@@ -262,11 +262,16 @@
 // # Rooms
 //
 // A peer that takes part in rooms lists [CapRooms] ("rooms") in its caps.
-// Room traffic travels as lines inside the encrypted sessions, on the same
-// connections as chat lines, and only between two peers that both listed
-// CapRooms: an original client is never sent a room line (it would show it
-// as a message). A chat line has no "type" key; a room line has one. Two
-// lines, each at most [MaxLineSize] bytes with its newline:
+// Room traffic travels as lines inside the encrypted sessions, and only
+// between two peers that both listed CapRooms and whose tags show both
+// in the room: an original client is never sent a room line (it would
+// show it as a message). Our client writes room lines on a session of
+// their own, one way: the member that opened it writes, the other only
+// reads, and nothing is acknowledged (a line lost with a connection comes
+// back through the summaries). A receiver takes room lines only from a
+// session whose proved key it lists as a member of that room. A chat line
+// has no "type" key; a room line has one. Two lines, each at most
+// [MaxLineSize] bytes with its newline:
 //
 //	{"type":"room_msg","room":"4f1c2a9e8b7d6c5f4e3d2c1b0a998877","author":"iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w=","nick":"bob","seq":7,"time":1795739259123,"deps":[{"a":"gTl3Dqh9F19Wo1Rmw0x+zMuNipG07jeiXfYPW4/Js5Q=","s":3}],"text":"hello room","sig":"4pKUswe4z7YD3KFFaFOhpsIiA/FWW4dUXw0QW3OWyF7wjGUDbl5Hc/i7x/nMo4OTOvg+kIrwlysTBErQUMhtAw=="}
 //	{"type":"room_sum","room":"4f1c2a9e8b7d6c5f4e3d2c1b0a998877","have":[{"a":"iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w=","s":7}]}
@@ -310,8 +315,11 @@
 // that holds nothing; at most [MaxRoomMembers] entries, seq at least 1, no
 // author twice. The receiver answers with the room_msg lines the sender
 // lacks, oldest first, within its history bound (by default the last 500
-// messages, none older than 7 days). Members exchange summaries when a
-// session opens and periodically.
+// messages, none older than 7 days), and, when the summary shows the
+// sender holds something the receiver lacks, with its own summary (at
+// most once a second per member and room), so one exchange goes both
+// ways. Members send their summaries to a member when they first see it
+// in the room, first on every new session to it, and every 30 seconds.
 //
 // Every field is required except deps; decoding checks their shapes, not
 // the signature, which the receiver verifies before it keeps the message.
