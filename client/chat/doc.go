@@ -14,6 +14,8 @@
 //	for ev := range node.Events() { ... }  // messages, peers joining and leaving
 //	res, err := node.Send(ctx, "bob", "hi") // res.Status: Delivered, Queued or Sent
 //	out, err := node.Post(ctx, "bob", "hi") // at once; out.Wait(ctx) later
+//	_, err = node.JoinRoom(ctx, "#team", "")  // a public room; a secret makes it private
+//	_, err = node.PostRoom(ctx, "#team", "hi all")
 //
 // # Design
 //
@@ -56,6 +58,17 @@
 // (original clients) are not queued: ack-capable ones get one message at
 // a time on a kept-open connection (Delivered or an error), original ones
 // the original's one connection per message (Sent).
+//
+// # Rooms
+//
+// JoinRoom, PostRoom and the room events give group conversations that no
+// server holds (rooms.go; client/room is the pure part). A peer is a
+// member of a room when its signed announce or registration carries its
+// tag for the room; room messages are signed by their authors, sent to
+// every member over pairwise sessions, stored, shown in causal order once
+// each, and caught up by summary exchanges (on meeting, on each new
+// session, every RoomSyncInterval). rooms.go's comment says why it is
+// built this way.
 //
 // # Identity, sessions and trust
 //
