@@ -50,13 +50,16 @@ import (
 // its seq with other text. A restarted node restores each room's log from
 // the store (room.Log.Restore).
 //
-// Bounds: the log's (members, pending, history); a per-author rate for
-// live messages (those the author sends us itself, written in the last
-// minute): past it they are dropped, the user is told once per
-// RoomSyncInterval, and anti-entropy brings them later at the pace of its
-// exchanges; our own posts past the same rate are refused (ErrRoomRate),
-// so that others do not throttle us. At most protocol.MaxRoomTags rooms
-// joined.
+// Bounds: the log's (members, pending, history); per-author rates for
+// what an author sends us itself (allowLocked): its live messages (written
+// in the last minute) at RoomRate a second in bursts of RoomBurst, and
+// all of them at RoomRate in bursts of a history's worth, so that a
+// member back from a partition sends what it wrote meanwhile, and one
+// that backdates its messages still cannot flood. Past them messages are
+// dropped, the user is told once per RoomSyncInterval, and anti-entropy
+// brings them later at the pace of its exchanges. Our own posts past the
+// live rate are refused (ErrRoomRate), so that others do not throttle
+// us. At most protocol.MaxRoomTags rooms joined.
 
 // Room timings and bounds.
 const (
@@ -161,10 +164,11 @@ type joinedRoom struct {
 	log     *room.Log
 	private bool
 	joined  time.Time
-	members map[string]string // key → nickname
-	limits  map[string]*rate.Limiter
-	noticed map[string]time.Time // rate notices, by author
-	replied map[string]time.Time // summary answers, by member
+	members map[string]string        // key → nickname
+	limits  map[string]*rate.Limiter // live messages, by author
+	totals  map[string]*rate.Limiter // all an author sends us, by author
+	noticed map[string]time.Time     // rate notices, by author
+	replied map[string]time.Time     // summary answers, by member
 	// order keeps deliveries shown in the order the log gave them:
 	// taken while mu is held, released after the emit.
 	order sync.Mutex
@@ -260,7 +264,7 @@ func (rs *rooms) open(ctx context.Context, name room.Name, r *room.Room, private
 	}
 	return &joinedRoom{
 		name: name, r: r, log: log, private: private, joined: joined,
-		members: make(map[string]string), limits: make(map[string]*rate.Limiter),
+		members: make(map[string]string), limits: make(map[string]*rate.Limiter), totals: make(map[string]*rate.Limiter),
 		noticed: make(map[string]time.Time), replied: make(map[string]time.Time),
 	}, nil
 }
@@ -361,6 +365,10 @@ func (n *Node) JoinRoom(ctx context.Context, name, secret string) (RoomInfo, err
 		}
 	}
 	j = rs.byID[r.ID]
+	if j == nil { // left meanwhile
+		rs.mu.Unlock()
+		return RoomInfo{}, fmt.Errorf("%w %s: left while joining", ErrNotInRoom, nm)
+	}
 	rs.current = r.ID
 	tags := rs.tagsLocked()
 	for _, p := range peers {
@@ -574,6 +582,24 @@ func (n *Node) storeShown(ctx context.Context, j *joinedRoom, ms []*protocol.Roo
 		return err
 	}
 	return insertErr
+}
+
+// allowLocked applies the rate limits to a message its author sent us
+// itself. A live one (written in the last liveWindow) takes a token of the
+// author's live bucket (RoomRate a second, RoomBurst at once); any takes
+// one of its total bucket (RoomRate a second, a history's worth at once),
+// so that a member cannot flood by backdating its messages, while one
+// back from a partition can still send what it wrote meanwhile.
+func (rs *rooms) allowLocked(j *joinedRoom, m *protocol.RoomMessage, now time.Time) bool {
+	total := j.totals[m.Author]
+	if total == nil {
+		total = rate.NewLimiter(rate.Limit(rs.n.cfg.RoomRate), max(rs.n.cfg.RoomBurst, rs.n.cfg.RoomHistoryMessages))
+		j.totals[m.Author] = total
+	}
+	if now.Sub(time.UnixMilli(m.Time)) < liveWindow && !rs.limiterLocked(j, m.Author).AllowN(now, 1) {
+		return false
+	}
+	return total.AllowN(now, 1)
 }
 
 func (rs *rooms) limiterLocked(j *joinedRoom, author string) *rate.Limiter {
@@ -870,15 +896,13 @@ func (n *Node) receiveRoom(from, nick string, lines []roomLine) {
 			continue
 		}
 		m := l.msg
-		if m.Author == from && now.Sub(time.UnixMilli(m.Time)) < liveWindow {
-			if !rs.limiterLocked(j, from).AllowN(now, 1) {
-				if t, ok := j.noticed[from]; !ok || now.Sub(t) >= RoomSyncInterval {
-					j.noticed[from] = now
-					n.emit(Event{Kind: EventStatus, Time: now,
-						Text: fmt.Sprintf("%s is sending too fast in %s: some of their messages are held back and come later", nick, j.name)})
-				}
-				continue
+		if m.Author == from && !rs.allowLocked(j, m, now) {
+			if t, ok := j.noticed[from]; !ok || now.Sub(t) >= RoomSyncInterval {
+				j.noticed[from] = now
+				n.emit(Event{Kind: EventStatus, Time: now,
+					Text: fmt.Sprintf("%s is sending too fast in %s: some of their messages are held back and come later", nick, j.name)})
 			}
+			continue
 		}
 		if _, err := j.log.Add(m, now); err != nil {
 			n.log.Warn("room message refused", "from", nick, "room", j.name.String(), "err", err)

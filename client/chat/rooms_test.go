@@ -3,6 +3,7 @@ package chat_test
 import (
 	"bytes"
 	"crypto/ed25519"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
@@ -487,4 +488,64 @@ func mustName(t *testing.T, s string) room.Name {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// A member that floods is throttled, and the user told once: of its
+// fresh messages a burst is taken, of backdated ones (which a flooder
+// could use to pass for history) at most a history's worth in all. Our
+// own posts past the rate are refused.
+func TestRoomFloodThrottled(t *testing.T) {
+	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
+		lan := nw.AddSegment("lan")
+		limits := func(c *chat.Config) { c.RoomRate, c.RoomBurst, c.RoomHistoryMessages = 10, 5, 20 }
+		alice := start(t, nw.AddHost("a", lan), "alice", 1, limits)
+		mkey := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{6}, 32))
+		mallory := start(t, nw.AddHost("m", lan), "mallory", 6, func(c *chat.Config) { c.Identity = mkey })
+		join(t, alice, "#pub", "")
+		join(t, mallory, "#pub", "")
+		allMembers(t, nw, []*testNode{alice, mallory}, "#pub", 2*time.Second)
+		pub, err := room.New(mustName(t, "#pub"), "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		send := func(seq uint64, written time.Time) {
+			m := &protocol.RoomMessage{Room: pub.ID, Nick: "mallory", Seq: seq, Time: written.UnixMilli(), Text: fmt.Sprint("flood ", seq)}
+			room.Sign(mkey, m)
+			line, err := protocol.EncodeRoomMessage(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := alice.ReceiveRoomLineForTest(mallory.PublicKey(), "mallory", line); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for seq := uint64(1); seq <= 50; seq++ {
+			send(seq, time.Now())
+		}
+		if got := len(roomLog(alice, "#pub")); got != 5 {
+			t.Errorf("%d fresh messages of 50 taken at once, want the burst of 5", got)
+		}
+		for seq := uint64(51); seq <= 100; seq++ {
+			send(seq, time.Now().Add(-time.Hour))
+		}
+		nw.RunFor(15 * time.Second) // past the causal wait: the gaps are forced past
+		if got := len(roomLog(alice, "#pub")); got != 20 {
+			t.Errorf("%d messages taken in all, want 20 (a history's worth)", got)
+		}
+		notices := 0
+		for _, ev := range alice.rec.All() {
+			if ev.Kind == chat.EventStatus && strings.Contains(ev.Text, "mallory is sending too fast in #pub") {
+				notices++
+			}
+		}
+		if notices != 1 {
+			t.Errorf("%d notices, want 1", notices)
+		}
+		for i := range 5 {
+			post(t, alice, "#pub", fmt.Sprint("mine ", i))
+		}
+		if _, err := alice.PostRoom(t.Context(), "#pub", "one too many"); !errors.Is(err, chat.ErrRoomRate) {
+			t.Errorf("a post past the burst: %v, want ErrRoomRate", err)
+		}
+	})
 }
