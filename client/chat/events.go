@@ -47,9 +47,10 @@ const (
 	// EventRoomMessage: a room message to show (Event.Room), in causal
 	// order, each once.
 	EventRoomMessage
-	// EventRoomMember: a member joined or left a room we are in
-	// (Event.Text; Event.Room names the room, the member's key and
-	// nickname).
+	// EventRoomMember: a peer known before joined or left a room we
+	// are in (Event.Text; Event.Room names the room, the member's key
+	// and nickname). A peer that appears already in a room, or goes
+	// away, is told by the peer events alone.
 	EventRoomMember
 )
 

@@ -177,6 +177,10 @@ type joinedRoom struct {
 // roomPeerChange is a registry change, as the rooms need it.
 type roomPeerChange struct {
 	peer registry.Peer
+	// tell: the peer changed its rooms (an update of a peer known
+	// before), so a membership change is told to the user; a peer that
+	// appears or goes is told as a peer already.
+	tell bool
 	// gone: no entry with the peer's key is left.
 	gone bool
 }
@@ -372,7 +376,7 @@ func (n *Node) JoinRoom(ctx context.Context, name, secret string) (RoomInfo, err
 	rs.current = r.ID
 	tags := rs.tagsLocked()
 	for _, p := range peers {
-		rs.memberLocked(j, p, time.Now())
+		rs.memberLocked(j, p, false, time.Now()) // the join's answer lists them
 	}
 	info := rs.infoLocked(j)
 	rs.mu.Unlock()
@@ -631,8 +635,10 @@ func (ls *loopState) observeRoomPeer(c registry.Change) {
 		return roomPeerChange{peer: p, gone: !still}
 	}
 	switch c.Kind {
-	case registry.Joined, registry.Updated:
+	case registry.Joined:
 		chs = append(chs, roomPeerChange{peer: c.Peer})
+	case registry.Updated:
+		chs = append(chs, roomPeerChange{peer: c.Peer, tell: true})
 	case registry.Restarted:
 		if sessionKey(c.Old) != sessionKey(c.Peer) {
 			chs = append(chs, gone(c.Old))
@@ -650,8 +656,9 @@ func (ls *loopState) observeRoomPeer(c registry.Change) {
 	}
 }
 
-// memberLocked re-evaluates p's membership of j from what it announced.
-func (rs *rooms) memberLocked(j *joinedRoom, p registry.Peer, now time.Time) {
+// memberLocked re-evaluates p's membership of j from what it announced;
+// tell says to tell the user of a change.
+func (rs *rooms) memberLocked(j *joinedRoom, p registry.Peer, tell bool, now time.Time) {
 	key := sessionKey(p)
 	if key == "" || key == rs.n.pubKey {
 		return
@@ -660,16 +667,18 @@ func (rs *rooms) memberLocked(j *joinedRoom, p registry.Peer, now time.Time) {
 	if pub, err := protocol.ParsePublicKey(key); err == nil && protocol.HasCap(p.Caps, protocol.CapRooms) {
 		is = j.r.IsMember(pub, p.Rooms)
 	}
-	rs.setMemberLocked(j, key, p.Nickname, is, now)
+	rs.setMemberLocked(j, key, p.Nickname, is, tell, now)
 }
 
-func (rs *rooms) setMemberLocked(j *joinedRoom, key, nick string, is bool, now time.Time) {
+func (rs *rooms) setMemberLocked(j *joinedRoom, key, nick string, is, tell bool, now time.Time) {
 	n := rs.n
 	old, was := j.members[key]
 	switch {
 	case is && !was:
 		j.members[key] = nick
-		n.emit(Event{Kind: EventRoomMember, Time: now, Text: fmt.Sprintf("%s joined %s", nick, j.name), Room: RoomMessage{Room: j.name.String(), RoomID: j.r.ID, Author: key, Nick: nick}})
+		if tell {
+			n.emit(Event{Kind: EventRoomMember, Time: now, Text: fmt.Sprintf("%s joined %s", nick, j.name), Room: RoomMessage{Room: j.name.String(), RoomID: j.r.ID, Author: key, Nick: nick}})
+		}
 		// Catch up both ways: it answers with what we lack, and
 		// answers our summary's gaps with its own.
 		rs.sendSummaryLocked(j, key)
@@ -677,7 +686,9 @@ func (rs *rooms) setMemberLocked(j *joinedRoom, key, nick string, is bool, now t
 		j.members[key] = nick
 	case !is && was:
 		delete(j.members, key)
-		n.emit(Event{Kind: EventRoomMember, Time: now, Text: fmt.Sprintf("%s left %s", old, j.name), Room: RoomMessage{Room: j.name.String(), RoomID: j.r.ID, Author: key, Nick: old}})
+		if tell {
+			n.emit(Event{Kind: EventRoomMember, Time: now, Text: fmt.Sprintf("%s left %s", old, j.name), Room: RoomMessage{Room: j.name.String(), RoomID: j.r.ID, Author: key, Nick: old}})
+		}
 	}
 }
 
@@ -760,11 +771,11 @@ func (rs *rooms) applyChanges() {
 		for _, j := range rs.sortedLocked() {
 			if c.gone {
 				if k := sessionKey(c.peer); k != "" {
-					rs.setMemberLocked(j, k, c.peer.Nickname, false, now)
+					rs.setMemberLocked(j, k, c.peer.Nickname, false, false, now)
 				}
 				continue
 			}
-			rs.memberLocked(j, c.peer, now)
+			rs.memberLocked(j, c.peer, c.tell, now)
 		}
 	}
 }

@@ -522,6 +522,7 @@ func TestRoomFloodThrottled(t *testing.T) {
 		for seq := uint64(1); seq <= 50; seq++ {
 			send(seq, time.Now())
 		}
+		nw.Settle() // the recorder takes the events, at this instant
 		if got := len(roomLog(alice, "#pub")); got != 5 {
 			t.Errorf("%d fresh messages of 50 taken at once, want the burst of 5", got)
 		}
@@ -546,6 +547,47 @@ func TestRoomFloodThrottled(t *testing.T) {
 		}
 		if _, err := alice.PostRoom(t.Context(), "#pub", "one too many"); !errors.Is(err, chat.ErrRoomRate) {
 			t.Errorf("a post past the burst: %v, want ErrRoomRate", err)
+		}
+	})
+}
+
+// A member's join and leave of a room are told once each; the members
+// found when we join, or as peers appear, are not told one by one.
+func TestRoomMemberEvents(t *testing.T) {
+	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
+		lan := nw.AddSegment("lan")
+		alice := start(t, nw.AddHost("a", lan), "alice", 1)
+		bob := start(t, nw.AddHost("b", lan), "bob", 2)
+		join(t, bob, "#ev", "")
+		if !nw.RunUntil(func() bool { return hasPeer(alice, "bob") }, time.Second) {
+			t.Fatal("no discovery")
+		}
+		nw.RunFor(time.Second)
+		join(t, alice, "#ev", "")
+		allMembers(t, nw, []*testNode{alice, bob}, "#ev", time.Second)
+		carol := start(t, nw.AddHost("c", lan), "carol", 3)
+		join(t, carol, "#ev", "")
+		allMembers(t, nw, []*testNode{alice, bob, carol}, "#ev", 2*time.Second)
+		if err := carol.LeaveRoom(t.Context(), "#ev"); err != nil {
+			t.Fatal(err)
+		}
+		if !nw.RunUntil(func() bool { return memberCount(alice, "#ev") == 1 }, time.Second) {
+			t.Fatal("carol's leave not seen")
+		}
+		var got []string
+		for _, ev := range alice.rec.All() {
+			if ev.Kind == chat.EventRoomMember {
+				got = append(got, ev.Text)
+			}
+		}
+		// carol started after alice was in the room: her join comes in
+		// the announce that introduces her (a new peer, not told as a
+		// member) or in a later update (told).
+		if want := []string{"carol left #ev"}; !slices.Equal(got, want) && !slices.Equal(got, []string{"carol joined #ev", "carol left #ev"}) {
+			t.Errorf("alice was told %q", got)
+		}
+		if slices.Contains(got, "bob joined #ev") {
+			t.Error("bob, found as alice joined, was told as a join")
 		}
 	})
 }
