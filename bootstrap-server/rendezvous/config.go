@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/parlance-chat/parlance/protocol"
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -117,6 +118,34 @@ type Config struct {
 	// TrustForwardedFor takes the client address from the last entry of
 	// X-Forwarded-For (set it only behind a reverse proxy that sets it).
 	TrustForwardedFor bool
+
+	// Cluster, when set, makes this server one of several that serve as
+	// one, through NATS (cluster.go). Nil: a server on its own, which
+	// starts nothing for a cluster.
+	Cluster *ClusterConfig
+}
+
+// ClusterConfig joins a Server to a cluster of bootstrap servers. See the
+// package doc of internal/cluster for the design and its bounds.
+type ClusterConfig struct {
+	// NATS lists NATS server URLs (nats://host:4222); any one will do,
+	// the client learns the rest of a NATS cluster from it.
+	NATS []string
+	// Name names this server's NATS connection and its beats, for
+	// operators (default "parlance-bootstrap-<server id>").
+	Name string
+	// Prefix starts every subject the cluster uses (default
+	// "parlance.bootstrap"); several clusters can share one NATS with
+	// different prefixes.
+	Prefix string
+	// Options are added to the NATS connection's options (credentials,
+	// TLS, or nats.InProcessServer in tests).
+	Options []nats.Option
+	// Beat is the liveness interval (default 1 s); a server not heard
+	// from for MissedBeats beats (default 3) is taken for dead and its
+	// peers dropped everywhere else.
+	Beat        time.Duration
+	MissedBeats int
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -188,6 +217,10 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("rendezvous: config: MsgBurstPerIP must be at least 1, got %d", c.MsgBurstPerIP)
 	case c.RelayMaxFrame < 1024:
 		return c, fmt.Errorf("rendezvous: config: RelayMaxFrame must be at least 1024 bytes, got %d", c.RelayMaxFrame)
+	case c.Cluster != nil && len(c.Cluster.NATS) == 0 && len(c.Cluster.Options) == 0:
+		return c, fmt.Errorf("rendezvous: config: Cluster needs at least one NATS URL")
+	case c.Cluster != nil && (c.Cluster.Beat < 0 || c.Cluster.MissedBeats < 0):
+		return c, fmt.Errorf("rendezvous: config: Cluster.Beat and Cluster.MissedBeats must not be negative")
 	case c.PingInterval >= c.ReadTimeout:
 		return c, fmt.Errorf("rendezvous: config: PingInterval (%v) must be shorter than ReadTimeout (%v)", c.PingInterval, c.ReadTimeout)
 	}

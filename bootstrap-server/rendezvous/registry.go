@@ -18,19 +18,23 @@ type peer struct {
 	lastSeenAt int       // where entry's last_seen digits start (setLastSeen)
 	lastSeen   time.Time // monotonic; drives expiry
 	ns         *namespace
-	index      int // position in ns.peers
-	conn       *conn
+	index      int   // position in ns.peers
+	conn       *conn // nil for a remote peer
 	push       bool
 	relay      *relayState // nil unless the peer listed protocol.CapRelay and the server relays
+	// remote is the server of the cluster that holds this peer's
+	// connection; nil for a peer registered here (cluster.go).
+	remote *remoteServer
 }
 
 // namespace is the set of peers that see each other. Original clients
 // all share the default namespace "". Guarded by Server.mu.
 type namespace struct {
-	name  string
-	peers []*peer          // registration order, with swap-delete: deterministic
-	gauge prometheus.Gauge // registered_peers{namespace=name}
-	subs  map[*conn]struct{}
+	name    string
+	peers   []*peer          // registration order, with swap-delete: deterministic
+	gauge   prometheus.Gauge // registered_peers{namespace=name}
+	subs    map[*conn]struct{}
+	remotes int // how many of peers are remote (cluster.go)
 
 	// The encoded peer_list, shared by every requester and every pushed
 	// snapshot until it goes stale.
@@ -64,7 +68,11 @@ func (ns *namespace) remove(p *peer) {
 // membership changed, or when a last_seen changed and the cache is older
 // than maxAge. The result is shared: callers must not modify it.
 func (ns *namespace) list(now time.Time, maxAge time.Duration) []byte {
-	if ns.cacheValid && (!ns.cacheStale || now.Sub(ns.cacheAt) < maxAge) {
+	// A remote peer's last_seen follows its server's beats, which do
+	// not mark the cache stale: a namespace with remote peers always
+	// counts as stale.
+	stale := ns.cacheStale || ns.remotes > 0
+	if ns.cacheValid && (!stale || now.Sub(ns.cacheAt) < maxAge) {
 		return ns.cache
 	}
 	const head, tail = `{"type":"peer_list","peers":[`, `]}`
@@ -83,6 +91,9 @@ func (ns *namespace) list(now time.Time, maxAge time.Duration) []byte {
 		}
 		if i > 0 {
 			b = append(b, ',')
+		}
+		if r := p.remote; r != nil && p.info.LastSeen != r.seen {
+			p.setLastSeen(r.seen)
 		}
 		b = append(b, p.entry...)
 	}

@@ -52,6 +52,10 @@ const (
 	ErrTextRelayUnknownPeer = "Unknown peer"
 	// ErrTextRelayNoCap: the target did not list protocol.CapRelay.
 	ErrTextRelayNoCap = "Peer does not accept relayed streams"
+	// ErrTextRelayRemotePeer: in cluster mode, the target is connected
+	// to another server of the cluster, and streams are relayed only
+	// between peers of one server.
+	ErrTextRelayRemotePeer = "Peer is connected to another server of this cluster; relayed streams between servers are not supported"
 	// ErrTextRelayTooManyStreams (a format taking the limit): the sender
 	// takes part in RelayStreamsPerPeer streams already.
 	ErrTextRelayTooManyStreams = "Too many relayed streams (limit %d)"
@@ -83,6 +87,7 @@ const (
 	outcomeBadToken      = "bad_token"
 	outcomeUnknownPeer   = "unknown_peer"
 	outcomeNoCap         = "no_relay_cap"
+	outcomeRemotePeer    = "remote_peer" // cluster mode: the target is on another server
 	outcomeStreamLimit   = "stream_limit"
 	outcomeNotFirst      = "not_first"
 	outcomeUnknownStream = "unknown_stream"
@@ -208,6 +213,10 @@ func (s *Server) relayConnectLocked(c *conn, m *protocol.RelayConnect, first boo
 	to := s.peersByID[m.PeerID]
 	if to == nil || to.ns != from.ns || to == from {
 		s.refuseRelayLocked(c, outcomeUnknownPeer, ErrTextRelayUnknownPeer)
+		return
+	}
+	if to.remote != nil {
+		s.refuseRelayLocked(c, outcomeRemotePeer, ErrTextRelayRemotePeer)
 		return
 	}
 	if to.relay == nil {

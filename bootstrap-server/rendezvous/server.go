@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/parlance-chat/parlance/bootstrap-server/internal/cluster"
 	"github.com/parlance-chat/parlance/protocol"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -87,6 +88,13 @@ type Server struct {
 	relayTokens  map[string]*peer
 	relayStreams map[string]*relayStream
 	relayLim     *rate.Limiter // RelayTotalRate; nil: none
+
+	// Cluster mode (cluster.go); all nil or zero without Config.Cluster.
+	cluster     *cluster.Node
+	cm          *clusterMetrics
+	remotes     map[string]*remoteServer // by server id
+	clusterUp   bool                     // connected to NATS
+	clusterDown time.Time                // since when not
 }
 
 // ipState is what the per-address limits track. Guarded by Server.mu.
@@ -155,6 +163,12 @@ func NewServer(cfg Config) (*Server, error) {
 	s.handler = mux
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.readable = make(chan *conn)
+	if cfg.Cluster != nil {
+		if err := s.startCluster(reg); err != nil {
+			s.cancel()
+			return nil, err
+		}
+	}
 	s.wg.Go(s.sweepLoop)
 	return s, nil
 }
@@ -231,6 +245,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 	if first {
 		s.log.Info("shutting down", "connections", len(conns))
+		if s.cluster != nil {
+			// First, so that the registrations ended below are not
+			// published: the others drop them once this server's beats
+			// stop, by when their clients have moved on (cluster.go).
+			s.cluster.Close()
+		}
 	}
 	var errs []error
 	for _, hs := range https {
@@ -271,10 +291,19 @@ func (s *Server) serveHealth(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	s.mu.Lock()
 	closing := s.closing
+	degraded := s.cluster != nil && !s.clusterUp
+	since := s.clusterDown
 	s.mu.Unlock()
 	if closing {
 		w.WriteHeader(http.StatusServiceUnavailable)
 		fmt.Fprintln(w, "shutting down")
+		return
+	}
+	if degraded {
+		// 200 all the same: the server does serve its clients, and a
+		// load balancer that took every server out while NATS is down
+		// would serve no one.
+		fmt.Fprintf(w, "degraded: not connected to NATS since %s; serving this server's clients only\n", since.UTC().Format(time.RFC3339))
 		return
 	}
 	fmt.Fprintln(w, "ok")
@@ -425,7 +454,7 @@ func (s *Server) sweep(now time.Time) {
 		ns := s.namespaces[name]
 		var dead []*peer
 		for _, p := range ns.peers {
-			if now.Sub(p.lastSeen) > s.cfg.Expiry {
+			if p.remote == nil && now.Sub(p.lastSeen) > s.cfg.Expiry {
 				dead = append(dead, p)
 			}
 		}
@@ -537,7 +566,7 @@ func (s *Server) heartbeatLocked(c *conn, now time.Time) {
 var emptyList = encodeServer(&protocol.PeerList{})
 
 func (s *Server) listLocked(ns *namespace, now time.Time) []byte {
-	valid := ns.cacheValid && (!ns.cacheStale || now.Sub(ns.cacheAt) < s.cfg.ListCacheMaxAge)
+	valid := ns.cacheValid && (!(ns.cacheStale || ns.remotes > 0) || now.Sub(ns.cacheAt) < s.cfg.ListCacheMaxAge)
 	if !valid {
 		s.metrics.listRebuilds.Inc()
 	}
@@ -588,16 +617,20 @@ func (s *Server) registerLocked(c *conn, m *protocol.Register, key string, now t
 		s.sendErrorLocked(c, errKindInternal, "Internal error")
 		return
 	}
-	ns := s.namespaces[m.Namespace]
-	if ns == nil {
-		ns = &namespace{name: m.Namespace, subs: make(map[*conn]struct{}), gauge: s.metrics.peers.WithLabelValues(m.Namespace)}
-		s.namespaces[m.Namespace] = ns
+	if q := s.peersByID[id]; q != nil && q.remote != nil {
+		// A remote peer has this id: 122 random bits make that all but
+		// impossible, but an id must name one peer. The remote one goes.
+		s.conflictLocked(q)
 	}
+	ns := s.namespaceLocked(m.Namespace)
 	ns.add(p)
 	c.peer = p
 	s.peersByID[id] = p
 	s.npeers++
-	ns.gauge.Set(float64(len(ns.peers)))
+	ns.gauge.Set(float64(len(ns.peers) - ns.remotes))
+	if s.cluster != nil {
+		s.cluster.Join(ns.name, slices.Clone(p.entry))
+	}
 
 	c.send(outMsg{kind: msgText, data: encodeServer(registered(c, p))})
 	if len(ns.subs) > 0 {
@@ -683,6 +716,9 @@ func (s *Server) updateLocked(c *conn, p *peer, m *protocol.Register, now time.T
 	p.entry, p.lastSeenAt = appendEntry(&p.info)
 	ns := p.ns
 	ns.cacheValid = false
+	if s.cluster != nil {
+		s.cluster.Join(ns.name, slices.Clone(p.entry))
+	}
 	c.send(outMsg{kind: msgText, data: encodeServer(registered(c, p))})
 	if len(ns.subs) > 0 {
 		joined := outMsg{kind: msgText, data: encodeServer(&protocol.PeerJoined{Peer: p.info})}
@@ -693,17 +729,39 @@ func (s *Server) updateLocked(c *conn, p *peer, m *protocol.Register, now time.T
 	}
 }
 
-// removePeerLocked removes p from the registry and tells subscribers.
+// namespaceLocked returns namespace name, made if need be.
+func (s *Server) namespaceLocked(name string) *namespace {
+	ns := s.namespaces[name]
+	if ns == nil {
+		ns = &namespace{name: name, subs: make(map[*conn]struct{}), gauge: s.metrics.peers.WithLabelValues(name)}
+		s.namespaces[name] = ns
+	}
+	return ns
+}
+
+// removePeerLocked removes p, local or remote, from the registry and
+// tells subscribers.
 func (s *Server) removePeerLocked(p *peer) {
 	ns := p.ns
 	ns.remove(p)
-	delete(ns.subs, p.conn)
-	delete(s.peersByID, p.info.PeerID)
-	s.relayUnregisterLocked(p)
-	s.npeers--
-	if p.conn.peer == p {
-		p.conn.peer = nil
-		p.conn.expired = true
+	if s.peersByID[p.info.PeerID] == p {
+		delete(s.peersByID, p.info.PeerID)
+	}
+	if r := p.remote; r != nil {
+		ns.remotes--
+		delete(r.peers, p.info.PeerID)
+		s.cm.remotePeers.Dec()
+	} else {
+		delete(ns.subs, p.conn)
+		s.relayUnregisterLocked(p)
+		s.npeers--
+		if p.conn.peer == p {
+			p.conn.peer = nil
+			p.conn.expired = true
+		}
+		if s.cluster != nil {
+			s.cluster.Leave(ns.name, p.info.PeerID)
+		}
 	}
 	if len(ns.subs) > 0 {
 		left := outMsg{kind: msgText, data: encodeServer(&protocol.PeerLeft{PeerID: p.info.PeerID})}
@@ -718,7 +776,7 @@ func (s *Server) removePeerLocked(p *peer) {
 		}
 		return
 	}
-	ns.gauge.Set(float64(len(ns.peers)))
+	ns.gauge.Set(float64(len(ns.peers) - ns.remotes))
 }
 
 // debug reports whether debug logs are written: the arguments of one

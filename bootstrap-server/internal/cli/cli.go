@@ -52,6 +52,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		relayAcc  = fs.Duration("relay-accept-timeout", rendezvous.DefaultRelayAcceptTimeout, "time a peer has to accept a relayed stream")
 		relayMax  = fs.Int("relay-max-frame", rendezvous.DefaultRelayMaxFrame, "maximum size in bytes of a binary frame on a relayed stream")
 		debugAddr = fs.String("debug-addr", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; keep it private (default: off)")
+		natsURLs  = fs.String("nats", "", "cluster mode: NATS server URLs, comma-separated (nats://host:4222,...); default: none, a server on its own")
+		natsName  = fs.String("nats-name", "", "cluster mode: name of this server's NATS connection, for operators (default: parlance-bootstrap-<server id>)")
 	)
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: bootstrap-server [flags]\n\nA Parlance bootstrap (rendezvous) server. Every flag falls back to the\nenvironment variable %s<FLAG NAME>, e.g. %sPORT=8080.\n\n", EnvPrefix, EnvPrefix)
@@ -115,6 +117,22 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return errors.New("bootstrap-server: --cert and --key must be given together")
 	}
 
+	var clusterCfg *rendezvous.ClusterConfig
+	if *natsURLs != "" {
+		var urls []string
+		for u := range strings.SplitSeq(*natsURLs, ",") {
+			if u = strings.TrimSpace(u); u != "" {
+				urls = append(urls, u)
+			}
+		}
+		if len(urls) == 0 {
+			return fmt.Errorf("bootstrap-server: --nats has no URL in %q", *natsURLs)
+		}
+		clusterCfg = &rendezvous.ClusterConfig{NATS: urls, Name: *natsName}
+	} else if *natsName != "" {
+		return errors.New("bootstrap-server: --nats-name needs --nats")
+	}
+
 	srv, err := rendezvous.NewServer(rendezvous.Config{
 		Logger:            log,
 		MaxPeers:          *maxPeers,
@@ -131,6 +149,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		RelayIdleTimeout:    *relayIdle,
 		RelayAcceptTimeout:  *relayAcc,
 		RelayMaxFrame:       *relayMax,
+
+		Cluster: clusterCfg,
 	})
 	if err != nil {
 		return err
