@@ -1052,7 +1052,8 @@ func (rs *rooms) runLink(l *roomLink) {
 			}
 			continue
 		}
-		if conn == nil {
+		fresh := conn == nil
+		if fresh {
 			peer, ok := n.livePeerWithKey(l.key)
 			if !ok {
 				drop(lines, "member not listed", nil)
@@ -1071,15 +1072,26 @@ func (rs *rooms) runLink(l *roomLink) {
 		for _, line := range lines {
 			buf = append(buf, line...)
 		}
-		if err := raw.SetWriteDeadline(time.Now().Add(n.cfg.WriteTimeout)); err == nil {
-			_, err = conn.Write(buf)
-			if err == nil {
+		err := raw.SetWriteDeadline(time.Now().Add(n.cfg.WriteTimeout))
+		if err == nil {
+			if _, err = conn.Write(buf); err == nil {
 				continue
 			}
-			drop(lines, "write", err)
 		}
 		n.untrackConn(raw)
 		conn, raw = nil, nil
+		if !fresh {
+			// A kept-open session may have died unseen (the member
+			// restarted, or its host crashed): the lines go once more
+			// on a new one, ahead of any queued since. One that got
+			// through before the failure comes twice; the log drops
+			// the copy.
+			l.mu.Lock()
+			l.queue = append(lines, l.queue...)
+			l.mu.Unlock()
+			continue
+		}
+		drop(lines, "write", err)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/netip"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -34,6 +35,8 @@ type Group struct {
 	seeds *rand.Rand
 	t0    time.Time // the bubble's clock when the network was made
 	nodes []*Node
+	// storeDir, if set, holds the nodes' message stores as files.
+	storeDir string
 }
 
 // NewGroup returns an empty group on nw.
@@ -65,21 +68,33 @@ func (g *Group) Seeds() *rand.Rand { return g.seeds }
 // was made.
 func (g *Group) At(tm time.Time) time.Duration { return tm.Sub(g.t0) }
 
+// UseFileStores makes the nodes started from now on keep their message
+// stores in SQLite files in dir (one per host and nickname) rather than
+// in memory. Such a store is closed and opened again when its node
+// restarts, so the new instance reads back what was committed, as a
+// program restarted on its profile does.
+func (g *Group) UseFileStores(dir string) { g.storeDir = dir }
+
 // Start starts a node called nick on h. tweak adjusts its config (mode,
 // timeouts) on this start and on every restart.
 //
 // The node keeps one identity key, one known-peers store and one message
-// store (all in memory) across restarts, as a profile on disk does; the
+// store (all in memory, the message store in a file after UseFileStores)
+// across restarts, as a profile on disk does; the
 // message store outlives crashes too, holding what was committed (a real
 // crash may also lose what was submitted and not yet committed, which was
 // never reported to anyone: the real-process tests cover that). Close
 // closes the message stores.
 func (g *Group) Start(h *netsim.Host, nick string, tweak ...func(*chat.Config)) (*Node, error) {
-	st, err := store.OpenMemory(store.Options{FoldWait: store.DefaultFoldWait})
+	var path string
+	if g.storeDir != "" {
+		path = filepath.Join(g.storeDir, h.Name()+"-"+nick+".db")
+	}
+	st, err := openStore(path)
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{g: g, host: h, nick: nick, tweak: tweak, trust: trust.Memory(), store: st}
+	n := &Node{g: g, host: h, nick: nick, tweak: tweak, trust: trust.Memory(), store: st, storePath: path}
 	_, n.identity, _ = ed25519.GenerateKey(g.cryptoRand())
 	if err := n.boot(); err != nil {
 		st.Close()
@@ -117,6 +132,8 @@ type Node struct {
 	identity ed25519.PrivateKey
 	trust    *trust.Store
 	store    *store.Store
+	// storePath is the store's file, "" for one in memory.
+	storePath string
 
 	node *chat.Node         // nil while down
 	rec  *chattest.Recorder // the current (or last) instance's events
@@ -190,7 +207,27 @@ func (n *Node) Restart() error {
 	if !n.host.Up() {
 		n.host.Restart()
 	}
+	if n.storePath != "" {
+		if err := n.store.Close(); err != nil {
+			return fmt.Errorf("restart %s: close its store: %w", n.nick, err)
+		}
+		st, err := openStore(n.storePath)
+		if err != nil {
+			return fmt.Errorf("restart %s: %w", n.nick, err)
+		}
+		n.store = st
+	}
 	return n.boot()
+}
+
+// openStore opens the store file at path, or one in memory if path is
+// "", with the chat's fold wait. A file is not synced: a simulated crash
+// is a process's crash, which loses nothing committed.
+func openStore(path string) (*store.Store, error) {
+	if path == "" {
+		return store.OpenMemory(store.Options{FoldWait: store.DefaultFoldWait})
+	}
+	return store.Open(path, store.Options{FoldWait: store.DefaultFoldWait, NoSync: true})
 }
 
 // Addr is where the running node accepts messages.

@@ -55,3 +55,38 @@ func TestStartCrashRestartQuit(t *testing.T) {
 		}
 	})
 }
+
+// With file stores, a restart closes the node's store and opens its file
+// again: the new instance reads back its room and what it posted there.
+func TestFileStoreSurvivesRestart(t *testing.T) {
+	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
+		g := simchat.NewGroup(nw)
+		g.UseFileStores(t.TempDir())
+		defer g.Close()
+		a, err := g.Start(nw.AddHost("h1", nw.AddSegment("lan")), "alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Chat().JoinRoom(t.Context(), "#r", ""); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.Chat().PostRoom(t.Context(), "", "kept"); err != nil {
+			t.Fatal(err)
+		}
+		old := a.Store()
+		a.Crash()
+		if err := a.Restart(); err != nil {
+			t.Fatal(err)
+		}
+		if a.Store() == old {
+			t.Error("the store was not opened again")
+		}
+		if cur := a.Chat().CurrentRoom(); cur != "#r" {
+			t.Errorf("current room after the restart %q, want #r", cur)
+		}
+		h, err := a.Chat().RoomHistory(t.Context(), "#r", 10)
+		if err != nil || len(h) != 1 || h[0].Text != "kept" || h[0].Seq != 1 {
+			t.Errorf("history after the restart: %+v, %v", h, err)
+		}
+	})
+}
