@@ -42,6 +42,11 @@ type clusterMetrics struct {
 	snapshots   prometheus.Counter
 	serversLost *prometheus.CounterVec
 	idConflicts prometheus.Counter
+
+	relayBytes      *prometheus.CounterVec // by dir: out (to NATS), in (from NATS, written)
+	relayBuffered   prometheus.Gauge
+	relayCreditWait prometheus.Counter
+	relayWaits      prometheus.Counter
 }
 
 func newClusterMetrics(reg prometheus.Registerer) (*clusterMetrics, error) {
@@ -61,8 +66,19 @@ func newClusterMetrics(reg prometheus.Registerer) (*clusterMetrics, error) {
 			Name: "cluster_servers_lost_total", Help: "Servers whose peers were dropped, by reason: silent (missed beats) or nats_down (this server cut off too long)."}, []string{"reason"}),
 		idConflicts: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "cluster_peer_id_conflicts_total", Help: "Remote peers refused or dropped because another peer has their peer_id."}),
+		relayBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "cluster_relay_bytes_total", Help: "Payload bytes of relayed streams with peers on other servers, by direction: out (sent over NATS) or in (received over NATS and written)."}, []string{"dir"}),
+		relayBuffered: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
+			Name: "cluster_relay_buffered_bytes", Help: "Bytes received from other servers for relayed streams and not yet written (at most the window per stream)."}),
+		relayCreditWait: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "cluster_relay_credit_wait_seconds_total", Help: "Time relayed frames waited for the receiving server's window (a slow reader on the other side)."}),
+		relayWaits: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "cluster_relay_credit_waits_total", Help: "Relayed frames that had to wait for the receiving server's window."}),
 	}
-	for _, c := range []prometheus.Collector{m.degraded, m.servers, m.remotePeers, m.messages, m.snapshots, m.serversLost, m.idConflicts} {
+	m.relayBytes.WithLabelValues("out")
+	m.relayBytes.WithLabelValues("in")
+	for _, c := range []prometheus.Collector{m.degraded, m.servers, m.remotePeers, m.messages, m.snapshots, m.serversLost, m.idConflicts,
+		m.relayBytes, m.relayBuffered, m.relayCreditWait, m.relayWaits} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}
@@ -91,9 +107,13 @@ func (s *Server) startCluster(reg prometheus.Registerer) error {
 		return err
 	}
 	s.cm, s.remotes, s.clusterDown = cm, map[string]*remoteServer{}, time.Now()
+	s.xgens = map[string]uint64{}
 	node, err := cluster.New(cluster.Config{
 		URLs: cc.NATS, Name: cc.Name, ID: id, Prefix: cc.Prefix, Options: cc.Options,
 		Beat: cc.Beat, MissedBeats: cc.MissedBeats, Hold: s.cfg.Expiry, Logger: s.log,
+		// Even with NoRelay: a stream asked for is then refused at
+		// once (Peer does not accept relayed streams), not timed out.
+		Relay: s.relayMsg,
 	}, clusterHost{s})
 	if err != nil {
 		return fmt.Errorf("rendezvous: %w", err)
@@ -140,6 +160,10 @@ func (h clusterHost) Connected(up bool) {
 	s.clusterUp = up
 	if !up {
 		s.clusterDown = time.Now()
+		// Nothing reaches the other servers now: end the cross-server
+		// streams at once. The other servers end theirs when they see
+		// this one's next generation, or take it for dead.
+		s.xendServerLocked("", nil, outcomeNATSDown)
 	}
 	s.mu.Unlock()
 	if up {
@@ -155,12 +179,13 @@ func (h clusterHost) Count(what, typ string) {
 	h.s.cm.messages.WithLabelValues(what, typ).Inc()
 }
 
-func (h clusterHost) Heard(server string, at time.Time) {
+func (h clusterHost) Heard(server string, gen uint64, at time.Time) {
 	s := h.s
 	s.mu.Lock()
 	if r := s.remotes[server]; r != nil {
 		r.seen = at.Unix()
 	}
+	s.xnoteGenLocked(server, gen)
 	s.mu.Unlock()
 }
 
@@ -183,6 +208,8 @@ func (h clusterHost) Apply(a cluster.Action) {
 		s.replaceLocked(s.remoteLocked(a.Server, now), a.Peers, now)
 	case cluster.Drop:
 		s.cm.serversLost.WithLabelValues(a.Reason).Inc()
+		s.xendServerLocked(a.Server, nil, outcomeServerLost)
+		delete(s.xgens, a.Server)
 		if r := s.remotes[a.Server]; r != nil {
 			s.log.Info("cluster: server lost, its peers dropped", "server", a.Server, "peers", len(r.peers), "reason", a.Reason)
 			for _, id := range slices.Sorted(maps.Keys(r.peers)) {

@@ -136,6 +136,41 @@ func (p *natsProvider) stop() {
 	srv.WaitForShutdown()
 }
 
+// severable hands out a natsProvider's connections for one bootstrap
+// server, and can sever them all at once and refuse new ones: to the
+// other servers that server is then dead (it says nothing more), while
+// it notices that it lost NATS.
+type severable struct {
+	p     *natsProvider
+	mu    sync.Mutex
+	cut   bool
+	conns []net.Conn
+}
+
+func (v *severable) InProcessConn() (net.Conn, error) {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.cut {
+		return nil, errors.New("NATS is unreachable")
+	}
+	c, err := v.p.InProcessConn()
+	if err == nil {
+		v.conns = append(v.conns, c)
+	}
+	return c, err
+}
+
+func (v *severable) ReadyForConnections(time.Duration) bool { return true }
+
+func (v *severable) sever() {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.cut = true
+	for _, c := range v.conns {
+		c.Close()
+	}
+}
+
 // clusterServer is one bootstrap server of a test cluster.
 type clusterServer struct {
 	*Server
@@ -147,11 +182,18 @@ type clusterServer struct {
 // NATS options given, on a memListener.
 func startClusterServer(t *testing.T, name string, seed uint64, natsOpts ...nats.Option) *clusterServer {
 	t.Helper()
-	s, err := NewServer(Config{
-		Rand:          rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), 7}),
-		MaxConnsPerIP: -1, MsgRatePerIP: -1, ShutdownGrace: 200 * time.Millisecond,
-		Cluster: &ClusterConfig{Name: name, Options: natsOpts, Beat: testBeat},
-	})
+	return startClusterServerWith(t, name, seed, Config{}, natsOpts...)
+}
+
+// startClusterServerWith is startClusterServer with cfg's settings
+// (Rand, the per-address limits, ShutdownGrace and Cluster are the
+// harness's).
+func startClusterServerWith(t *testing.T, name string, seed uint64, cfg Config, natsOpts ...nats.Option) *clusterServer {
+	t.Helper()
+	cfg.Rand = rand.NewChaCha8([32]byte{byte(seed), byte(seed >> 8), 7})
+	cfg.MaxConnsPerIP, cfg.MsgRatePerIP, cfg.ShutdownGrace = -1, -1, 200*time.Millisecond
+	cfg.Cluster = &ClusterConfig{Name: name, Options: natsOpts, Beat: testBeat}
+	s, err := NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

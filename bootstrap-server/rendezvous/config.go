@@ -34,6 +34,7 @@ const (
 	DefaultRelayIdleTimeout    = 2 * time.Minute
 	DefaultRelayAcceptTimeout  = 10 * time.Second
 	DefaultRelayMaxFrame       = protocol.MaxRelayFrameSize
+	DefaultRelayWindow         = 256 << 10
 )
 
 // Config configures a Server. Every field is optional; the zero value of a
@@ -114,6 +115,12 @@ type Config struct {
 	// stream. Clients write at most protocol.MaxRelayFrameSize, the
 	// default: a lower bound cuts off their streams.
 	RelayMaxFrame int
+	// RelayWindow bounds, in bytes, what this server holds for one
+	// direction of a stream with a peer on another server of the
+	// cluster: the sending server sends no more until it is written to
+	// the WebSocket here (credit-based flow control, xrelay.go). At
+	// least twice RelayMaxFrame; servers of a cluster should share both.
+	RelayWindow int
 
 	// TrustForwardedFor takes the client address from the last entry of
 	// X-Forwarded-For (set it only behind a reverse proxy that sets it).
@@ -178,6 +185,7 @@ func (c Config) withDefaults() (Config, error) {
 	setInt(&c.RelayPeerRate, DefaultRelayPeerRate)
 	setInt(&c.RelayTotalRate, DefaultRelayTotalRate)
 	setInt(&c.RelayMaxFrame, DefaultRelayMaxFrame)
+	setInt(&c.RelayWindow, max(DefaultRelayWindow, 2*c.RelayMaxFrame))
 	if c.MaxFrame == 0 {
 		c.MaxFrame = DefaultMaxFrame
 	}
@@ -217,6 +225,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("rendezvous: config: MsgBurstPerIP must be at least 1, got %d", c.MsgBurstPerIP)
 	case c.RelayMaxFrame < 1024:
 		return c, fmt.Errorf("rendezvous: config: RelayMaxFrame must be at least 1024 bytes, got %d", c.RelayMaxFrame)
+	case c.RelayWindow < 2*c.RelayMaxFrame:
+		return c, fmt.Errorf("rendezvous: config: RelayWindow must be at least twice RelayMaxFrame (%d bytes), got %d", 2*c.RelayMaxFrame, c.RelayWindow)
 	case c.Cluster != nil && len(c.Cluster.NATS) == 0 && len(c.Cluster.Options) == 0:
 		return c, fmt.Errorf("rendezvous: config: Cluster needs at least one NATS URL")
 	case c.Cluster != nil && (c.Cluster.Beat < 0 || c.Cluster.MissedBeats < 0):

@@ -27,6 +27,11 @@ package rendezvous
 // and the close of either side exclusive. Timers are time.AfterFunc
 // callbacks that only take Server.mu and queue frames; every stream's
 // timer is stopped when it ends.
+//
+// In cluster mode, a stream whose ends are registered with different
+// servers has a half on each (xrelay.go): there a writer goroutine, not
+// the other side's pump, writes relay_ready and the data to the
+// WebSocket, and the pump hands its frames to NATS.
 
 import (
 	"context"
@@ -37,6 +42,7 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+	"github.com/parlance-chat/parlance/bootstrap-server/internal/cluster"
 	"github.com/parlance-chat/parlance/protocol"
 	"golang.org/x/time/rate"
 )
@@ -52,10 +58,10 @@ const (
 	ErrTextRelayUnknownPeer = "Unknown peer"
 	// ErrTextRelayNoCap: the target did not list protocol.CapRelay.
 	ErrTextRelayNoCap = "Peer does not accept relayed streams"
-	// ErrTextRelayRemotePeer: in cluster mode, the target is connected
-	// to another server of the cluster, and streams are relayed only
-	// between peers of one server.
-	ErrTextRelayRemotePeer = "Peer is connected to another server of this cluster; relayed streams between servers are not supported"
+	// ErrTextRelayServerUnreachable: in cluster mode, the target is
+	// registered with another server of the cluster, which this server
+	// cannot reach now (it is not connected to NATS).
+	ErrTextRelayServerUnreachable = "Peer is connected to another server of this cluster, which cannot be reached now"
 	// ErrTextRelayTooManyStreams (a format taking the limit): the sender
 	// takes part in RelayStreamsPerPeer streams already.
 	ErrTextRelayTooManyStreams = "Too many relayed streams (limit %d)"
@@ -87,7 +93,7 @@ const (
 	outcomeBadToken      = "bad_token"
 	outcomeUnknownPeer   = "unknown_peer"
 	outcomeNoCap         = "no_relay_cap"
-	outcomeRemotePeer    = "remote_peer" // cluster mode: the target is on another server
+	outcomeUnreachable   = "server_unreachable" // cluster mode: the target's server cannot be reached
 	outcomeStreamLimit   = "stream_limit"
 	outcomeNotFirst      = "not_first"
 	outcomeUnknownStream = "unknown_stream"
@@ -98,6 +104,10 @@ const (
 	outcomePeerLeft      = "peer_left" // a registration ended
 	outcomeFrameTooLarge = "frame_too_large"
 	outcomeProtocol      = "protocol_error" // a text frame after relay_ready
+	// Cluster mode: ends of cross-server streams (xrelay.go).
+	outcomeServerLost = "server_lost" // the other server died, shut down or reconnected to NATS
+	outcomeNATSDown   = "nats_down"   // this server lost NATS
+	outcomeLost       = "lost"        // data lost or out of its window between the servers
 )
 
 // States of a relayed stream, also the labels of the relay_streams gauge.
@@ -108,14 +118,15 @@ const (
 )
 
 // relayStream is one relayed stream. Fields other than ready, ctx and
-// lastActive are guarded by Server.mu; a, b, from and to do not change
-// once set.
+// lastActive are guarded by Server.mu; a, b, from, to and x do not
+// change once set.
 type relayStream struct {
 	id       string
-	from, to *peer // A's and B's registrations
-	a, b     *conn // A's and B's relay WebSockets; b is nil while pending
+	from, to *peer // A's and B's registrations; nil for the one on another server
+	a, b     *conn // A's and B's relay WebSockets; b is nil while pending, and nil (or a) on the server without it
 	state    string
 	timer    *time.Timer // the accept timeout, then the idle check
+	x        *xstream    // cluster mode: the other end is on another server (xrelay.go); nil for a local stream
 
 	ready      chan struct{} // closed once relay_ready went to both sides
 	ctx        context.Context
@@ -216,7 +227,7 @@ func (s *Server) relayConnectLocked(c *conn, m *protocol.RelayConnect, first boo
 		return
 	}
 	if to.remote != nil {
-		s.refuseRelayLocked(c, outcomeRemotePeer, ErrTextRelayRemotePeer)
+		s.xconnectLocked(c, from, to)
 		return
 	}
 	if to.relay == nil {
@@ -276,6 +287,10 @@ func (s *Server) relayAcceptLocked(c *conn, m *protocol.RelayAccept, first bool)
 	s.metrics.relayStreams.WithLabelValues(relayOpen).Inc()
 	st.touch()
 	st.timer = time.AfterFunc(s.cfg.RelayIdleTimeout, func() { s.relayIdleCheck(st) })
+	if st.x != nil {
+		// A is on another server: this side's writer tells it, then B.
+		s.xstartLocked(st, c)
+	}
 	s.log.Debug("relay open", "stream", st.id)
 }
 
@@ -306,25 +321,40 @@ func (s *Server) relayIdleCheck(st *relayStream) {
 
 // endStreamLocked ends st once: it forgets the stream, counts its
 // outcome, and queues ms (ending with a close frame) on each of its
-// WebSockets but skip, whose reader has ended already.
+// WebSockets but skip, whose reader has ended already. The other server
+// of a cross-server stream is told, with the same frames for its side.
 func (s *Server) endStreamLocked(st *relayStream, outcome string, skip *conn, ms ...outMsg) {
 	if st.state == relayEnded {
 		return
 	}
-	s.metrics.relayStreams.WithLabelValues(st.state).Dec()
-	s.metrics.relayOutcomes.WithLabelValues(outcome).Inc()
-	st.state = relayEnded
-	st.cancel()
-	st.timer.Stop()
-	delete(s.relayStreams, st.id)
-	delete(st.from.relay.streams, st)
-	delete(st.to.relay.streams, st)
+	s.retireStreamLocked(st, outcome)
+	if st.x != nil {
+		s.xtellEndLocked(st, outcome, ms)
+	}
 	for _, c := range []*conn{st.a, st.b} {
 		if c != nil && c != skip {
 			c.closeWith(ms...)
 		}
 	}
 	s.log.Debug("relay ended", "stream", st.id, "outcome", outcome)
+}
+
+// retireStreamLocked marks st ended, counts its outcome and forgets it.
+func (s *Server) retireStreamLocked(st *relayStream, outcome string) {
+	s.metrics.relayStreams.WithLabelValues(st.state).Dec()
+	s.metrics.relayOutcomes.WithLabelValues(outcome).Inc()
+	st.state = relayEnded
+	st.cancel()
+	st.timer.Stop()
+	delete(s.relayStreams, st.id)
+	for _, p := range []*peer{st.from, st.to} {
+		if p != nil {
+			delete(p.relay.streams, st)
+		}
+	}
+	if st.x != nil {
+		s.xstreams.Delete(st.id)
+	}
 }
 
 // relayEnded ends st because c's reader failed with err.
@@ -370,10 +400,15 @@ func (s *Server) relayPump(c *conn) {
 			c.ws.SetReadDeadline(c.readDeadline())
 		}
 	}
-	if c == st.b {
+	if c == st.b && st.x == nil {
 		s.sendReady(st)
 	}
-	buf := make([]byte, s.cfg.RelayMaxFrame+1)
+	// A frame for another server is read after room for its header.
+	hdr := 0
+	if st.x != nil {
+		hdr = cluster.RelayDataHeader
+	}
+	buf := make([]byte, hdr+s.cfg.RelayMaxFrame+1)
 	for {
 		typ, r, err := c.ws.NextReader()
 		if err != nil {
@@ -387,7 +422,7 @@ func (s *Server) relayPump(c *conn) {
 			s.endRelay(st, c, outcomeProtocol, websocket.CloseUnsupportedData, closeReasonText)
 			continue
 		}
-		n, tooBig, err := readFrame(r, buf)
+		n, tooBig, err := readFrame(r, buf[hdr:])
 		if err != nil {
 			s.relayEnded(st, c, err)
 			return
@@ -400,6 +435,10 @@ func (s *Server) relayPump(c *conn) {
 		select {
 		case <-st.ready:
 		case <-st.ctx.Done():
+			continue
+		}
+		if st.x != nil {
+			s.xforward(st, c, buf[:hdr+n])
 			continue
 		}
 		if s.throttle(st, n) != nil {
@@ -447,7 +486,16 @@ func (s *Server) throttle(st *relayStream, n int) error {
 		rs    [3]*rate.Reservation
 		delay time.Duration
 	)
-	for i, lim := range []*rate.Limiter{st.from.relay.lim, st.to.relay.lim, s.relayLim} {
+	// A cross-server stream has one registration here: the other
+	// server applies the other's rate (xrelay.go).
+	var fromLim, toLim *rate.Limiter
+	if st.from != nil {
+		fromLim = st.from.relay.lim
+	}
+	if st.to != nil {
+		toLim = st.to.relay.lim
+	}
+	for i, lim := range []*rate.Limiter{fromLim, toLim, s.relayLim} {
 		if lim == nil {
 			continue
 		}

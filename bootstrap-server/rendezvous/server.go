@@ -95,6 +95,12 @@ type Server struct {
 	remotes     map[string]*remoteServer // by server id
 	clusterUp   bool                     // connected to NATS
 	clusterDown time.Time                // since when not
+	// Cross-server relayed streams (xrelay.go): the other servers'
+	// generations, and the streams by id for the NATS handler's data
+	// and credits, which take no s.mu (the streams are in relayStreams
+	// too).
+	xgens    map[string]uint64
+	xstreams sync.Map
 }
 
 // ipState is what the per-address limits track. Guarded by Server.mu.
@@ -241,6 +247,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	conns := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
 		conns = append(conns, c)
+	}
+	if first && s.cluster != nil {
+		// Tell the other servers that the cross-server streams end,
+		// rather than leave them to find out from the missing beats.
+		s.xendServerLocked("", nil, outcomeServerLost)
 	}
 	s.mu.Unlock()
 	if first {

@@ -51,6 +51,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		relayIdle = fs.Duration("relay-idle-timeout", rendezvous.DefaultRelayIdleTimeout, "close a relayed stream that forwarded nothing for this long")
 		relayAcc  = fs.Duration("relay-accept-timeout", rendezvous.DefaultRelayAcceptTimeout, "time a peer has to accept a relayed stream")
 		relayMax  = fs.Int("relay-max-frame", rendezvous.DefaultRelayMaxFrame, "maximum size in bytes of a binary frame on a relayed stream")
+		relayWin  = fs.Int("relay-window", rendezvous.DefaultRelayWindow, "cluster mode: bytes this server holds per direction of a stream with a peer on another server (at least twice --relay-max-frame)")
 		debugAddr = fs.String("debug-addr", "", "serve Go profiles (net/http/pprof) on this address, e.g. 127.0.0.1:6060; keep it private (default: off)")
 		natsURLs  = fs.String("nats", "", "cluster mode: NATS server URLs, comma-separated (nats://host:4222,...); default: none, a server on its own")
 		natsName  = fs.String("nats-name", "", "cluster mode: name of this server's NATS connection, for operators (default: parlance-bootstrap-<server id>)")
@@ -149,6 +150,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		RelayIdleTimeout:    *relayIdle,
 		RelayAcceptTimeout:  *relayAcc,
 		RelayMaxFrame:       *relayMax,
+		RelayWindow:         *relayWin,
 
 		Cluster: clusterCfg,
 	})

@@ -112,7 +112,57 @@
 //
 // # Relayed streams
 //
-// A relay_connect to a peer held by another server is refused with
-// rendezvous.ErrTextRelayRemotePeer: streams are relayed only between
-// peers of one server.
+// A relayed stream between A, registered with server X, and B,
+// registered with Y, is forwarded over NATS (relay.go), so a client
+// needs nothing new: each opens its relay WebSocket at the server it is
+// registered with, as for a local stream.
+//
+//   - X gets A's relay_connect and sends open (A's and B's peer_ids, its
+//     receive window, its generation) on P.relay.<Y>.<stream>; Y checks
+//     B as it would a local target (registered, relay capability, its
+//     streams per peer), sends B relay_incoming, or answers close with
+//     the error text A is to get (refusals are counted on X only).
+//   - B's relay_accept at Y opens Y's half: Y sends accept (its window,
+//     its generation) and relay_ready to B; X, on accept, sends A
+//     relay_ready. From then on each server forwards its client's binary
+//     frames as data messages on the other's per-stream subject: a zero
+//     byte, the payload's offset in its direction (8 bytes), the
+//     payload. One subscription per server (P.relay.<id>.*), made when
+//     it starts, carries all its streams: no subscription is made per
+//     stream, whose interest would reach the other NATS nodes a moment
+//     after the first message.
+//   - Flow control is by credit, per direction. The receiving server
+//     announces a window (--relay-window, 256 KiB by default, at least
+//     two frames); the sending server publishes a frame only while its
+//     offset stays within the receiver's grant, and otherwise stops
+//     reading its client's WebSocket (TCP then slows the client). The
+//     receiver queues what arrives and grants a quarter window more
+//     each time that much is written to its client (credit n: send up to
+//     offset n, absolute, so a later grant makes up for a lost one). A
+//     reader that does not read thus holds one window on its own server
+//     and nothing on the other; data beyond the window or not at the
+//     expected offset (a message lost: NATS delivers at most once) ends
+//     the stream ("lost").
+//   - Each server applies its own client's limits: streams per peer,
+//     the per-peer rate (on what its client sends and receives), its
+//     total rate, the accept and idle timeouts and the frame limit, and
+//     counts the stream in its relay metrics; what goes over NATS is in
+//     cluster_relay_bytes_total, what waits for a grant in
+//     cluster_relay_credit_wait_seconds_total and what is queued in
+//     cluster_relay_buffered_bytes.
+//   - Either side ending ends the other: close carries the close frame
+//     (and, for a stream not yet accepted, the error) the other client
+//     gets, as on one server: 1000 "peer closed", 1001 "peer connection
+//     lost", 1001 "peer registration ended", the accept timeout's error.
+//     A close follows the data sent before it, and the receiving server
+//     writes that data to its client before the close frame.
+//
+// Failures end streams without waiting for the idle timeout. A server
+// that loses NATS ends its cross-server streams at once (its clients
+// get 1001 "peer connection lost"), and refuses new ones
+// (rendezvous.ErrTextRelayServerUnreachable). The other server ends its
+// halves when it takes that server for dead (3-4.25 s, as for its
+// peers) or, if the server reconnects sooner, when it hears its next
+// generation: a stream lives on one NATS connection of each server. A
+// server that shuts down cleanly tells the others that its streams end.
 package cluster

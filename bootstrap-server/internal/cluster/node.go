@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -56,6 +57,10 @@ type Config struct {
 	MissedBeats int
 	// Hold: a server cut off from NATS keeps the others' peers this long.
 	Hold time.Duration
+	// Relay, when set, receives the relayed-stream messages addressed to
+	// this server (relay.go); nil: this server relays no stream to or
+	// from another.
+	Relay RelayHandler
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -75,9 +80,11 @@ type Host interface {
 	Apply(a Action)
 	// Connected reports the connection to NATS going up or down.
 	Connected(up bool)
-	// Heard reports a message from server at time at: the liveness its
-	// peers are listed with.
-	Heard(server string, at time.Time)
+	// Heard reports a message from server, sent on its connection gen
+	// (its generation), at time at: the liveness its peers are listed
+	// with. A generation newer than the last is a server that
+	// reconnected to NATS, and ended its relayed streams meanwhile.
+	Heard(server string, gen uint64, at time.Time)
 	// Count counts a cluster message by direction ("in", "out") and type,
 	// and what went wrong ("dropped", "malformed", ...).
 	Count(what, typ string)
@@ -106,10 +113,17 @@ type Node struct {
 	up       bool // connected: events are queued, not dropped
 	closed   bool
 	maxQueue int
+	relayOut []relayOut // relay control messages to publish (QueueRelay)
+
+	// relayMu makes Close wait for a relay handler under way; after
+	// it, none runs.
+	relayMu     sync.RWMutex
+	relayClosed bool
+
+	gen atomic.Uint64 // written by the loop only
 
 	// The loop's own.
 	st       *State
-	gen      uint64
 	nextBeat time.Time
 }
 
@@ -204,6 +218,11 @@ func New(cfg Config, host Host) (*Node, error) {
 			return nil, fmt.Errorf("cluster: subscribe %s: %w", subj, err)
 		}
 	}
+	if err := n.subscribeRelay(); err != nil {
+		cancel()
+		nc.Close()
+		return nil, err
+	}
 	if nc.IsConnected() {
 		// The connect handler is not called for a connection made at
 		// once.
@@ -213,16 +232,22 @@ func New(cfg Config, host Host) (*Node, error) {
 	return n, nil
 }
 
-// Close stops the node and closes its NATS connection, saying nothing:
-// the others drop this server's peers once its beats stop (DeadAfter),
+// Close stops the node and closes its NATS connection, saying nothing
+// of its peers: the others drop them once its beats stop (DeadAfter),
 // by when its clients have had time to register with another server.
+// Relay messages already queued (the ends of this server's streams) go
+// out first, and no relay handler runs once Close returns.
 func (n *Node) Close() {
 	n.mu.Lock()
 	n.closed, n.outbox = true, nil // Join and Leave drop from now on
 	n.mu.Unlock()
 	n.cancel()
 	n.wg.Wait()
-	n.nc.Close()
+	n.flushRelay()
+	n.relayMu.Lock()
+	n.relayClosed = true
+	n.relayMu.Unlock()
+	n.nc.Close() // flushes what is buffered
 }
 
 // ConnectedURL returns the URL of the NATS server connected to, "" when
@@ -307,7 +332,7 @@ func (n *Node) connection(up bool) {
 	was := n.up
 	n.up = up
 	if !up {
-		n.outbox = nil
+		n.outbox, n.relayOut = nil, nil
 	}
 	n.mu.Unlock()
 	if up == was {
@@ -318,8 +343,8 @@ func (n *Node) connection(up bool) {
 		n.st.Disconnected(now)
 		return
 	}
-	n.gen++
-	n.log.Info("cluster: connected to NATS", "server", n.cfg.ID, "generation", n.gen, "url", n.nc.ConnectedUrlRedacted())
+	gen := n.gen.Add(1)
+	n.log.Info("cluster: connected to NATS", "server", n.cfg.ID, "generation", gen, "url", n.nc.ConnectedUrlRedacted())
 	n.beat(TypeHello)
 	n.do(n.st.Connected(now))
 }
@@ -330,6 +355,7 @@ func (n *Node) flush() uint64 {
 	for _, m := range out {
 		n.publish(n.bus, m)
 	}
+	n.flushRelay()
 	return seq
 }
 
@@ -352,7 +378,7 @@ func (n *Node) beat(typ string) {
 }
 
 func (n *Node) publish(subj string, m *Msg) {
-	m.Server, m.Gen = n.cfg.ID, n.gen
+	m.Server, m.Gen = n.cfg.ID, n.gen.Load()
 	b, err := Encode(m)
 	if err == nil {
 		err = n.nc.Publish(subj, b)
@@ -386,10 +412,10 @@ func (n *Node) receive(nm *nats.Msg) {
 		n.serveSnapshot(m)
 	case TypeSnap:
 		n.do(n.st.Snapshot(now, m))
-		n.host.Heard(m.Server, now)
+		n.host.Heard(m.Server, m.Gen, now)
 	default:
 		n.do(n.st.Message(now, m))
-		n.host.Heard(m.Server, now)
+		n.host.Heard(m.Server, m.Gen, now)
 		if m.Type == TypeHello {
 			// Answer at once: the newcomer learns of us from this beat
 			// and asks for our snapshot.

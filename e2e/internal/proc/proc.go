@@ -56,6 +56,53 @@ func Binaries(t testing.TB) (parlance, server string) {
 	return filepath.Join(buildDir, "parlance"), filepath.Join(buildDir, "bootstrap-server")
 }
 
+// NATSServerPkg is the real nats-server program. It is built from
+// bootstrap-server's module, which requires
+// github.com/nats-io/nats-server/v2 (its tests embed that server), so
+// e2e needs no such requirement and the version is the one those tests
+// use.
+const NATSServerPkg = "github.com/nats-io/nats-server/v2"
+
+var (
+	natsOnce sync.Once
+	natsBin  string
+	natsErr  error
+)
+
+// NATSServer builds the real nats-server once per test binary, in
+// bootstrap-server's module directory with GOWORK=off and a read-only
+// go.mod (from the module cache: nothing is downloaded), and returns its
+// path.
+func NATSServer(t testing.TB) string {
+	t.Helper()
+	natsOnce.Do(func() {
+		list := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "github.com/parlance-chat/parlance/bootstrap-server")
+		out, err := list.Output()
+		if err != nil {
+			natsErr = fmt.Errorf("find bootstrap-server's module: %v", err)
+			return
+		}
+		dir, err := os.MkdirTemp("", "parlance-e2e-nats-")
+		if err != nil {
+			natsErr = err
+			return
+		}
+		natsBin = filepath.Join(dir, "nats-server")
+		cmd := exec.Command("go", "build", "-o", natsBin, NATSServerPkg)
+		cmd.Dir = strings.TrimSpace(string(out))
+		cmd.Env = append(os.Environ(), "GOWORK=off", "GOFLAGS=-mod=readonly")
+		var buf bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &buf, &buf
+		if err := cmd.Run(); err != nil {
+			natsErr = fmt.Errorf("(cd %s && GOWORK=off go build -o %s %s): %v\n%s", cmd.Dir, natsBin, NATSServerPkg, err, buf.String())
+		}
+	})
+	if natsErr != nil {
+		t.Fatal(natsErr)
+	}
+	return natsBin
+}
+
 // Process is a running program with piped standard streams.
 type Process struct {
 	t    testing.TB
