@@ -171,7 +171,7 @@ func (w *writer) roomInsert(ctx context.Context, tx *sql.Tx, ops []*op) error {
 				m.Text, m.Sig, m.Received.UnixMilli())
 			w.roomN++
 		}
-		stored, err := w.execRows(ctx, tx, stmtKey{opRoomInsert, n}, args)
+		stored, err := w.execStmt(ctx, stmtKey{kind: opRoomInsert, n: n}, args)
 		switch {
 		case err != nil:
 			return err
@@ -227,14 +227,10 @@ func appendDeps(b []byte, deps []protocol.RoomSeq) []byte {
 }
 
 // roomShow gives o's keys their display numbers, one statement per key.
-func (w *writer) roomShow(ctx context.Context, tx *sql.Tx, o *op) error {
-	st := w.stmt(ctx, tx, stmtKey{opRoomShow, 1})
+func (w *writer) roomShow(ctx context.Context, o *op) error {
 	for _, k := range o.keys {
-		res, err := st.ExecContext(ctx, w.shown+1, o.room, k.Author, int64(k.Seq))
-		var n int64
-		if err == nil {
-			n, err = res.RowsAffected()
-		}
+		args := append(w.args[:0], w.shown+1, o.room, k.Author, int64(k.Seq))
+		n, err := w.execStmt(ctx, stmtKey{kind: opRoomShow, n: 1}, args)
 		if err != nil {
 			return err
 		}

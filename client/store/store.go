@@ -269,7 +269,7 @@ func start(path, name string, wdb, rdb *sql.DB, lock *os.File, opts Options, ver
 	}
 	if rdb != wdb {
 		if err := rdb.PingContext(ctx); err != nil {
-			w.closeStmts()
+			w.stmts.close(wdb)
 			return nil, fail(name, "open", err)
 		}
 	}
@@ -308,7 +308,7 @@ func (s *Store) Close() error {
 		s.mu.Unlock()
 		close(s.ops) // no submitter can send any more
 		<-s.w.exited
-		s.w.closeStmts()
+		s.w.stmts.close(s.wdb)
 		err := s.wdb.Close()
 		if s.rdb != s.wdb {
 			err = errors.Join(s.rdb.Close(), err)

@@ -96,7 +96,9 @@ func (s *Store) MarkDeliveredSync(ctx context.Context, seqs []int64, at time.Tim
 
 // outgoingOp checks m and, if it is fine, gives it its seq.
 func (s *Store) outgoingOp(m *Message) *op {
-	o := &op{kind: opInsert, msgs: []*Message{m}}
+	o := &op{kind: opInsert}
+	o.one[0] = m
+	o.msgs = o.one[:]
 	switch {
 	case m == nil:
 		o.err = fmt.Errorf("store: AddOutgoing: nil message")

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -28,10 +29,11 @@ const (
 // op is one submitted operation, applied by the writer in submit order.
 type op struct {
 	kind opKind
-	err  error      // refused when submitted (bad input): done gets it, nothing is written
-	msgs []*Message // opInsert
-	seqs []int64    // opDeliver
-	at   time.Time  // opDeliver: the delivery time; opExpire: now
+	err  error       // refused when submitted (bad input): done gets it, nothing is written
+	msgs []*Message  // opInsert
+	one  [1]*Message // msgs of an AddOutgoing: one allocation less a message
+	seqs []int64     // opDeliver
+	at   time.Time   // opDeliver: the delivery time; opExpire: now
 	done func(error)
 	sync bool // a caller waits for done (call)
 
@@ -45,6 +47,7 @@ type op struct {
 
 	// Results, set by the writer before done.
 	newSeqs []int64   // opInsert: the seq of each stored message, 0 for duplicates
+	oneSeq  [1]int64  // newSeqs of an AddOutgoing
 	rows    []Message // opExpire
 	more    bool      // opIndex: unindexed rows remain
 	isNew   []bool    // opRoomInsert: which messages were stored
@@ -66,12 +69,6 @@ const (
 // The columns of messages, in the order scanMessage reads them.
 const columns = "seq, id, peer_key, peer_nick, dir, text, sent_ms, received_ms, delivered_ms, expires_ms, status, encrypted"
 
-// stmtKey names a prepared statement: a kind and its number of rows.
-type stmtKey struct {
-	kind opKind
-	n    int
-}
-
 // writer owns the write connection: it alone writes, in one goroutine,
 // so seqs can be assigned here (the lock file keeps other processes out).
 type writer struct {
@@ -79,10 +76,12 @@ type writer struct {
 	db       *sql.DB
 	maxBatch int
 	foldWait time.Duration
-	held     []heldOp              // oldest first; see run
-	stmts    map[stmtKey]*sql.Stmt // prepared on db, for every size used
-	txStmts  map[stmtKey]*sql.Stmt // the same, bound to the current transaction
+	held     []heldOp  // oldest first; see run
+	conn     *sql.Conn // the connection of the current transaction
+	stmts    stmts     // prepared on conn's driver connection
 	args     []any
+	nv       []driver.NamedValue
+	times    times
 	refs     []inRef
 	seqBuf   []int64
 	commits  atomic.Int64 // committed transactions
@@ -108,9 +107,7 @@ type inRef struct {
 func newWriter(ctx context.Context, s *Store, maxBatch int, foldWait time.Duration, rooms bool) (*writer, error) {
 	w := &writer{
 		s: s, db: s.wdb, maxBatch: maxBatch, foldWait: foldWait, rooms: rooms,
-		stmts:   make(map[stmtKey]*sql.Stmt),
-		txStmts: make(map[stmtKey]*sql.Stmt),
-		exited:  make(chan struct{}),
+		exited: make(chan struct{}),
 	}
 	var next int64
 	if err := w.db.QueryRowContext(ctx, "SELECT coalesce(max(seq), 0) + 1 FROM messages").Scan(&next); err != nil {
@@ -125,40 +122,11 @@ func newWriter(ctx context.Context, s *Store, maxBatch int, foldWait time.Durati
 			return nil, err
 		}
 	}
-	// Prepare everything now: inside a transaction the only connection is
-	// taken, and database/sql could not prepare on the handle.
-	for n := 1; n <= maxIn; n *= 2 {
-		q := map[stmtKey]string{{opDeliver, n}: "UPDATE messages SET status = 3, delivered_ms = ? WHERE status = 1 AND seq IN (" + repeat("?", n) + ")"}
-		if n <= stmtRows {
-			// OR IGNORE: the unique index drops incoming duplicates.
-			q[stmtKey{opInsert, n}] = "INSERT OR IGNORE INTO messages (" + columns + ", conv) VALUES " + repeat("(?,?,?,?,?,?,?,?,?,?,?,?,?)", n)
-			if rooms {
-				q[stmtKey{opRoomInsert, n}] = roomInsertSQL(n)
-			}
-		}
-		if rooms && n == 1 {
-			q[stmtKey{opRoomShow, 1}] = roomShowSQL
-		}
-		for k, text := range q {
-			st, err := w.db.PrepareContext(ctx, text)
-			if err != nil {
-				w.closeStmts()
-				return nil, err
-			}
-			w.stmts[k] = st
-		}
-	}
 	return w, nil
 }
 
 func repeat(s string, n int) string {
 	return strings.TrimSuffix(strings.Repeat(s+",", n), ",")
-}
-
-func (w *writer) closeStmts() {
-	for _, st := range w.stmts {
-		st.Close()
-	}
 }
 
 // run is the writer goroutine: it takes the first queued op, drains what
@@ -319,9 +287,6 @@ func (w *writer) apply(batch []*op) {
 	for _, o := range batch {
 		if o.err == nil && o.kind != opFlush {
 			if err = w.exec(batch); err != nil {
-				// A failed COMMIT may leave the transaction open; there
-				// is only one connection, so this reaches it.
-				w.db.Exec("ROLLBACK")
 				err = fail(w.s.name, "write", err)
 				w.s.noteErr(err)
 			} else {
@@ -354,16 +319,28 @@ func (w *writer) apply(batch []*op) {
 
 func (w *writer) exec(batch []*op) (err error) {
 	ctx := context.Background()
-	tx, err := w.db.BeginTx(ctx, nil) // BEGIN IMMEDIATE: _txlock
+	// The statements run on the driver's connection (see execStmt):
+	// the transaction is on a *sql.Conn so that they reach it too.
+	conn, err := w.db.Conn(ctx)
 	if err != nil {
 		return err
 	}
+	var tx *sql.Tx
+	w.conn = conn
 	defer func() {
 		if err != nil {
-			tx.Rollback()
+			if tx != nil {
+				tx.Rollback()
+			}
+			// A failed COMMIT may leave the transaction open.
+			conn.ExecContext(ctx, "ROLLBACK")
 		}
+		w.conn = nil
+		conn.Close()
 	}()
-	clear(w.txStmts)
+	if tx, err = conn.BeginTx(ctx, nil); err != nil { // BEGIN IMMEDIATE: _txlock
+		return err
+	}
 	w.fold(batch)
 	w.shownSet = false
 	for i := 0; i < len(batch); {
@@ -378,7 +355,7 @@ func (w *writer) exec(batch []*op) (err error) {
 		case o.kind == opInsert:
 			err = w.insert(ctx, tx, batch[i:j])
 		case o.kind == opDeliver:
-			err = w.deliver(ctx, tx, batch[i:j])
+			err = w.deliver(ctx, batch[i:j])
 		case o.kind == opExpire:
 			err = w.expire(ctx, tx, o)
 		case o.kind == opIndex:
@@ -388,7 +365,7 @@ func (w *writer) exec(batch []*op) (err error) {
 		case o.kind == opRoomInsert:
 			err = w.roomInsert(ctx, tx, batch[i:j])
 		case o.kind == opRoomShow:
-			err = w.roomShow(ctx, tx, o)
+			err = w.roomShow(ctx, o)
 		case o.kind == opRoomExec:
 			o.refused, err = o.exec(ctx, tx)
 		}
@@ -403,15 +380,6 @@ func (w *writer) exec(batch []*op) (err error) {
 		}
 	}
 	return tx.Commit()
-}
-
-func (w *writer) stmt(ctx context.Context, tx *sql.Tx, k stmtKey) *sql.Stmt {
-	st := w.txStmts[k]
-	if st == nil {
-		st = tx.StmtContext(ctx, w.stmts[k])
-		w.txStmts[k] = st
-	}
-	return st
 }
 
 // fold applies deliveries to the outgoing messages inserted earlier in
@@ -458,105 +426,10 @@ func (w *writer) fold(batch []*op) {
 	}
 }
 
-// insert stores the messages of ops, stmtRows (or the largest power of two
-// left) per statement. An outgoing message has its seq from AddOutgoing;
-// the others get theirs here. When a statement stored fewer rows than it
-// had, the unique index dropped incoming duplicates, and the seqs present
-// tell which; the dropped ones leave gaps in seq.
-func (w *writer) insert(ctx context.Context, tx *sql.Tx, ops []*op) error {
-	all := w.refs[:0]
-	for _, o := range ops {
-		o.newSeqs = make([]int64, len(o.msgs))
-		for i := range o.msgs {
-			all = append(all, inRef{o, i})
-		}
-	}
-	defer func() { clear(all); w.refs = all[:0] }()
-	for refs := all; len(refs) > 0; {
-		n := chunk(len(refs))
-		args := w.args[:0]
-		seqs := w.seqBuf[:0]
-		for _, r := range refs[:n] {
-			m := r.o.msgs[r.i]
-			seq := m.Seq
-			if m.Dir != Out || seq == 0 {
-				seq = w.s.nextSeq.Add(1) - 1
-			}
-			seqs = append(seqs, seq)
-			args = append(args, seq, m.ID, m.PeerKey, m.PeerNick, int64(m.Dir), m.Text,
-				millis(m.Sent), millis(m.Received), millis(m.Delivered), millis(m.Expires),
-				int64(m.Status), boolInt(m.Encrypted), convOf(m.PeerKey, m.PeerNick))
-		}
-		w.seqBuf = seqs[:0]
-		stored, err := w.execRows(ctx, tx, stmtKey{opInsert, n}, args)
-		switch {
-		case err != nil:
-			return err
-		case stored == int64(n):
-			for k, r := range refs[:n] {
-				r.o.newSeqs[r.i] = seqs[k]
-			}
-		default:
-			if err := w.markStored(ctx, tx, refs[:n], seqs); err != nil {
-				return err
-			}
-		}
-		refs = refs[n:]
-	}
-	return nil
-}
-
-// execRows runs the prepared multi-row statement k with args (w.args,
-// which it clears for reuse) and returns how many rows it changed.
-func (w *writer) execRows(ctx context.Context, tx *sql.Tx, k stmtKey, args []any) (int64, error) {
-	res, err := w.stmt(ctx, tx, k).ExecContext(ctx, args...)
-	clear(args)
-	w.args = args[:0]
-	if err != nil {
-		return 0, err
-	}
-	return res.RowsAffected()
-}
-
-// chunk returns the largest power of two <= min(n, stmtRows).
-func chunk(n int) int {
-	c := stmtRows
-	for c > n {
-		c /= 2
-	}
-	return c
-}
-
-// markStored sets newSeqs for the rows of refs (given seqs) that the last
-// INSERT OR IGNORE stored.
-func (w *writer) markStored(ctx context.Context, tx *sql.Tx, refs []inRef, seqs []int64) error {
-	at := make(map[int64]inRef, len(refs))
-	lo, hi := seqs[0], seqs[0]
-	for k, r := range refs {
-		at[seqs[k]] = r
-		lo, hi = min(lo, seqs[k]), max(hi, seqs[k])
-	}
-	rows, err := tx.QueryContext(ctx, "SELECT seq FROM messages WHERE seq >= ? AND seq <= ?", lo, hi)
-	if err != nil {
-		return err
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var seq int64
-		if err := rows.Scan(&seq); err != nil {
-			return err
-		}
-		if r, ok := at[seq]; ok {
-			r.o.newSeqs[r.i] = seq
-		}
-	}
-	return rows.Err()
-}
-
 // deliver marks the seqs of ops (which share one delivery millisecond)
 // Delivered. Short IN lists are padded to a power of two by repeating the
 // last seq, so a handful of prepared statements serve every length.
-func (w *writer) deliver(ctx context.Context, tx *sql.Tx, ops []*op) error {
+func (w *writer) deliver(ctx context.Context, ops []*op) error {
 	seqs := w.seqBuf[:0]
 	for _, o := range ops {
 		seqs = append(seqs, o.seqs...)
@@ -572,10 +445,7 @@ func (w *writer) deliver(ctx context.Context, tx *sql.Tx, ops []*op) error {
 		for k := range p {
 			args = append(args, seqs[min(k, n-1)])
 		}
-		_, err := w.stmt(ctx, tx, stmtKey{opDeliver, p}).ExecContext(ctx, args...)
-		clear(args)
-		w.args = args[:0]
-		if err != nil {
+		if _, err := w.execStmt(ctx, stmtKey{kind: opDeliver, n: p}, args); err != nil {
 			return err
 		}
 		seqs = seqs[n:]
