@@ -11,6 +11,9 @@
 //   - list_peers round trip (median, p90) and the snapshot's size,
 //   - join-to-seen latency with pushed updates: the time from a new
 //     client's register until every push subscriber has its peer_joined.
+//     With -join-url the joins are made on another server of a cluster
+//     (cross-server push latency: subscribers on -url, joiners on
+//     -join-url, both timed in this process).
 //
 // It talks only to 127.0.0.0/8. Run it inside a private network
 // namespace (see BENCHMARKS.md for the exact command):
@@ -55,7 +58,7 @@ func main() {
 
 type options struct {
 	n, perWorker, perIP, conc, subs, samples, joins int
-	server, url, serverFlags, pprofDir              string
+	server, url, joinURL, serverFlags, pprofDir     string
 	pid                                             int
 	hold, timeout, pprofSeconds                     time.Duration
 }
@@ -70,12 +73,13 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	fs.StringVar(&o.pprofDir, "pprof", "", "directory: with -server, save the server's CPU profiles of the register burst and of the hold, and heap/goroutine profiles after the hold")
 	fs.DurationVar(&o.pprofSeconds, "pprof-seconds", 3*time.Second, "length of the register-burst CPU profile")
 	fs.StringVar(&o.url, "url", "", "URL of a running server (ws://127.x.y.z:port/)")
+	fs.StringVar(&o.joinURL, "join-url", "", "cluster: make the timed joins on this server (ws://...) while the push subscribers stay on -url (default: -url)")
 	fs.IntVar(&o.pid, "pid", 0, "process id of the running server, for RSS and CPU")
 	fs.IntVar(&o.perWorker, "max-per-worker", 15000, "clients per worker process (each needs that many open files)")
 	fs.IntVar(&o.perIP, "per-ip", 50, "clients per source address in 127.0.0.0/8")
 	fs.IntVar(&o.conc, "concurrency", 256, "handshakes in flight per worker")
 	fs.IntVar(&o.subs, "subscribers", 100, "push subscribers for the join-to-seen measure")
-	fs.IntVar(&o.samples, "samples", 50, "list_peers round trips to time")
+	fs.IntVar(&o.samples, "samples", 50, "list_peers round trips to time (0: none)")
 	fs.IntVar(&o.joins, "joins", 20, "joins to time")
 	fs.DurationVar(&o.hold, "hold", 20*time.Second, "idle hold before RSS is read and over which CPU is measured")
 	fs.DurationVar(&o.timeout, "timeout", 5*time.Minute, "bound on the whole run")
@@ -266,6 +270,24 @@ func coordinate(ctx context.Context, o options, stdout, stderr io.Writer) error 
 		1e6*(cpu1-cpu0)/(float64(total)*o.hold.Seconds()/10))
 
 	// list_peers round trip.
+	if o.samples > 0 {
+		if err := measureList(ctx, o, total, stdout); err != nil {
+			return err
+		}
+	}
+
+	// Push: subscribers, then timed joins.
+	if o.subs > 0 && o.joins > 0 {
+		if err := measurePush(ctx, o, total, stdout); err != nil {
+			return err
+		}
+	}
+	rssEnd, _ := procstat.RSSKiB(o.pid)
+	fmt.Fprintf(stdout, "server RSS at the end %d KiB\n", rssEnd)
+	return nil
+}
+
+func measureList(ctx context.Context, o options, total int, stdout io.Writer) error {
 	lc, err := dialClient(ctx, o.url, net.IPv4(127, 200, 0, 1))
 	if err != nil {
 		return err
@@ -288,15 +310,6 @@ func coordinate(ctx context.Context, o options, stdout, stderr io.Writer) error 
 	slices.Sort(rtts)
 	fmt.Fprintf(stdout, "list_peers at %d peers: median %.2f ms, p90 %.2f ms, max %.2f ms; snapshot %d bytes (%.0f bytes/peer)\n",
 		total, ms(rtts[len(rtts)/2]), ms(rtts[len(rtts)*9/10]), ms(rtts[len(rtts)-1]), size, float64(size)/float64(max(total, 1)))
-
-	// Push: subscribers, then timed joins.
-	if o.subs > 0 && o.joins > 0 {
-		if err := measurePush(ctx, o, total, stdout); err != nil {
-			return err
-		}
-	}
-	rssEnd, _ := procstat.RSSKiB(o.pid)
-	fmt.Fprintf(stdout, "server RSS at the end %d KiB\n", rssEnd)
 	return nil
 }
 
@@ -306,6 +319,13 @@ type subscriber struct {
 }
 
 func measurePush(ctx context.Context, o options, total int, stdout io.Writer) error {
+	// Joiner nicknames are unique to this process: in a cluster the
+	// subscribers also see other load generators' joins.
+	prefix := "joiner" + strconv.Itoa(os.Getpid()) + "-"
+	joinURL := o.url
+	if o.joinURL != "" {
+		joinURL = o.joinURL
+	}
 	subs := make([]*subscriber, o.subs)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -336,17 +356,17 @@ func measurePush(ctx context.Context, o options, total int, stdout io.Writer) er
 					return
 				}
 				if m, err := protocol.DecodeServerMessage(b); err == nil {
-					if j, ok := m.(*protocol.PeerJoined); ok {
+					if j, ok := m.(*protocol.PeerJoined); ok && strings.HasPrefix(j.Peer.Nickname, prefix) {
 						s.seen <- j.Peer.Nickname
 					}
 				}
 			}
 		}()
 	}
-	var worst, median []time.Duration
+	var worst, median, all []time.Duration
 	for j := range o.joins {
-		nick := "joiner" + strconv.Itoa(j)
-		jc, err := dialClient(ctx, o.url, net.IPv4(127, 202, 0, byte(j+1)))
+		nick := prefix + strconv.Itoa(j)
+		jc, err := dialClient(ctx, joinURL, net.IPv4(127, 202, byte((j+1)>>8), byte(j+1)))
 		if err != nil {
 			return err
 		}
@@ -366,6 +386,7 @@ func measurePush(ctx context.Context, o options, total int, stdout io.Writer) er
 		if len(lat) != len(subs) {
 			return fmt.Errorf("join %d: %d of %d subscribers saw it", j, len(lat), len(subs))
 		}
+		all = append(all, lat...)
 		slices.Sort(lat)
 		worst = append(worst, lat[len(lat)-1])
 		median = append(median, lat[len(lat)/2])
@@ -376,6 +397,13 @@ func measurePush(ctx context.Context, o options, total int, stdout io.Writer) er
 	slices.Sort(median)
 	fmt.Fprintf(stdout, "push join-to-seen at %d peers, %d subscribers, %d joins: last subscriber median %.2f ms (max %.2f ms); median subscriber %.2f ms\n",
 		total+o.subs, o.subs, o.joins, ms(worst[len(worst)/2]), ms(worst[len(worst)-1]), ms(median[len(median)/2]))
+	slices.Sort(all)
+	where := "same server"
+	if joinURL != o.url {
+		where = "joins on " + joinURL + ", subscribers on " + o.url
+	}
+	fmt.Fprintf(stdout, "push join-to-seen, all %d samples (%s): p50 %.2f ms, p99 %.2f ms, max %.2f ms\n",
+		len(all), where, ms(all[len(all)/2]), ms(all[len(all)*99/100]), ms(all[len(all)-1]))
 	for _, s := range subs {
 		s.ws.Close()
 	}
