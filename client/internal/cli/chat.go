@@ -38,21 +38,23 @@ func runChat(ctx context.Context, s Settings, env Env, logger *slog.Logger) int 
 	defer prof.store.Close()
 	secs := func(n int64) time.Duration { return time.Duration(n) * time.Second }
 	node, err := chat.Start(ctx, chat.Config{
-		Network:           env.Network,
-		Nickname:          s.Nickname,
-		Mode:              chat.Mode(s.Config.Network.Mode),
-		Interface:         ifi,
-		AnnounceInterval:  secs(s.Config.Peer.AnnounceIntervalSecs),
-		Timeout:           secs(s.Config.Peer.TimeoutSecs),
-		BootstrapServers:  s.Config.Network.BootstrapServers,
-		HeartbeatInterval: secs(s.Config.Discovery.HeartbeatIntervalSecs),
-		PeerTimeout:       secs(s.Config.Discovery.PeerTimeoutSecs),
-		Identity:          prof.key,
-		Trust:             prof.trust,
-		RequireEncryption: s.Config.Security.RequireEncryption,
-		Store:             prof.store,
-		MessageTTL:        time.Duration(s.Config.Messages.QueueTTLDays) * 24 * time.Hour,
-		Logger:            logger,
+		Network:             env.Network,
+		Nickname:            s.Nickname,
+		Mode:                chat.Mode(s.Config.Network.Mode),
+		Interface:           ifi,
+		AnnounceInterval:    secs(s.Config.Peer.AnnounceIntervalSecs),
+		Timeout:             secs(s.Config.Peer.TimeoutSecs),
+		BootstrapServers:    s.Config.Network.BootstrapServers,
+		HeartbeatInterval:   secs(s.Config.Discovery.HeartbeatIntervalSecs),
+		PeerTimeout:         secs(s.Config.Discovery.PeerTimeoutSecs),
+		Identity:            prof.key,
+		Trust:               prof.trust,
+		RequireEncryption:   s.Config.Security.RequireEncryption,
+		Store:               prof.store,
+		MessageTTL:          time.Duration(s.Config.Messages.QueueTTLDays) * 24 * time.Hour,
+		RoomHistoryMessages: int(s.Config.Rooms.HistoryMessages),
+		RoomHistoryAge:      time.Duration(s.Config.Rooms.HistoryDays) * 24 * time.Hour,
+		Logger:              logger,
 	})
 	if err != nil {
 		fmt.Fprintf(env.Stderr, "parlance: cannot start: %v\n", err)

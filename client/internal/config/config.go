@@ -26,7 +26,21 @@ type Config struct {
 	Profile   Profile
 	Security  Security
 	Messages  Messages
+	Rooms     Rooms
 }
+
+// Rooms is the [rooms] table (ours): the history a member serves to one
+// that joins late or comes back.
+type Rooms struct {
+	HistoryMessages int64 // at most this many messages (1-100000)
+	HistoryDays     int64 // none older than this (1-365)
+}
+
+// Bounds of the [rooms] keys.
+const (
+	MaxRoomHistoryMessages = 100000
+	MaxRoomHistoryDays     = 365
+)
 
 // Messages is the [messages] table (ours): the offline queue.
 type Messages struct {
@@ -83,6 +97,7 @@ func Default() Config {
 		Peer:      Peer{AnnounceIntervalSecs: 5, TimeoutSecs: 15},
 		Log:       Log{Level: "warn"},
 		Messages:  Messages{QueueTTLDays: 7},
+		Rooms:     Rooms{HistoryMessages: 500, HistoryDays: 7},
 	}
 }
 
@@ -297,6 +312,8 @@ var keys = []key{
 	strKey("profile.identity_file", func(c *Config, s string) { c.Profile.IdentityFile = s }, nil),
 	boolKey("security.require_encryption", func(c *Config, b bool) { c.Security.RequireEncryption = b }),
 	secsKey("messages.queue_ttl_days", MaxQueueTTLDays, func(c *Config, n int64) { c.Messages.QueueTTLDays = n }),
+	secsKey("rooms.history_messages", MaxRoomHistoryMessages, func(c *Config, n int64) { c.Rooms.HistoryMessages = n }),
+	secsKey("rooms.history_days", MaxRoomHistoryDays, func(c *Config, n int64) { c.Rooms.HistoryDays = n }),
 }
 
 // Parse reads a configuration file's contents on top of the defaults. file
@@ -456,7 +473,7 @@ func knownTable(name string) bool {
 func knownIn(name string) string {
 	t, _, ok := strings.Cut(name, ".")
 	if !ok {
-		return " (keys belong in [network], [discovery], [peer], [log], [profile], [security] or [messages])"
+		return " (keys belong in [network], [discovery], [peer], [log], [profile], [security], [messages] or [rooms])"
 	}
 	var known []string
 	for _, k := range keys {
@@ -567,6 +584,13 @@ require_encryption = false
 # Days a message to a known peer that is away waits in the queue (in the
 # profile's messages.db) before it expires undelivered (1-365).
 queue_ttl_days = 7
+
+[rooms]
+# What a member sends one that joins a room late or comes back: at most
+# history_messages messages (1-100000), none older than history_days
+# days (1-365).
+history_messages = 500
+history_days = 7
 `
 
 // Generate writes Template to path. It refuses to overwrite a file.

@@ -45,6 +45,9 @@ identity_file = "/keys/alice"
 require_encryption = true
 [messages]
 queue_ttl_days = 30
+[rooms]
+history_messages = 2000
+history_days = 30
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -57,6 +60,7 @@ queue_ttl_days = 30
 		Profile:   Profile{DataDir: "/srv/parlance", IdentityFile: "/keys/alice"},
 		Security:  Security{RequireEncryption: true},
 		Messages:  Messages{QueueTTLDays: 30},
+		Rooms:     Rooms{HistoryMessages: 2000, HistoryDays: 30},
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("got %+v\nwant %+v", c, want)
@@ -115,6 +119,8 @@ func TestParseErrors(t *testing.T) {
 		{"interval a float", "[peer]\nannounce_interval_secs = 2.5\n", `p.toml:2: peer.announce_interval_secs must be an integer from 1 to 3600, got 2.5`},
 		{"timeout too large", "[peer]\ntimeout_secs = 100000\n", `p.toml:2: peer.timeout_secs must be an integer from 1 to 86400, got 100000`},
 		{"queue ttl zero", "[messages]\nqueue_ttl_days = 0\n", `p.toml:2: messages.queue_ttl_days must be an integer from 1 to 365, got 0`},
+		{"room history too long", "[rooms]\nhistory_messages = 100001\n", `p.toml:2: rooms.history_messages must be an integer from 1 to 100000, got 100001`},
+		{"room history days a float", "[rooms]\nhistory_days = 1.5\n", `p.toml:2: rooms.history_days must be an integer from 1 to 365, got 1.5`},
 		{"queue ttl a string", "[messages]\n\nqueue_ttl_days = \"7d\"\n", `p.toml:3: messages.queue_ttl_days must be an integer from 1 to 365, got "7d"`},
 		{"timeout not above interval", "[peer]\nannounce_interval_secs = 10\ntimeout_secs = 10\n", `p.toml:3: peer.timeout_secs must be greater than peer.announce_interval_secs (10), got 10`},
 		{"heartbeat zero", "[discovery]\nheartbeat_interval_secs = 0\n", `p.toml:2: discovery.heartbeat_interval_secs must be an integer from 1 to 3600, got 0`},
