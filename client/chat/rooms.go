@@ -75,6 +75,11 @@ const (
 	// roomLinkQueue bounds the lines waiting on one link; past it the
 	// oldest go (anti-entropy brings them).
 	roomLinkQueue = 4096
+	// roomLinkIdle closes a link's session after this long unused:
+	// longer than RoomSyncInterval, so that a quiet room's links stay up
+	// between summary rounds instead of reconnecting for each, and
+	// shorter than a receiver's idle timeout (DefaultReceiveIdleTimeout).
+	roomLinkIdle = 3 * RoomSyncInterval
 	// liveWindow: a message written this recently and sent by its author
 	// is live, and counts toward the author's rate.
 	liveWindow = time.Minute
@@ -169,6 +174,7 @@ type joinedRoom struct {
 	totals  map[string]*rate.Limiter // all an author sends us, by author
 	noticed map[string]time.Time     // rate notices, by author
 	replied map[string]time.Time     // summary answers, by member
+	sent    map[string]*sentTo       // what answers sent each member lately
 	// order keeps deliveries shown in the order the log gave them:
 	// taken while mu is held, released after the emit.
 	order sync.Mutex
@@ -183,6 +189,12 @@ type roomPeerChange struct {
 	tell bool
 	// gone: no entry with the peer's key is left.
 	gone bool
+	// restarted: the peer is a new instance of a key known before: our
+	// links to it hold sessions to the old one.
+	restarted bool
+	// done, when set, is closed once the changes queued before it are
+	// applied (JoinRoom waits for it); peer is then unset.
+	done chan struct{}
 }
 
 func newRooms(n *Node) *rooms {
@@ -269,7 +281,7 @@ func (rs *rooms) open(ctx context.Context, name room.Name, r *room.Room, private
 	return &joinedRoom{
 		name: name, r: r, log: log, private: private, joined: joined,
 		members: make(map[string]string), limits: make(map[string]*rate.Limiter), totals: make(map[string]*rate.Limiter),
-		noticed: make(map[string]time.Time), replied: make(map[string]time.Time),
+		noticed: make(map[string]time.Time), replied: make(map[string]time.Time), sent: make(map[string]*sentTo),
 	}, nil
 }
 
@@ -357,26 +369,41 @@ func (n *Node) JoinRoom(ctx context.Context, name, secret string) (RoomInfo, err
 	} else if err := n.store.SetCurrentRoom(ctx, r.ID); err != nil {
 		return RoomInfo{}, err
 	}
-	// The peers listed now; later changes come through observeRoomPeer.
-	var peers []registry.Peer
-	if err := n.read(ctx, func(ls *loopState) { peers = ls.reg.List() }); err != nil {
-		return RoomInfo{}, err
-	}
 	rs.mu.Lock()
 	if j != nil {
 		if _, raced := rs.byID[r.ID]; !raced {
 			rs.byID[r.ID] = j
 		}
 	}
+	rs.current = r.ID
+	tags := rs.tagsLocked()
+	rs.mu.Unlock()
+	// The room is in byID: from now on every registry change reaches it.
+	// The peers listed now are queued behind the changes already queued,
+	// from the event loop, so that none is applied out of order; the
+	// join's answer lists them, so they are not told one by one.
+	done := make(chan struct{})
+	if err := n.read(ctx, func(ls *loopState) {
+		chs := make([]roomPeerChange, 0, ls.reg.Len()+1)
+		for _, p := range ls.reg.List() {
+			chs = append(chs, roomPeerChange{peer: p})
+		}
+		rs.queue(append(chs, roomPeerChange{done: done}))
+	}); err != nil {
+		return RoomInfo{}, err
+	}
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return RoomInfo{}, ctx.Err()
+	case <-n.ctx.Done():
+		return RoomInfo{}, ErrClosed
+	}
+	rs.mu.Lock()
 	j = rs.byID[r.ID]
 	if j == nil { // left meanwhile
 		rs.mu.Unlock()
 		return RoomInfo{}, fmt.Errorf("%w %s: left while joining", ErrNotInRoom, nm)
-	}
-	rs.current = r.ID
-	tags := rs.tagsLocked()
-	for _, p := range peers {
-		rs.memberLocked(j, p, false, time.Now()) // the join's answer lists them
 	}
 	info := rs.infoLocked(j)
 	rs.mu.Unlock()
@@ -643,9 +670,17 @@ func (ls *loopState) observeRoomPeer(c registry.Change) {
 		if sessionKey(c.Old) != sessionKey(c.Peer) {
 			chs = append(chs, gone(c.Old))
 		}
-		chs = append(chs, roomPeerChange{peer: c.Peer})
+		chs = append(chs, roomPeerChange{peer: c.Peer, restarted: true})
 	case registry.Left, registry.Expired:
 		chs = append(chs, gone(c.Peer))
+	}
+	rs.queue(chs)
+}
+
+// queue queues changes for the rooms goroutine and wakes it.
+func (rs *rooms) queue(chs []roomPeerChange) {
+	if len(chs) == 0 {
+		return
 	}
 	rs.obsMu.Lock()
 	rs.changes = append(rs.changes, chs...)
@@ -768,6 +803,13 @@ func (rs *rooms) applyChanges() {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	for _, c := range chs {
+		if c.done != nil {
+			close(c.done)
+			continue
+		}
+		if k := sessionKey(c.peer); c.restarted && k != "" {
+			rs.resetLink(k)
+		}
 		for _, j := range rs.sortedLocked() {
 			if c.gone {
 				if k := sessionKey(c.peer); k != "" {
@@ -941,13 +983,28 @@ func (n *Node) receiveRoom(from, nick string, lines []roomLine) {
 
 // answerSummaryLocked sends from what it lacks, and our summary if it
 // holds something we lack.
+//
+// A summary cannot say "I hold these past a gap" (see client/room), so a
+// member with a gap no one can fill (it missed more than the history
+// bound) would be sent the same messages on every exchange. Messages sent
+// to a member in answer within answerRepeat are not sent again; after
+// that, all it lacks is sent once more.
 func (rs *rooms) answerSummaryLocked(j *joinedRoom, from string, theirs *protocol.RoomSummary, now time.Time) {
+	sent := j.sent[from]
+	if sent == nil || now.Sub(sent.at) >= answerRepeat {
+		sent = &sentTo{at: now, upTo: make(map[string]uint64)}
+		j.sent[from] = sent
+	}
 	for _, m := range j.log.Missing(*theirs, now) {
+		if m.Seq <= sent.upTo[m.Author] {
+			continue
+		}
 		line, err := protocol.EncodeRoomMessage(m)
 		if err != nil {
 			continue
 		}
 		rs.send(from, line)
+		sent.upTo[m.Author] = max(sent.upTo[m.Author], m.Seq)
 	}
 	ours := make(map[string]uint64)
 	for _, h := range j.log.Summary().Have {
@@ -964,11 +1021,23 @@ func (rs *rooms) answerSummaryLocked(j *joinedRoom, from string, theirs *protoco
 	}
 }
 
+// sentTo is what answers sent one member since at: per author, the
+// highest seq.
+type sentTo struct {
+	at   time.Time
+	upTo map[string]uint64
+}
+
+// answerRepeat is how long messages sent to a member in answer to its
+// summary are not sent again: six summary rounds.
+const answerRepeat = 6 * RoomSyncInterval
+
 // roomLink carries our room lines to one member over a kept-open session.
 type roomLink struct {
 	key     string
 	mu      sync.Mutex
 	queue   [][]byte
+	reset   bool // the member restarted: drop the session, if any
 	running bool
 	signal  chan struct{}
 	dropped int
@@ -991,6 +1060,35 @@ func (rs *rooms) send(key string, line []byte) {
 	if start {
 		n.spawn(func() { rs.runLink(l) })
 	}
+	select {
+	case l.signal <- struct{}{}:
+	default:
+	}
+}
+
+// forgetSent forgets what answers sent the member with key, so that its
+// next summary is answered in full.
+func (rs *rooms) forgetSent(key string) {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	for _, j := range rs.byID {
+		delete(j.sent, key)
+	}
+}
+
+// resetLink makes the link to key, if it runs, drop its session: the
+// member restarted, and a session to its old instance would swallow
+// what is written next.
+func (rs *rooms) resetLink(key string) {
+	rs.linksMu.Lock()
+	l := rs.links[key]
+	rs.linksMu.Unlock()
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	l.reset = l.running
+	l.mu.Unlock()
 	select {
 	case l.signal <- struct{}{}:
 	default:
@@ -1021,16 +1119,22 @@ func (rs *rooms) runLink(l *roomLink) {
 			n.untrackConn(raw)
 		}
 	}()
-	idle := time.NewTimer(n.cfg.IdleTimeout)
+	idle := time.NewTimer(roomLinkIdle)
 	defer idle.Stop()
 	var buf []byte
 	drop := func(lines [][]byte, why string, err error) {
 		n.log.Debug("room lines dropped", "to", shortFP(l.key), "lines", len(lines), "why", why, "err", err)
+		rs.forgetSent(l.key) // answers may have been among them
 	}
 	for {
 		l.mu.Lock()
 		lines := l.queue
 		l.queue = nil
+		if l.reset && conn != nil {
+			n.untrackConn(raw)
+			conn, raw = nil, nil
+		}
+		l.reset = false
 		if len(lines) == 0 && conn == nil {
 			l.running = false
 			l.mu.Unlock()
@@ -1038,7 +1142,7 @@ func (rs *rooms) runLink(l *roomLink) {
 		}
 		l.mu.Unlock()
 		if len(lines) == 0 {
-			idle.Reset(n.cfg.IdleTimeout)
+			idle.Reset(roomLinkIdle)
 			select {
 			case <-l.signal:
 			case <-idle.C:

@@ -52,9 +52,12 @@
 //
 // deps says what the author had seen: for each other author whose highest
 // delivered seq changed since the author's own previous message, that
-// author and seq. A delta keeps lines short (usually 0 to 3 entries); it is
-// complete by induction, since the previous message waited for its own
-// deps, and a message waits for its author's previous one.
+// author and seq. A delta keeps lines short when few others spoke since
+// the author's previous message; in a busy room where everyone speaks in
+// turn it lists nearly every author (measured: 74 of 99 at 100 members,
+// lines of about 4.7 KB). It is complete by induction, since the previous
+// message waited for its own deps, and a message waits for its author's
+// previous one.
 //
 // # The log
 //
