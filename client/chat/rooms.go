@@ -1040,7 +1040,7 @@ type roomLink struct {
 	reset   bool // the member restarted: drop the session, if any
 	running bool
 	signal  chan struct{}
-	dropped int
+	dropped int // lines dropped from a full queue, over the link's life
 }
 
 // send queues line for the member with key, starting its link if needed.
@@ -1049,14 +1049,19 @@ func (rs *rooms) send(key string, line []byte) {
 	n := rs.n
 	l := rs.linkFor(key)
 	l.mu.Lock()
-	if len(l.queue) >= roomLinkQueue {
+	overflow := len(l.queue) >= roomLinkQueue
+	if overflow {
 		l.queue = l.queue[1:]
 		l.dropped++
 	}
+	dropped := l.dropped
 	l.queue = append(l.queue, line)
 	start := !l.running
 	l.running = true
 	l.mu.Unlock()
+	if overflow && dropped&(dropped-1) == 0 { // 1, 2, 4, ...: not a line each
+		n.log.Warn("room link queue full; oldest lines dropped (anti-entropy brings them)", "to", shortFP(key), "dropped", dropped)
+	}
 	if start {
 		n.spawn(func() { rs.runLink(l) })
 	}
