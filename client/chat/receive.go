@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -101,6 +102,17 @@ func (n *Node) serve(c net.Conn) {
 		}
 		if len(line) == 0 || (len(line) == 1 && line[0] == '\r') {
 			continue
+		}
+		if encrypted && bytes.HasPrefix(line, roomLinePrefix) {
+			// Our room lines, as we write them: parsed once, not
+			// tried as a chat line and a punch first.
+			if rl, err := decodeRoomLine(line); err == nil {
+				in.rooms = append(in.rooms, rl)
+				if lr.Buffered() == 0 || len(in.rooms) >= maxReceiveBatch {
+					in.flushRooms()
+				}
+				continue
+			}
 		}
 		msg, err := protocol.DecodeChatLine(line)
 		if err != nil {

@@ -1,6 +1,7 @@
 package chat
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/ed25519"
@@ -907,8 +908,20 @@ type roomLine struct {
 	sum *protocol.RoomSummary
 }
 
+// roomLinePrefix starts every room line as protocol encodes it (the type
+// first); roomSumPrefix a room_sum line.
+var (
+	roomLinePrefix = []byte(`{"type":"room_`)
+	roomSumPrefix  = []byte(`{"type":"` + protocol.RoomSummaryType + `"`)
+)
+
 // decodeRoomLine parses a room_msg or room_sum line.
 func decodeRoomLine(line []byte) (roomLine, error) {
+	if bytes.HasPrefix(line, roomSumPrefix) {
+		if s, err := protocol.DecodeRoomSummary(line); err == nil {
+			return roomLine{sum: s}, nil
+		}
+	}
 	m, err := protocol.DecodeRoomMessage(line)
 	if err == nil {
 		return roomLine{msg: m}, nil
