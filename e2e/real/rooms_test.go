@@ -109,43 +109,7 @@ func TestRealLocalRoom20(t *testing.T) {
 	for i := range n {
 		all = append(all, s.startLocal(fmt.Sprintf("p%02d", i+1)))
 	}
-	others := func(p *peer) []string {
-		var out []string
-		for _, o := range all {
-			if o != p {
-				out = append(out, o.nick)
-			}
-		}
-		return out
-	}
-	// Everyone knows everyone first, so that every later join is told.
-	for _, p := range all {
-		for _, nick := range others(p) {
-			p.waitJoined(0, nick)
-		}
-	}
-	listed := map[*peer][]string{}
-	for _, p := range all {
-		listed[p] = p.joinRoom(room)
-	}
-	for _, p := range all {
-		p.waitMembers(room, listed[p], others(p))
-	}
-	texts := map[string]string{}
-	for _, p := range all {
-		texts[p.nick] = "hello from " + p.nick + ", a plain line"
-		p.postRoom(room, texts[p.nick])
-	}
-	wantFor := func(p *peer) map[string]string {
-		w := map[string]string{}
-		for _, nick := range others(p) {
-			w[nick] = texts[nick]
-		}
-		return w
-	}
-	for _, p := range all {
-		p.waitRoomLines(room, wantFor(p))
-	}
+	wantFor := talkInRoom(all, room, func(nick string) string { return "hello from " + nick + ", a plain line" })
 	for _, p := range all {
 		m := p.Mark()
 		p.Input("/history " + room + " 50")
@@ -179,42 +143,7 @@ func TestRealNATRoom(t *testing.T) {
 	nb := n.startPeer(bns, "bob", bip, symmetric.WANIP)
 	nc := n.startPeer(cns, "carol", cip, cip)
 	all := []*peer{na.peer, nb.peer, nc.peer}
-	names := func(p *peer) []string {
-		var out []string
-		for _, o := range all {
-			if o != p {
-				out = append(out, o.nick)
-			}
-		}
-		return out
-	}
-	for _, p := range all {
-		for _, nick := range names(p) {
-			p.waitJoined(0, nick)
-		}
-	}
-	listed := map[*peer][]string{}
-	for _, p := range all {
-		listed[p] = p.joinRoom(room)
-	}
-	for _, p := range all {
-		p.waitMembers(room, listed[p], names(p))
-	}
-	texts := map[string]string{}
-	for _, p := range all {
-		texts[p.nick] = "hello across the NATs from " + p.nick
-		p.postRoom(room, texts[p.nick])
-	}
-	wantFor := func(p *peer) map[string]string {
-		w := map[string]string{}
-		for _, nick := range names(p) {
-			w[nick] = texts[nick]
-		}
-		return w
-	}
-	for _, p := range all {
-		p.waitRoomLines(room, wantFor(p))
-	}
+	wantFor := talkInRoom(all, room, func(nick string) string { return "hello across the NATs from " + nick })
 	// Only the relay joins a cone NAT and a symmetric one.
 	if a, b := na.pathTo("bob"), nb.pathTo("alice"); a != "relayed" || b != "relayed" {
 		t.Errorf("paths alice -> bob %q, bob -> alice %q; want relayed both ways", a, b)
@@ -227,4 +156,47 @@ func TestRealNATRoom(t *testing.T) {
 	}
 	alive(t, n.server)
 	noTerminalControls(t, all...)
+}
+
+// talkInRoom waits until every peer lists every other (so that every
+// later room join is told), has all /join room and wait to see the others
+// as members, has each post text(its nick) as a plain line, and waits
+// until each printed every other's line. It returns what each must have
+// printed: the others' lines by nickname.
+func talkInRoom(all []*peer, room string, text func(nick string) string) (wantFor func(*peer) map[string]string) {
+	others := func(p *peer) []string {
+		var out []string
+		for _, o := range all {
+			if o != p {
+				out = append(out, o.nick)
+			}
+		}
+		return out
+	}
+	for _, p := range all {
+		for _, nick := range others(p) {
+			p.waitJoined(0, nick)
+		}
+	}
+	listed := map[*peer][]string{}
+	for _, p := range all {
+		listed[p] = p.joinRoom(room)
+	}
+	for _, p := range all {
+		p.waitMembers(room, listed[p], others(p))
+	}
+	for _, p := range all {
+		p.postRoom(room, text(p.nick))
+	}
+	wantFor = func(p *peer) map[string]string {
+		w := map[string]string{}
+		for _, nick := range others(p) {
+			w[nick] = text(nick)
+		}
+		return w
+	}
+	for _, p := range all {
+		p.waitRoomLines(room, wantFor(p))
+	}
+	return wantFor
 }
