@@ -313,13 +313,25 @@
 // author (1, unless it joined after the author's first messages left
 // everyone's bounded history). "have" is required, and empty from a member
 // that holds nothing; at most [MaxRoomMembers] entries, seq at least 1, no
-// author twice. The receiver answers with the room_msg lines the sender
-// lacks, oldest first, within its history bound (by default the last 500
-// messages, none older than 7 days), and, when the summary shows the
-// sender holds something the receiver lacks, with its own summary (at
-// most once a second per member and room), so one exchange goes both
-// ways. Members send their summaries to a member when they first see it
-// in the room, first on every new session to it, and every 30 seconds.
+// author twice. "ask", optional, lists authors (keys, at most
+// [MaxRoomMembers], none twice; "ask":[] is the same as none) whose
+// messages the sender asks the receiver for:
+//
+//	{"type":"room_sum","room":"4f1c2a9e8b7d6c5f4e3d2c1b0a998877","have":[{"a":"iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w=","s":7}],"ask":["gTl3Dqh9F19Wo1Rmw0x+zMuNipG07jeiXfYPW4/Js5Q="]}
+//
+// Fetching is pulled, so that a member that missed something gets each
+// message once rather than from every member that holds it. A summary
+// that asks is answered with the room_msg lines of the asked authors that
+// the sender lacks, oldest first, within the receiver's history bound (by
+// default the last 500 messages, none older than 7 days). A summary that
+// shows the sender holds more of some authors than the receiver makes the
+// receiver ask it for them, in a summary of its own; one that does not ask
+// and shows the sender lacks something is answered with the receiver's
+// summary (at most once a second per member and room), so that the sender
+// can ask. Our client asks one member per author at a time and asks again,
+// of whoever shows it holds more, after 10 seconds without the answer.
+// Members send their summaries to a member when they first see it in the
+// room, first on every new session to it, and every 30 seconds.
 //
 // Every field is required except deps; decoding checks their shapes, not
 // the signature, which the receiver verifies before it keeps the message.

@@ -70,10 +70,16 @@ type RoomMessage struct {
 
 // RoomSummary tells a member what the sender holds of a room: for each
 // author, the highest seq it holds contiguously from the start of its
-// history. The receiver answers with what the sender lacks.
+// history. Ask, when set, asks the receiver for the messages of those
+// authors that the sender lacks; without it the receiver only learns what
+// the sender holds (and may ask it in turn).
 type RoomSummary struct {
 	Room string    `json:"room"`
 	Have []RoomSeq `json:"have"`
+	// Ask lists authors (keys, wire form) whose messages the sender asks
+	// the receiver for: at most MaxRoomMembers, none twice; omitted when
+	// empty.
+	Ask []string `json:"ask,omitempty"`
 }
 
 // Line types of room traffic. A chat line has no "type" key; these do.
@@ -156,7 +162,37 @@ func (s *RoomSummary) Validate() error {
 	if err := checkRoomID(what, s.Room); err != nil {
 		return err
 	}
-	return checkRoomSeqs(what, "have", s.Have, "")
+	if err := checkRoomSeqs(what, "have", s.Have, ""); err != nil {
+		return err
+	}
+	return checkRoomAsk(what, s.Ask)
+}
+
+// checkRoomAsk checks a summary's ask list: at most MaxRoomMembers keys,
+// none twice.
+func checkRoomAsk(what string, ask []string) error {
+	if len(ask) > MaxRoomMembers {
+		return fmt.Errorf("%s: field `ask` has more than %d entries: %w", what, MaxRoomMembers, ErrMalformed)
+	}
+	var seen map[string]bool
+	if len(ask) > 8 {
+		seen = make(map[string]bool, len(ask))
+	}
+	for i, a := range ask {
+		if _, err := ParsePublicKey(a); err != nil {
+			return fmt.Errorf("%s: field `ask[%d]`: %v: %w", what, i, err, ErrMalformed)
+		}
+		dup := seen[a]
+		if seen == nil {
+			dup = slices.Contains(ask[:i], a)
+		} else {
+			seen[a] = true
+		}
+		if dup {
+			return fmt.Errorf("%s: field `ask[%d]`: author listed twice: %w", what, i, ErrMalformed)
+		}
+	}
+	return nil
 }
 
 func checkRoomID(what, id string) error {
@@ -241,7 +277,8 @@ func EncodeRoomSummary(s *RoomSummary) ([]byte, error) {
 		Type string    `json:"type"`
 		Room string    `json:"room"`
 		Have []RoomSeq `json:"have"`
-	}{RoomSummaryType, s.Room, have})
+		Ask  []string  `json:"ask,omitempty"`
+	}{RoomSummaryType, s.Room, have, s.Ask})
 }
 
 func encodeRoomLine(what string, v any) ([]byte, error) {
@@ -361,6 +398,7 @@ func DecodeRoomSummary(line []byte) (*RoomSummary, error) {
 	var w struct {
 		Room *string        `json:"room"`
 		Have *[]roomSeqWire `json:"have"`
+		Ask  []string       `json:"ask"`
 	}
 	if err := unmarshal(what, line, &w); err != nil {
 		return nil, err
@@ -376,7 +414,13 @@ func DecodeRoomSummary(line []byte) (*RoomSummary, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(w.Ask) > MaxRoomMembers {
+		return nil, fmt.Errorf("%s: field `ask` has more than %d entries: %w", what, MaxRoomMembers, ErrMalformed)
+	}
 	s := &RoomSummary{Room: *w.Room, Have: have}
+	if len(w.Ask) > 0 { // "ask":[] is no ask, as omitted
+		s.Ask = w.Ask
+	}
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}

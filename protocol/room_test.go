@@ -49,6 +49,9 @@ func TestGoldenRoomLines(t *testing.T) {
 		{"empty summary of a late joiner", &RoomSummary{Room: testRoomID},
 			`{"type":"room_sum","room":"4f1c2a9e8b7d6c5f4e3d2c1b0a998877","have":[]}` + "\n",
 			encodeSum, decodeSum},
+		{"summary that asks", &RoomSummary{Room: testRoomID, Have: []RoomSeq{{Author: testKey1, Seq: 7}}, Ask: []string{testKey2}},
+			`{"type":"room_sum","room":"4f1c2a9e8b7d6c5f4e3d2c1b0a998877","have":[{"a":"iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w=","s":7}],"ask":["gTl3Dqh9F19Wo1Rmw0x+zMuNipG07jeiXfYPW4/Js5Q="]}` + "\n",
+			encodeSum, decodeSum},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -173,6 +176,11 @@ func TestDecodeRoomErrors(t *testing.T) {
 		manyDeps[i] = fmt.Sprintf(`{"a":"%s","s":%d}`, pub(testKey(byte(i+3))), i+1)
 	}
 	manyHave := strings.Join(manyDeps, ",")
+	asks := make([]string, MaxRoomMembers+1)
+	for i := range asks {
+		asks[i] = `"` + pub(testKey(byte(i+3))) + `"`
+	}
+	manyAsk := strings.Join(asks, ",")
 	sum := `{"type":"room_sum","room":"` + testRoomID + `","have":[` + dep + `]}`
 	withSum := func(old, new string) string { return strings.Replace(sum, old, new, 1) }
 	tests := []struct {
@@ -223,6 +231,10 @@ func TestDecodeRoomErrors(t *testing.T) {
 		{"summary author twice", decodeSumErr, withSum(dep, dep+","+dep), ErrMalformed, "field `have[1]`: author listed twice"},
 		{"summary too many entries", decodeSumErr, withSum(dep, manyHave), ErrMalformed, "field `have` has more than 256 entries"},
 		{"summary bad room", decodeSumErr, withSum(testRoomID, "general"), ErrMalformed, "field `room` must be a room ID"},
+		{"ask not an array", decodeSumErr, withSum(`]}`, `],"ask":"`+testKey2+`"}`), ErrMalformed, "field `ask` must be an array"},
+		{"ask with a bad key", decodeSumErr, withSum(`]}`, `],"ask":["bob"]}`), ErrMalformed, "field `ask[0]`: not a base64 Ed25519 public key"},
+		{"ask author twice", decodeSumErr, withSum(`]}`, `],"ask":["`+testKey2+`","`+testKey1+`","`+testKey2+`"]}`), ErrMalformed, "field `ask[2]`: author listed twice"},
+		{"ask too long", decodeSumErr, withSum(`]}`, `],"ask":[`+manyAsk+`]}`), ErrMalformed, "field `ask` has more than 256 entries"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -295,6 +307,7 @@ func FuzzDecodeRoomMessage(f *testing.F) {
 func FuzzDecodeRoomSummary(f *testing.F) {
 	f.Add([]byte(`{"type":"room_sum","room":"4f1c2a9e8b7d6c5f4e3d2c1b0a998877","have":[{"a":"iojj3XQJ8ZX9UtstPLpdcspnCb8dlBIb83SIAbQPb1w=","s":7}]}` + "\n"))
 	f.Add([]byte(`{"type":"room_sum","room":"4f1c2a9e8b7d6c5f4e3d2c1b0a998877","have":[]}`))
+	f.Add([]byte(`{"type":"room_sum","room":"4f1c2a9e8b7d6c5f4e3d2c1b0a998877","have":[],"ask":["gTl3Dqh9F19Wo1Rmw0x+zMuNipG07jeiXfYPW4/Js5Q="]}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		s, err := DecodeRoomSummary(b)
 		if err != nil {

@@ -38,12 +38,17 @@ import (
 // (roomLink), a kept-open session it writes room lines on, and reads room
 // lines on the connections others open to it (serve). Nothing is
 // acknowledged: a line lost with a broken connection comes back through
-// anti-entropy. A link that (re)connects first sends our summary of every
-// room the two share, so the other side sends what we miss; a summary
-// showing that its sender holds something we lack is answered with ours
-// (at most once a second per member and room), so the exchange goes both
-// ways without a loop. Every member sends its summaries every
-// RoomSyncInterval, and to a member as soon as it appears.
+// anti-entropy, which is pulled: a summary says what its sender holds,
+// and only a summary that asks for some authors is answered with
+// messages. A member that learns another holds more asks it (one member
+// per author, until that ask is answered or times out), so a member back
+// from a restart gets each message it missed once, not once from every
+// member (answerSummaryLocked). A link that (re)connects first sends our
+// summary of every room the two share; a summary showing that its sender
+// lacks something we hold is answered with ours (at most once a second
+// per member and room), so that it can ask. Every member sends its
+// summaries every RoomSyncInterval, and to a member as soon as it
+// appears.
 //
 // Display and storage: a message is stored and marked shown (one commit
 // for a batch) before its event is emitted, in the log's causal order;
@@ -176,6 +181,7 @@ type joinedRoom struct {
 	noticed map[string]time.Time     // rate notices, by author
 	replied map[string]time.Time     // summary answers, by member
 	sent    map[string]*sentTo       // what answers sent each member lately
+	asked   map[string]askedOf       // our latest ask, by author
 	// order keeps deliveries shown in the order the log gave them:
 	// taken while mu is held, released after the emit.
 	order sync.Mutex
@@ -282,7 +288,7 @@ func (rs *rooms) open(ctx context.Context, name room.Name, r *room.Room, private
 	return &joinedRoom{
 		name: name, r: r, log: log, private: private, joined: joined,
 		members: make(map[string]string), limits: make(map[string]*rate.Limiter), totals: make(map[string]*rate.Limiter),
-		noticed: make(map[string]time.Time), replied: make(map[string]time.Time), sent: make(map[string]*sentTo),
+		noticed: make(map[string]time.Time), replied: make(map[string]time.Time), sent: make(map[string]*sentTo), asked: make(map[string]askedOf),
 	}, nil
 }
 
@@ -730,7 +736,12 @@ func (rs *rooms) setMemberLocked(j *joinedRoom, key, nick string, is, tell bool,
 
 func (rs *rooms) sendSummaryLocked(j *joinedRoom, key string) {
 	s := j.log.Summary()
-	line, err := protocol.EncodeRoomSummary(&s)
+	rs.sendLocked(j, key, &s)
+}
+
+// sendLocked sends summary s of j to the member with key.
+func (rs *rooms) sendLocked(j *joinedRoom, key string, s *protocol.RoomSummary) {
+	line, err := protocol.EncodeRoomSummary(s)
 	if err != nil {
 		rs.n.log.Error("room summary not encoded", "room", j.name.String(), "err", err)
 		return
@@ -994,45 +1005,114 @@ func (n *Node) receiveRoom(from, nick string, lines []roomLine) {
 	}
 }
 
-// answerSummaryLocked sends from what it lacks, and our summary if it
-// holds something we lack.
+// answerSummaryLocked handles a member's summary. Fetching is pulled, so
+// that a member who missed something gets each message once, not once
+// from every member that holds it:
+//
+//   - a summary that asks is answered with what from lacks of the authors
+//     it asks for;
+//   - where from holds more than we do, we ask it for those authors (see
+//     wantLocked), in a summary of ours;
+//   - else, where a summary that does not ask shows from lacks something
+//     we hold, we send ours (at most once a second per member and room),
+//     so that it can ask us.
 //
 // A summary cannot say "I hold these past a gap" (see client/room), so a
 // member with a gap no one can fill (it missed more than the history
 // bound) would be sent the same messages on every exchange. Messages sent
 // to a member in answer within answerRepeat are not sent again; after
-// that, all it lacks is sent once more.
+// that, all it asks for is sent once more.
 func (rs *rooms) answerSummaryLocked(j *joinedRoom, from string, theirs *protocol.RoomSummary, now time.Time) {
-	sent := j.sent[from]
-	if sent == nil || now.Sub(sent.at) >= answerRepeat {
-		sent = &sentTo{at: now, upTo: make(map[string]uint64)}
-		j.sent[from] = sent
-	}
-	for _, m := range j.log.Missing(*theirs, now) {
-		if m.Seq <= sent.upTo[m.Author] {
-			continue
+	if len(theirs.Ask) > 0 {
+		sent := j.sent[from]
+		if sent == nil || now.Sub(sent.at) >= answerRepeat {
+			sent = &sentTo{at: now, upTo: make(map[string]uint64)}
+			j.sent[from] = sent
 		}
-		line, err := protocol.EncodeRoomMessage(m)
-		if err != nil {
-			continue
+		for _, m := range j.log.Missing(*theirs, now) {
+			if m.Seq <= sent.upTo[m.Author] {
+				continue
+			}
+			line, err := protocol.EncodeRoomMessage(m)
+			if err != nil {
+				continue
+			}
+			rs.send(from, line)
+			sent.upTo[m.Author] = max(sent.upTo[m.Author], m.Seq)
 		}
-		rs.send(from, line)
-		sent.upTo[m.Author] = max(sent.upTo[m.Author], m.Seq)
 	}
-	ours := make(map[string]uint64)
-	for _, h := range j.log.Summary().Have {
-		ours[h.Author] = h.Seq
+	ours := j.log.Summary()
+	if ask := rs.wantLocked(j, from, ours, theirs, now); len(ask) > 0 {
+		ours.Ask = ask
+		rs.sendLocked(j, from, &ours)
+		return
 	}
+	if len(theirs.Ask) > 0 {
+		return
+	}
+	have := make(map[string]uint64, len(theirs.Have))
 	for _, h := range theirs.Have {
-		if h.Seq > ours[h.Author] {
+		have[h.Author] = h.Seq
+	}
+	for _, h := range ours.Have {
+		if h.Seq > have[h.Author] {
 			if t, ok := j.replied[from]; !ok || now.Sub(t) >= time.Second {
 				j.replied[from] = now
-				rs.sendSummaryLocked(j, from)
+				rs.sendLocked(j, from, &ours)
 			}
 			return
 		}
 	}
 }
+
+// wantLocked returns the authors to ask from for, given our summary and
+// theirs, and records the asks. For each author of whom from holds more
+// than we hold contiguously:
+//
+//   - if it holds a seq past the highest we hold at all, we ask, unless
+//     an ask to a member still in the room covers that seq and is younger
+//     than askTimeout (an answer on its way);
+//   - if it only fills a gap (we hold later seqs), we ask at most once in
+//     answerRepeat, whoever holds it: the gap may be one nobody can fill.
+func (rs *rooms) wantLocked(j *joinedRoom, from string, ours protocol.RoomSummary, theirs *protocol.RoomSummary, now time.Time) []string {
+	have := make(map[string]uint64, len(ours.Have))
+	for _, h := range ours.Have {
+		have[h.Author] = h.Seq
+	}
+	var held map[string]uint64
+	var ask []string
+	for _, h := range theirs.Have {
+		if h.Seq <= have[h.Author] {
+			continue
+		}
+		if held == nil {
+			held = j.log.Highest()
+		}
+		a := j.asked[h.Author]
+		if h.Seq > held[h.Author] {
+			if _, member := j.members[a.from]; a.upTo >= h.Seq && member && now.Sub(a.at) < askTimeout {
+				continue
+			}
+		} else if !a.at.IsZero() && now.Sub(a.at) < answerRepeat {
+			continue
+		}
+		j.asked[h.Author] = askedOf{from: from, upTo: h.Seq, at: now}
+		ask = append(ask, h.Author)
+	}
+	return ask
+}
+
+// askedOf is our latest ask for one author's messages.
+type askedOf struct {
+	from string // the member asked
+	upTo uint64 // the seq it held, which we asked up to
+	at   time.Time
+}
+
+// askTimeout is how long an ask is taken to be answered on its way: past
+// it, a member that shows it holds what we asked for is asked again. An
+// answer of a history's worth arrives well within it.
+const askTimeout = 10 * time.Second
 
 // sentTo is what answers sent one member since at: per author, the
 // highest seq.
@@ -1042,7 +1122,8 @@ type sentTo struct {
 }
 
 // answerRepeat is how long messages sent to a member in answer to its
-// summary are not sent again: six summary rounds.
+// summary are not sent again, and how long a gap is not asked for again:
+// six summary rounds.
 const answerRepeat = 6 * RoomSyncInterval
 
 // roomLink carries our room lines to one member over a kept-open session.

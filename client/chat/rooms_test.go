@@ -591,3 +591,51 @@ func TestRoomMemberEvents(t *testing.T) {
 		}
 	})
 }
+
+// A member back from a restart fetches what it missed once: it asks one
+// member for each author, rather than every member sending it all (which
+// would bring each message once per member). The latency makes its
+// summaries reach every member before the first answer is back.
+func TestRoomReturningMemberFetchesOnce(t *testing.T) {
+	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
+		nw.SetDefaultLink(netsim.Link{Latency: 50 * time.Millisecond})
+		lan := nw.AddSegment("lan")
+		rh := nw.AddHost("r", lan)
+		st := openStore(t, filepath.Join(t.TempDir(), "r.db"))
+		back := start(t, rh, "back", 50, withStore(st))
+		join(t, back, "#back", "")
+		nodes := []*testNode{back}
+		for i := range 5 {
+			tn := start(t, nw.AddHost(fmt.Sprintf("h%d", i), lan), fmt.Sprintf("p%d", i), uint64(51+i))
+			join(t, tn, "#back", "")
+			nodes = append(nodes, tn)
+		}
+		allMembers(t, nw, nodes, "#back", 5*time.Second)
+		back.close()
+		written := map[string][]string{}
+		const missed = 20
+		for i := range missed {
+			tn := nodes[1+i%5]
+			text := fmt.Sprintf("m%d", i)
+			post(t, tn, "#back", text)
+			written[tn.Nickname()] = append(written[tn.Nickname()], text)
+			nw.RunFor(100 * time.Millisecond)
+		}
+		back = start(t, rh, "back", 50, withStore(st))
+		nodes[0] = back
+		if !nw.RunUntil(func() bool { return len(roomLog(back, "#back")) == missed }, time.Minute) {
+			t.Fatalf("back showed %d of the %d it missed", len(roomLog(back, "#back")), missed)
+		}
+		nw.RunFor(RoomQuiet)
+		checkRoom(t, nodes, "#back", written)
+		stats, err := back.RoomStatsForTest("#back")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Every member holds all 20: sending them all would bring 4×20
+		// copies.
+		if stats.Duplicates > 0 {
+			t.Errorf("back got %d copies of messages it held; want each missed message once", stats.Duplicates)
+		}
+	})
+}

@@ -27,6 +27,23 @@ func (l *Log) Summary() protocol.RoomSummary {
 	return s
 }
 
+// Highest returns, per author, the highest seq the log holds (delivered
+// or pending), gaps or not: what a summary's contiguous have cannot say.
+// Authors of whom it holds nothing are left out.
+func (l *Log) Highest() map[string]uint64 {
+	out := make(map[string]uint64, len(l.authors))
+	for _, a := range l.authors {
+		h := a.highest
+		for s := range a.pending {
+			h = max(h, s)
+		}
+		if h > 0 {
+			out[a.key] = h
+		}
+	}
+	return out
+}
+
 // Missing returns the messages we hold that the peer whose summary is
 // theirs lacks (a seq past its have for that author), oldest first:
 // delivered ones in delivery order, then pending ones in arrival order.
@@ -34,6 +51,8 @@ func (l *Log) Summary() protocol.RoomSummary {
 // HistoryMessages are returned, the newest. A late joiner's summary is
 // empty, so it gets the recent history. The messages are the log's own:
 // the caller must not modify them. A summary of another room gets nil.
+// A summary that asks (Ask set) gets only the messages of the authors it
+// asks for.
 func (l *Log) Missing(theirs protocol.RoomSummary, now time.Time) []*protocol.RoomMessage {
 	if theirs.Room != l.cfg.Room {
 		return nil
@@ -42,10 +61,17 @@ func (l *Log) Missing(theirs protocol.RoomSummary, now time.Time) []*protocol.Ro
 	for _, h := range theirs.Have {
 		have[h.Author] = h.Seq
 	}
+	var asked map[string]bool
+	if len(theirs.Ask) > 0 {
+		asked = make(map[string]bool, len(theirs.Ask))
+		for _, a := range theirs.Ask {
+			asked[a] = true
+		}
+	}
 	oldest := now.Add(-l.cfg.HistoryAge).UnixMilli()
 	var out []*protocol.RoomMessage
 	add := func(m *protocol.RoomMessage) {
-		if m.Seq > have[m.Author] && m.Time >= oldest {
+		if m.Seq > have[m.Author] && m.Time >= oldest && (asked == nil || asked[m.Author]) {
 			out = append(out, m)
 		}
 	}
