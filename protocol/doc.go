@@ -294,11 +294,15 @@
 //     For display only; order comes from seq and deps.
 //   - deps: what the author had seen: for each other author whose highest
 //     message it had shown changed since its own previous message in the
-//     room, that author ("a") and seq ("s", at least 1). Never the author
-//     itself (its seq-1 is implied), no author twice, at most
-//     [MaxRoomMembers] entries; omitted when empty. A receiver shows the
-//     message after its author's previous one and after each dep, or after
-//     a bounded wait.
+//     room, that author ("a") and seq ("s", at least 1). The author may
+//     leave out an author whose seq is in the causal past of a dep it
+//     lists (a message's past is its author's previous message and its
+//     deps, and their pasts); when members speak in turn, deps is the last
+//     speaker alone. Never the author itself (its seq-1 is implied), no
+//     author twice, at most [MaxRoomMembers] entries; omitted when empty.
+//     A receiver shows the message after its author's previous one and
+//     after each dep, or after a bounded wait. It does the same for each
+//     of those, so the message comes after all its author had seen.
 //   - text: what the author wrote, as a chat line's content.
 //   - sig: the author's Ed25519 signature (88 characters of base64) over
 //     "parlance room message v1", a zero byte, then room, author and nick

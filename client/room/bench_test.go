@@ -123,3 +123,153 @@ func BenchmarkMissing(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkNext is the cost of writing our message in a room of 100
+// members who speak in turn, our log holding a history of 500: between two
+// of ours, the 99 others each write one. Next then has 99 candidates for
+// deps, and lists the one whose past holds the others. The others' deps
+// are what Next writes now (the message before theirs: "others-reduced"),
+// or what it wrote before the reduction (every author seen since their
+// previous message: "others-full").
+//
+// Metrics: deps/op and line-bytes/op are what Next wrote; candidates/op
+// and full-line-bytes/op what it would have written listing every
+// candidate, as it did before the reduction.
+func BenchmarkNext(b *testing.B) {
+	for _, bc := range turnCases {
+		b.Run(bc.name, func(b *testing.B) {
+			r := newTurnRoom(b, bc.full)
+			var deps, bytes, cands, fullBytes int
+			for b.Loop() {
+				b.StopTimer()
+				r.round()
+				full := r.fullMessage()
+				b.StartTimer()
+				m := r.post()
+				b.StopTimer()
+				line, err := protocol.EncodeRoomMessage(m)
+				if err != nil {
+					b.Fatal(err)
+				}
+				fullLine, err := protocol.EncodeRoomMessage(full)
+				if err != nil {
+					b.Fatal(err)
+				}
+				deps += len(m.Deps)
+				bytes += len(line)
+				cands += len(full.Deps)
+				fullBytes += len(fullLine)
+				b.StartTimer()
+			}
+			n := float64(b.N)
+			b.ReportMetric(float64(deps)/n, "deps/op")
+			b.ReportMetric(float64(bytes)/n, "line-bytes/op")
+			b.ReportMetric(float64(cands)/n, "candidates/op")
+			b.ReportMetric(float64(fullBytes)/n, "full-line-bytes/op")
+		})
+	}
+}
+
+// BenchmarkNextDeps is the part of BenchmarkNext that chooses the deps
+// (the walk of the history), on the same rooms. It changes nothing, so
+// it runs again and again on one round's state.
+func BenchmarkNextDeps(b *testing.B) {
+	for _, bc := range turnCases {
+		b.Run(bc.name, func(b *testing.B) {
+			r := newTurnRoom(b, bc.full)
+			r.round()
+			for b.Loop() {
+				if deps, _ := r.l.nextDeps(); len(deps) != 1 {
+					b.Fatalf("%d deps", len(deps))
+				}
+			}
+		})
+	}
+}
+
+var turnCases = []struct {
+	name string
+	full bool // the others list every author seen, not only the last
+}{
+	{"others-reduced", false},
+	{"others-full", true},
+}
+
+// turnRoom is a room of benchMembers speaking in turn, we last.
+type turnRoom struct {
+	b    *testing.B
+	l    *Log
+	full bool
+	keys []string // ours last
+	seqs []uint64
+	last int // who spoke last
+	sig  string
+	now  time.Time
+}
+
+// newTurnRoom returns a room whose log has had six rounds, so that its
+// history is full.
+func newTurnRoom(b *testing.B, full bool) *turnRoom {
+	r := &turnRoom{b: b, l: benchLog(b), full: full, last: -1, now: t0}
+	r.keys = make([]string, benchMembers)
+	for i := range benchMembers - 1 {
+		r.keys[i] = protocol.EncodePublicKey(testPub(byte(i + 1)))
+	}
+	r.keys[benchMembers-1] = r.l.self
+	r.seqs = make([]uint64, benchMembers)
+	// The others' messages only need a signature of the right shape: add
+	// skips the check.
+	r.sig = benchStream(b, 1)[0].Sig
+	for range 6 {
+		r.round()
+		r.post()
+	}
+	if len(r.l.history) != DefaultHistoryMessages {
+		b.Fatalf("history %d", len(r.l.history))
+	}
+	return r
+}
+
+// round has the others speak once each, delivered to our log.
+func (r *turnRoom) round() {
+	for a := range benchMembers - 1 {
+		r.seqs[a]++
+		m := &protocol.RoomMessage{Room: testRoom, Author: r.keys[a], Nick: "member", Seq: r.seqs[a], Time: r.now.UnixMilli(), Text: "a message of a typical length", Sig: r.sig}
+		for o := range benchMembers {
+			if o != a && r.seqs[o] > 0 && (r.full || o == r.last) {
+				m.Deps = append(m.Deps, protocol.RoomSeq{Author: r.keys[o], Seq: r.seqs[o]})
+			}
+		}
+		if _, err := r.l.add(m, r.now, true); err != nil {
+			r.b.Fatal(err)
+		}
+		if len(r.l.Ready(r.now)) != 1 {
+			r.b.Fatalf("%d of seq %d not delivered", a, r.seqs[a])
+		}
+		r.last = a
+		r.now = r.now.Add(time.Millisecond)
+	}
+}
+
+// post writes our message.
+func (r *turnRoom) post() *protocol.RoomMessage {
+	m, err := r.l.Next(r.now, "our message, of a typical length", "us")
+	if err != nil {
+		r.b.Fatal(err)
+	}
+	r.seqs[benchMembers-1] = m.Seq
+	r.last = benchMembers - 1
+	return m
+}
+
+// fullMessage is our next message as Next wrote it before the reduction,
+// listing every candidate (signature of the right shape only).
+func (r *turnRoom) fullMessage() *protocol.RoomMessage {
+	m := &protocol.RoomMessage{Room: testRoom, Author: r.l.self, Nick: "us", Seq: r.seqs[benchMembers-1] + 1, Time: r.now.UnixMilli(), Text: "our message, of a typical length", Sig: r.sig}
+	for _, a := range r.l.authors {
+		if a.key != r.l.self && a.highest > a.shown {
+			m.Deps = append(m.Deps, protocol.RoomSeq{Author: a.key, Seq: a.highest})
+		}
+	}
+	return m
+}

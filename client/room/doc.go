@@ -52,12 +52,19 @@
 //
 // deps says what the author had seen: for each other author whose highest
 // delivered seq changed since the author's own previous message, that
-// author and seq. A delta keeps lines short when few others spoke since
-// the author's previous message; in a busy room where everyone speaks in
-// turn it lists nearly every author (measured: 74 of 99 at 100 members,
-// lines of about 4.7 KB). It is complete by induction, since the previous
-// message waited for its own deps, and a message waits for its author's
-// previous one.
+// author and seq, unless the causal past of another dep already holds
+// that author at that seq or later. The past of a message is its author's
+// previous message and its deps, and their pasts. So deps is short even in
+// a busy room: when everyone speaks in turn, it is the last speaker alone
+// (1 entry of 99 at 100 members, lines of 371 bytes instead of 6.4 KB;
+// BenchmarkNext). It is complete by induction: a receiver delivers a
+// message only after its author's previous one and its deps, so after
+// their whole past. Next proves what a dep implies only from the messages
+// its history holds; what it cannot prove stays listed. A dep cycle,
+// which only forced deliveries allow, never leaves deps empty. The
+// induction breaks where a receiver forced a delivery, as before, and,
+// since deps now rely on others' deps, where an author signed two
+// messages with one seq and receivers hold different ones.
 //
 // # The log
 //

@@ -142,6 +142,7 @@ type Log struct {
 	pendingBytes int
 
 	history []*protocol.RoomMessage // delivered, oldest first
+	walks   uint64                  // walks of Next, to tell stale walk state
 	out     []Delivery
 	stats   Stats
 }
@@ -163,9 +164,24 @@ type author struct {
 	// messages back, we do not reuse a seq the others hold. (Not from
 	// others' deps: anyone could name a seq near MaxRoomSeq there.)
 	seen uint64
-	// shown is the seq our previous message listed or implied for this
-	// author: Next lists the author again once highest passes it.
+	// shown is the seq our messages covered for this author, listed in
+	// deps or implied by the past of a listed dep: Next takes the author
+	// as a candidate again once highest passes it.
 	shown uint64
+	walk  walkState // Next's scratch
+}
+
+// walkState is what one pastWalk knows of an author.
+type walkState struct {
+	gen uint64 // the walk it belongs to; older state is stale
+	// want is, for a candidate neither listed nor implied yet, its
+	// highest seq; else 0.
+	want uint64
+	// implied is the highest seq of the author in the past walked.
+	implied uint64
+	// visited is the highest seq of the author whose past the walk has
+	// read or is reading.
+	visited uint64
 }
 
 type pendingState uint8
@@ -578,20 +594,16 @@ func (l *Log) giveUp(a *author, gap span) {
 }
 
 // Next builds, signs and records our next message: seq is one past our
-// last, deps lists each other author whose highest delivered seq passed
-// what our previous message listed, time is now. It counts as delivered.
-// It fails, recording nothing, when the message would not fit in a line.
+// last, time is now, deps lists what we delivered since our previous
+// message that the other deps do not already imply (see nextDeps). It
+// counts as delivered. It fails, recording nothing, when the message would
+// not fit in a line.
 func (l *Log) Next(now time.Time, text, nick string) (*protocol.RoomMessage, error) {
 	self := l.authors[l.self]
 	seq := max(self.seen, self.done.max()) + 1
 	m := &protocol.RoomMessage{Room: l.cfg.Room, Nick: nick, Seq: seq, Time: now.UnixMilli(), Text: text}
-	var shown []*author
-	for _, a := range l.authors {
-		if a.key != l.self && a.highest > a.shown {
-			m.Deps = append(m.Deps, protocol.RoomSeq{Author: a.key, Seq: a.highest})
-			shown = append(shown, a)
-		}
-	}
+	deps, shown := l.nextDeps()
+	m.Deps = deps
 	slices.SortFunc(m.Deps, func(x, y protocol.RoomSeq) int { return strings.Compare(x.Author, y.Author) })
 	Sign(l.cfg.Key, m)
 	if _, err := protocol.EncodeRoomMessage(m); err != nil {
@@ -603,6 +615,198 @@ func (l *Log) Next(now time.Time, text, nick string) (*protocol.RoomMessage, err
 	self.seen = seq
 	l.record(self, m)
 	return m, nil
+}
+
+// nextDeps returns the deps of our next message, and the authors it
+// covers, listed or implied.
+//
+// The candidates are the other authors whose highest delivered seq passed
+// what our previous message covered. A candidate (A, h) is left out when
+// the causal past of a listed dep holds A at seq h or later: a receiver
+// delivers a message only after its author's previous one and its deps,
+// so, by induction, after its whole past; ours then comes after (A, h)
+// without naming it. In a room where everyone speaks in turn, the last
+// speaker's message has all the others in its past, and deps is that one
+// entry.
+//
+// The past is walked through the history only: a message that left it
+// ends that branch. What is not proven implied stays listed.
+//
+// Candidates are taken newest delivered first, and one is left out only
+// when the past of those already listed implies it. Without forced
+// deliveries a message is delivered after its whole past, so whatever
+// implies a candidate was delivered after it and was taken before it
+// (listed, or itself in the past of a listed one): one pass finds what
+// the history can prove. A forced delivery can close a cycle (A5 lists
+// B3, B3 lists A5, both signed by colluding authors); taking the
+// candidates one at a time keeps the first listed, so deps is never empty
+// when there are candidates, and every candidate left out is in the past
+// of one that is listed.
+//
+// Cost: Next runs on every post. The walk reads each held message at most
+// once, and stops as soon as every candidate is decided, so it is
+// O(history + the deps it holds), and in a room speaking in turn it reads
+// only the messages since our previous one.
+func (l *Log) nextDeps() ([]protocol.RoomSeq, []*author) {
+	var cands []*author
+	for _, a := range l.authors {
+		if a.key != l.self && a.highest > a.shown {
+			cands = append(cands, a)
+		}
+	}
+	switch len(cands) {
+	case 0:
+		return nil, nil
+	case 1: // nothing to imply it
+		return []protocol.RoomSeq{{Author: cands[0].key, Seq: cands[0].highest}}, cands
+	}
+	l.walks++
+	w := pastWalk{l: l, gen: l.walks, held: make(map[heldKey]int), scanned: len(l.history)}
+	// Newest delivered first; those the history no longer holds last
+	// (they imply nothing), by key so that the result does not depend on
+	// map order.
+	type cand struct {
+		a   *author
+		pos int
+	}
+	order := make([]cand, len(cands))
+	for i, a := range cands {
+		w.reset(a)
+		a.walk.want = a.highest
+		order[i] = cand{a, w.find(a, a.highest)}
+	}
+	w.open = len(cands)
+	slices.SortFunc(order, func(x, y cand) int {
+		if x.pos != y.pos {
+			return y.pos - x.pos
+		}
+		return strings.Compare(x.a.key, y.a.key)
+	})
+	var deps []protocol.RoomSeq
+	for _, c := range order {
+		a := c.a
+		if a.walk.want == 0 { // implied by those listed before it
+			continue
+		}
+		a.walk.want = 0
+		w.open--
+		deps = append(deps, protocol.RoomSeq{Author: a.key, Seq: a.highest})
+		w.expand(a, a.highest)
+	}
+	return deps, cands
+}
+
+// pastWalk finds, per author, the highest seq in the causal past of the
+// messages it expands: a message's past is its author's previous message
+// and its deps, and their pasts. It reads only held messages. What it
+// knows of each author is in the author (walk), so that the walk does not
+// allocate per author; reset makes it this walk's on first use.
+type pastWalk struct {
+	l   *Log
+	gen uint64
+	// held indexes the history by author and seq, filled from the newest
+	// as lookups need: history[scanned:] is in it.
+	held    map[heldKey]int
+	scanned int
+	stack   []walkStep
+	open    int // candidates neither listed nor implied yet
+}
+
+type heldKey struct {
+	a   *author
+	seq uint64
+}
+
+// reset makes a's walk state this walk's.
+func (w *pastWalk) reset(a *author) {
+	if a.walk.gen != w.gen {
+		a.walk = walkState{gen: w.gen}
+	}
+}
+
+// find returns the position in the history of a's message seq, or -1.
+func (w *pastWalk) find(a *author, seq uint64) int {
+	if i, ok := w.held[heldKey{a, seq}]; ok {
+		return i
+	}
+	for w.scanned > 0 {
+		w.scanned--
+		m := w.l.history[w.scanned]
+		b := w.l.authors[m.Author]
+		w.held[heldKey{b, m.Seq}] = w.scanned
+		if b == a && m.Seq == seq {
+			return w.scanned
+		}
+	}
+	return -1
+}
+
+// expand walks the past of a's message seq, which does not count itself,
+// until it is done or every candidate is decided.
+//
+// It goes depth first through deps before going down an author's own
+// messages, so it follows the newest messages first: in a room speaking
+// in turn, the chain of last speakers since our previous message decides
+// every candidate, and the walk stops there.
+func (w *pastWalk) expand(a *author, seq uint64) {
+	w.stack = append(w.stack[:0], walkStep{a: a, seq: seq})
+	for len(w.stack) > 0 && w.open > 0 {
+		x := w.stack[len(w.stack)-1]
+		w.stack = w.stack[:len(w.stack)-1]
+		if !x.down {
+			// The past of (a, s) holds that of (a, s-1), so a seq at or
+			// below visited is done or on the stack; a new one claims
+			// the seqs down to visited.
+			if x.seq <= x.a.walk.visited {
+				continue
+			}
+			x.floor = x.a.walk.visited
+			x.a.walk.visited = x.seq
+		}
+		i := w.find(x.a, x.seq)
+		if i < 0 { // not held: the branch ends
+			continue
+		}
+		if x.seq > 1 {
+			w.imply(x.a, x.seq-1)
+			if x.seq-1 > x.floor {
+				w.stack = append(w.stack, walkStep{a: x.a, seq: x.seq - 1, floor: x.floor, down: true})
+			}
+		}
+		for _, d := range w.l.history[i].Deps {
+			b := w.l.authors[d.Author]
+			if b == nil { // named only in restored history: nothing of it is held
+				continue
+			}
+			w.reset(b)
+			w.imply(b, d.Seq)
+			if d.Seq > b.walk.visited {
+				w.stack = append(w.stack, walkStep{a: b, seq: d.Seq})
+			}
+		}
+	}
+}
+
+// walkStep is a message whose past the walk is to read. down: it is the
+// previous message of one read, in a range of seqs above floor that its
+// author's visited already claims.
+type walkStep struct {
+	a     *author
+	seq   uint64
+	floor uint64
+	down  bool
+}
+
+// imply notes that a's seq is in the past walked.
+func (w *pastWalk) imply(a *author, seq uint64) {
+	if seq <= a.walk.implied {
+		return
+	}
+	a.walk.implied = seq
+	if a.walk.want != 0 && seq >= a.walk.want {
+		a.walk.want = 0
+		w.open--
+	}
 }
 
 // Pending returns how many messages wait for delivery.

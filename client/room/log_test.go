@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +15,7 @@ import (
 var t0 = time.UnixMilli(1795739259123)
 
 // Authors of the log tests, by letter: S is the log's own key.
-var letters = map[byte]byte{'S': 100, 'A': 1, 'B': 2, 'C': 3, 'D': 4}
+var letters = map[byte]byte{'S': 100, 'A': 1, 'B': 2, 'C': 3, 'D': 4, 'E': 5, 'F': 6, 'G': 7, 'H': 8, 'I': 9}
 
 func keyOf(letter byte) string { return protocol.EncodePublicKey(testPub(letters[letter])) }
 
@@ -224,6 +225,151 @@ func TestLogOwnMessages(t *testing.T) {
 	if m, _ := l.Next(t0, "five", "sam"); m.Seq != 5 {
 		t.Fatalf("a refused Next used up a seq: got %d, want 5", m.Seq)
 	}
+}
+
+// showSeqs writes deps compactly, by letter: A2 B1.
+func showSeqs(s []protocol.RoomSeq) string {
+	var parts []string
+	for _, x := range s {
+		parts = append(parts, fmt.Sprintf("%s%d", letterOf(x.Author), x.Seq))
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, " ")
+}
+
+// next calls l.Next and checks its deps.
+func next(t testing.TB, l *Log, text, wantDeps string) *protocol.RoomMessage {
+	t.Helper()
+	m, err := l.Next(t0, text, "nick")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := showSeqs(m.Deps); got != wantDeps {
+		t.Fatalf("Next %s: deps %q, want %q", text, got, wantDeps)
+	}
+	return m
+}
+
+// candidates counts the authors our next message would have listed
+// without leaving out the implied ones.
+func candidates(l *Log) int {
+	n := 0
+	for _, a := range l.authors {
+		if a.key != l.self && a.highest > a.shown {
+			n++
+		}
+	}
+	return n
+}
+
+// Ten members, each with its own log, speak in turn: each message lists
+// only the one before it, whose past holds all the others. Without the
+// reduction, every message after the first round would list nine.
+func TestNextInTurn(t *testing.T) {
+	const speakers = "SABCDEFGHI"
+	logs := make([]*Log, len(speakers))
+	for i := range speakers {
+		l, err := NewLog(LogConfig{Room: testRoom, Key: testKey(letters[speakers[i]])})
+		if err != nil {
+			t.Fatal(err)
+		}
+		logs[i] = l
+	}
+	var prev *protocol.RoomMessage
+	for round := 0; round < 4; round++ {
+		for i, l := range logs {
+			if round > 0 {
+				if n := candidates(l); n != len(logs)-1 {
+					t.Fatalf("round %d, %c: %d candidates, want %d", round, speakers[i], n, len(logs)-1)
+				}
+			}
+			want := ""
+			if prev != nil {
+				want = fmt.Sprintf("%s%d", letterOf(prev.Author), prev.Seq)
+			}
+			m := next(t, l, fmt.Sprintf("%c%d", speakers[i], round+1), want)
+			for j, o := range logs {
+				if j != i {
+					add(t, o, m, t0, Added)
+					ready(t, o, t0, m.Text)
+				}
+			}
+			prev = m
+		}
+	}
+	// What was implied counts as shown: with nothing new, no deps; then
+	// only what is new.
+	s, a := logs[0], logs[1]
+	s5 := next(t, s, "s5", "I4")
+	s6 := next(t, s, "s6", "")
+	add(t, a, s5, t0, Added)
+	add(t, a, s6, t0, Added)
+	ready(t, a, t0, "s5 s6")
+	a5 := next(t, a, "a5", "S6")
+	add(t, s, a5, t0, Added)
+	ready(t, s, t0, "a5")
+	next(t, s, "s7", "A5")
+}
+
+// Authors who did not see each other are all listed, and so is one seen
+// only at a lower seq than we delivered.
+func TestNextIndependentAuthors(t *testing.T) {
+	l := newLog(t, LogConfig{})
+	add(t, l, msg('A', 1, t0), t0, Added)
+	add(t, l, msg('A', 2, t0), t0, Added)
+	add(t, l, msg('B', 1, t0), t0, Added)
+	add(t, l, msg('C', 1, t0, dep('A', 1)), t0, Added)
+	ready(t, l, t0, "A1 A2 B1 C1")
+	next(t, l, "s1", "A2 B1 C1")
+	// D saw A2 (through C2) and B1: only D is listed.
+	add(t, l, msg('C', 2, t0, dep('A', 2)), t0, Added)
+	add(t, l, msg('D', 1, t0, dep('B', 1), dep('C', 2)), t0, Added)
+	add(t, l, msg('A', 3, t0), t0, Added)
+	ready(t, l, t0, "C2 D1 A3")
+	next(t, l, "s2", "A3 D1")
+}
+
+// What implies a candidate must be held: a branch ends where the history
+// does, and what is not proven implied stays listed.
+func TestNextEvictedPast(t *testing.T) {
+	feed := func(l *Log) {
+		add(t, l, msg('A', 1, t0), t0, Added)
+		add(t, l, msg('B', 1, t0, dep('A', 1)), t0, Added)
+		add(t, l, msg('C', 1, t0, dep('B', 1)), t0, Added)
+		add(t, l, msg('D', 1, t0), t0, Added)
+		ready(t, l, t0, "A1 B1 C1 D1")
+	}
+	l := newLog(t, LogConfig{})
+	feed(l)
+	next(t, l, "all held", "C1 D1")
+	// C1 and D1 held: C1's dep B1 is implied, but B1 is gone, and with it
+	// the proof that A1 is in the past.
+	l = newLog(t, LogConfig{HistoryMessages: 2})
+	feed(l)
+	next(t, l, "B1 evicted", "A1 C1 D1")
+	// Nothing held: everything listed.
+	l = newLog(t, LogConfig{HistoryMessages: 1})
+	feed(l)
+	add(t, l, msg('E', 1, t0), t0, Added)
+	ready(t, l, t0, "E1")
+	next(t, l, "nothing held", "A1 B1 C1 D1 E1")
+}
+
+// A cycle among deps (possible only with forced deliveries) cannot make
+// the candidates imply each other away: the newest is listed.
+func TestNextDependencyCycle(t *testing.T) {
+	l := newLog(t, LogConfig{})
+	add(t, l, msg('A', 1, t0, dep('B', 1)), t0, Added)
+	add(t, l, msg('B', 1, t0, dep('A', 1)), t0.Add(time.Second), Added)
+	ready(t, l, t0.Add(10*time.Second), "A1![B1] B1")
+	next(t, l, "s1", "B1")
+	// A longer one, and an outsider whose past holds all of it.
+	add(t, l, msg('A', 2, t0, dep('C', 1)), t0.Add(11*time.Second), Added)
+	add(t, l, msg('C', 1, t0, dep('B', 2)), t0.Add(11*time.Second), Added)
+	add(t, l, msg('B', 2, t0, dep('A', 2)), t0.Add(11*time.Second), Added)
+	add(t, l, msg('D', 1, t0, dep('B', 2)), t0.Add(11*time.Second), Added)
+	ready(t, l, t0.Add(21*time.Second), "A2![C1] B2 C1 D1")
+	next(t, l, "s2", "D1")
 }
 
 // After a restart without our own history, Next waits to go past our
