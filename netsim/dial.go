@@ -14,7 +14,9 @@ import (
 const synRetries = 6
 
 // DialContext opens a stream ("tcp" or "tcp4") to addr, "ip:port" or
-// "hostname:port" with a host name of the network, from an ephemeral port.
+// "hostname:port" with a host name of the network, from an ephemeral port
+// that depends on addr and the earlier dials to it only (see the package
+// doc's Determinism).
 // It takes one round trip of simulated time; a closed port gives an error
 // satisfying errors.Is(err, syscall.ECONNREFUSED); an address no route
 // leads to (one behind a NAT, from beyond it) syscall.EHOSTUNREACH.
@@ -80,7 +82,7 @@ func (h *Host) dial(ctx context.Context, network, laddr, raddr string) (net.Conn
 	}
 	port := lap.Port()
 	if port == 0 {
-		if port, err = h.allocPortLocked(false); err != nil {
+		if port, err = h.dialPortLocked(srcIP, dst); err != nil {
 			n.mu.Unlock()
 			return nil, opError("dial", network, nil, tcpAddr(dst), syscallErr("connect", syscall.EADDRNOTAVAIL))
 		}
@@ -98,12 +100,10 @@ func (h *Host) dial(ctx context.Context, network, laddr, raddr string) (net.Conn
 	c := n.newConn(h, local, dst)
 	c.client = true
 	c.out = &streamDir{from: c, fromHost: h}
-	h.nextID++
-	c.id = h.nextID
 	h.addConnLocked(c)
 	n.sendChunkLocked(c, ckSyn, nil)
 	c.synSent++
-	n.events.push(event{at: n.quantize(n.nowLocked() + int64(time.Second)), src: h.idx, ep: c.id, rtx: c})
+	n.events.push(event{at: n.quantize(n.nowLocked() + int64(time.Second)), src: h.idx, ep: c.ep, rtx: c})
 	n.mu.Unlock()
 
 	select {
@@ -130,18 +130,13 @@ func (h *Host) dial(ctx context.Context, network, laddr, raddr string) (net.Conn
 }
 
 func (h *Host) addConnLocked(c *conn) {
-	if h.conns == nil {
-		h.conns = make(map[uint64]*conn)
+	if h.tuples == nil {
 		h.tuples = make(map[[2]netip.AddrPort]*conn)
 	}
-	h.conns[c.id] = c
 	h.tuples[[2]netip.AddrPort{c.local, c.remote}] = c
 }
 
 func (h *Host) removeConnLocked(c *conn) {
-	if h.conns[c.id] == c {
-		delete(h.conns, c.id)
-	}
 	if key := [2]netip.AddrPort{c.local, c.remote}; h.tuples[key] == c {
 		delete(h.tuples, key)
 	}
@@ -170,7 +165,7 @@ func (n *Network) synTimerLocked(now int64, c *conn, fired uint32) {
 		n.sendChunkLocked(c, ckSyn, nil)
 	}
 	fired++
-	n.events.push(event{at: n.quantize(now + int64(time.Second)<<min(fired, synRetries)), src: c.h.idx, ep: c.id, sub: fired, rtx: c})
+	n.events.push(event{at: n.quantize(now + int64(time.Second)<<min(fired, synRetries)), src: c.h.idx, ep: c.ep, sub: fired, rtx: c})
 }
 
 // link makes two conns the ends of one stream.
@@ -203,8 +198,7 @@ func (c *conn) synPending() bool {
 func (n *Network) sendRstLocked(h *Host, local, remote netip.AddrPort, to *conn) {
 	r := n.newConn(h, local, remote)
 	r.dead = true
-	h.nextID++
-	r.id = h.nextID
+	r.ep ^= 1 // apart from the conn that may hold this 4-tuple
 	r.out = &streamDir{from: r, to: to, fromHost: h, toHost: to.h}
 	n.sendChunkLocked(r, ckRst, nil)
 }
@@ -241,8 +235,6 @@ func (n *Network) applySynLocked(now int64, c *chunk, h *Host, x *conn) {
 		}
 		to := n.newConn(h, local, remote)
 		to.out = &streamDir{from: to, fromHost: h}
-		h.nextID++
-		to.id = h.nextID
 		h.addConnLocked(to)
 		link(to, s)
 		to.establish()

@@ -59,7 +59,10 @@
 // A dial whose SYN is dropped (by a NAT, or at a crashed host) retransmits
 // it as Linux does, 1, 3, 7, 15, 31 and 63 s after the first, and fails with
 // ETIMEDOUT at 127 s if every SYN is lost; a SYN stalled by a partition is
-// not lost, and the dial waits for the heal or its context. DialFrom dials
+// not lost, and the dial waits for the heal or its context. A dial's
+// ephemeral port is picked as Linux's connect picks it: dials to different
+// destinations may share one, since only the 4-tuple must be unique (see
+// Determinism for the rule). DialFrom dials
 // from a chosen local port, which a listener or other streams of the host
 // may hold (SO_REUSEADDR/SO_REUSEPORT, as TCP hole punching needs); only
 // the 4-tuple must be unique (else EADDRNOTAVAIL). Two hosts that dial each
@@ -159,6 +162,20 @@
 // randomness from a seeded source, no package-level state. TraceHash is the
 // trace's SHA-256, computed whether or not it is written; CheckDeterminism
 // runs a seed twice and names the first line where the traces differ.
+//
+// Ephemeral ports follow one rule so that goroutines of one program may
+// dial at the same instant: a dial's port is a function of its source
+// address, its destination ip:port and the host's earlier dials to that
+// destination (a hash of the first two plus a counter per destination,
+// skipping ports a listener holds or whose 4-tuple is taken), and a
+// stream's place in the delivery order (its "source socket") is a hash
+// of its 4-tuple. Neither depends on dials to other destinations, so N
+// goroutines that each dial a different destination get the same ports
+// and the same trace whatever order they run in. Order still matters
+// between dials to the same destination at one instant (they may swap
+// ports), and between sockets bound to port 0 at one instant (UDP sockets
+// and listeners take the next free port of a counter per host, and UDP
+// sockets are ordered by creation): make those from one goroutine.
 //
 // Datagram receivers are woken after the scheduler has queued all of an
 // instant's deliveries, so a reader wakes once per instant with every

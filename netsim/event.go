@@ -14,9 +14,10 @@ type sendItem struct {
 }
 
 // event is a scheduled delivery. Events are ordered by (at, src, ep, seq,
-// sub): time, source host, source socket (an id per host), its sequence;
-// sub tells apart the copies one send gives rise to (per-receiver
-// reschedules, duplicates, releases).
+// sub): time, source host, source socket (a UDP socket's id, counting up
+// per host, or a stream end's streamEP), its sequence; sub tells apart the
+// copies one send gives rise to (per-receiver reschedules, duplicates,
+// releases).
 type event struct {
 	at  int64
 	src int32

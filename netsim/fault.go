@@ -373,7 +373,7 @@ func (n *Network) releaseLocked() {
 		for _, c := range d.stalled {
 			t := max(n.quantize(now+int64(lat)), d.lastAt, at)
 			d.lastAt = t
-			n.events.push(event{at: t, src: d.fromHost.idx, ep: d.from.id, seq: c.seq, sub: 1, ch: c})
+			n.events.push(event{at: t, src: d.fromHost.idx, ep: d.from.ep, seq: c.seq, sub: 1, ch: c})
 		}
 		clear(d.stalled)
 		d.stalled = d.stalled[:0]

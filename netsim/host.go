@@ -38,13 +38,13 @@ type Host struct {
 	linkDown  bool
 	ctx       context.Context
 	cancel    context.CancelFunc
-	nextPort  uint16
-	nextID    uint64
+	nextPort  uint16                    // next ephemeral port for a UDP socket or a listener
+	nextID    uint64                    // last UDP socket id
+	dialNext  map[netip.AddrPort]uint16 // by destination: where its next dial's port search starts, past its hash
 	listeners map[uint16]*listener
 	tcpPorts  map[uint16]int
 	udp       map[uint16][]*packetConn
-	conns     map[uint64]*conn
-	tuples    map[[2]netip.AddrPort]*conn // by (local, remote): a 4-tuple is unique
+	tuples    map[[2]netip.AddrPort]*conn // every live conn, by (local, remote): a 4-tuple is unique
 	nat       *NAT                        // set if the host is a NAT
 
 	wg sync.WaitGroup
@@ -186,17 +186,25 @@ func (n *Network) crashLocked(h *Host, why string) {
 			n.counts[fReset]++
 		}
 	}
-	h.listeners, h.tcpPorts, h.udp, h.conns, h.tuples = nil, nil, nil, nil, nil
+	h.listeners, h.tcpPorts, h.udp, h.tuples = nil, nil, nil, nil
 	if h.nat != nil && why == "crash" {
 		h.nat.flushLocked(n.nowLocked())
 	}
 }
 
+// sortedConnsLocked returns the host's conns by 4-tuple, an order that
+// does not depend on the order they were made in.
 func (h *Host) sortedConnsLocked() []*conn {
-	out := make([]*conn, 0, len(h.conns))
-	for _, id := range sortedKeys(h.conns) {
-		out = append(out, h.conns[id])
+	out := make([]*conn, 0, len(h.tuples))
+	for _, c := range h.tuples {
+		out = append(out, c)
 	}
+	slices.SortFunc(out, func(a, b *conn) int {
+		if k := a.local.Compare(b.local); k != 0 {
+			return k
+		}
+		return a.remote.Compare(b.remote)
+	})
 	return out
 }
 
@@ -233,7 +241,6 @@ func (h *Host) srcIPFor(dst netip.Addr) netip.Addr {
 	return h.ifaces[0].ip
 }
 
-// allocPortLocked returns a free ephemeral port for the given protocol.
 // bindLocked checks that h may bind a socket to ap and picks its port: an
 // ephemeral one when ap's port is 0, else ap's own unless inUse says it is
 // taken. It also returns the address the socket shows as its own (the
@@ -261,6 +268,9 @@ func (h *Host) bindLocked(ap netip.AddrPort, udp bool, inUse func(port uint16) b
 	return port, shown, nil
 }
 
+// allocPortLocked returns the next free ephemeral port for a UDP socket or
+// a listener, counting up from the last one (from firstEphemeral after a
+// restart). A dial's port comes from dialPortLocked instead.
 func (h *Host) allocPortLocked(udp bool) (uint16, error) {
 	for range 65536 - firstEphemeral {
 		p := h.nextPort
@@ -273,6 +283,34 @@ func (h *Host) allocPortLocked(udp bool) (uint16, error) {
 				return p, nil
 			}
 		} else if h.listeners[p] == nil && h.tcpPorts[p] == 0 {
+			return p, nil
+		}
+	}
+	return 0, syscall.EADDRNOTAVAIL
+}
+
+// dialPortLocked picks the ephemeral port of a dial from src to dst as
+// Linux does (RFC 6056's double-hash algorithm, with a counter per
+// destination): the search starts at a hash of (src, dst) plus that
+// destination's counter, and takes the first port no listener holds whose
+// 4-tuple with dst is free. Ports that dials to other destinations hold
+// are not skipped (only the 4-tuple must be unique), so the port depends on
+// src, dst and the earlier dials to dst alone: goroutines dialing different
+// destinations at one instant get the same ports whatever order they run
+// in. The counter moves past the port taken and survives a restart, so a
+// new dial does not reuse the 4-tuple of one whose segments may still be
+// in flight.
+func (h *Host) dialPortLocked(src netip.Addr, dst netip.AddrPort) (uint16, error) {
+	const span = 65536 - firstEphemeral
+	base := int(fnvAddrPort(fnvAddrPort(fnvOffset, netip.AddrPortFrom(src, 0)), dst) % span)
+	off := int(h.dialNext[dst])
+	for i := range span {
+		p := uint16(firstEphemeral + (base+off+i)%span)
+		if h.listeners[p] == nil && h.tuples[[2]netip.AddrPort{netip.AddrPortFrom(src, p), dst}] == nil {
+			if h.dialNext == nil {
+				h.dialNext = make(map[netip.AddrPort]uint16)
+			}
+			h.dialNext[dst] = uint16((off + i + 1) % span)
 			return p, nil
 		}
 	}

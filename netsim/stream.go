@@ -78,7 +78,7 @@ type streamDir struct {
 type conn struct {
 	n      *Network
 	h      *Host
-	id     uint64
+	ep     uint64 // the conn's place among its host's sockets: see streamEP
 	local  netip.AddrPort
 	remote netip.AddrPort
 	laddr  *net.TCPAddr
@@ -116,10 +116,18 @@ type conn struct {
 }
 
 func (n *Network) newConn(h *Host, local, remote netip.AddrPort) *conn {
-	return &conn{n: n, h: h, local: local, remote: remote, laddr: tcpAddr(local), raddr: tcpAddr(remote),
+	return &conn{n: n, h: h, ep: streamEP(local, remote), local: local, remote: remote, laddr: tcpAddr(local), raddr: tcpAddr(remote),
 		credit: n.opts.Window, estab: make(chan struct{}), readable: make(chan struct{}, 1),
 		writable: make(chan struct{}, 1), closedCh: make(chan struct{}), wlock: make(chan struct{}, 1),
 		rd: makeDeadline(), wd: makeDeadline()}
+}
+
+// streamEP orders a stream end among its host's sockets (the "source
+// socket" of sendItem and event): a hash of its 4-tuple, so that the order
+// does not depend on the order goroutines dialed in, as a counter would.
+// The top bit puts it after the UDP sockets, whose ids count from 1.
+func streamEP(local, remote netip.AddrPort) uint64 {
+	return fnvAddrPort(fnvAddrPort(fnvOffset, local), remote) | 1<<63
 }
 
 func (n *Network) sendChunkLocked(c *conn, kind chunkKind, data []byte) *chunk {
@@ -128,7 +136,7 @@ func (n *Network) sendChunkLocked(c *conn, kind chunkKind, data []byte) *chunk {
 	now := n.nowLocked()
 	ch := &chunk{dir: d, kind: kind, data: data, seq: c.seq, dirSeq: d.nextSeq, sentAt: now}
 	d.nextSeq++
-	n.outbox = append(n.outbox, sendItem{sentAt: now, src: c.h.idx, ep: c.id, seq: ch.seq, ch: ch})
+	n.outbox = append(n.outbox, sendItem{sentAt: now, src: c.h.idx, ep: c.ep, seq: ch.seq, ch: ch})
 	n.wake()
 	return ch
 }
@@ -162,7 +170,7 @@ func (n *Network) scheduleChunkLocked(ch *chunk) {
 	}
 	at := max(n.quantize(ch.sentAt+int64(l.Latency)), d.lastAt)
 	d.lastAt = at
-	n.events.push(event{at: at, src: d.fromHost.idx, ep: d.from.id, seq: ch.seq, ch: ch})
+	n.events.push(event{at: at, src: d.fromHost.idx, ep: d.from.ep, seq: ch.seq, ch: ch})
 }
 
 func (n *Network) deliverChunkLocked(now int64, ev *event) {

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"hash"
 	"io"
+	"net/netip"
 	"strconv"
 )
 
@@ -106,11 +107,21 @@ func (n *Network) TraceLines() int64 {
 
 // fnv64 is FNV-1a of a payload: the trace shows it, so that a change in
 // what programs send changes the hash.
-func fnv64(b []byte) uint64 {
-	h := uint64(14695981039346656037)
+func fnv64(b []byte) uint64 { return fnvBytes(fnvOffset, b) }
+
+const fnvOffset = 14695981039346656037
+
+// fnvBytes continues the FNV-1a hash h with b.
+func fnvBytes(h uint64, b []byte) uint64 {
 	for _, c := range b {
 		h ^= uint64(c)
 		h *= 1099511628211
 	}
 	return h
+}
+
+// fnvAddrPort continues the FNV-1a hash h with an address and port.
+func fnvAddrPort(h uint64, ap netip.AddrPort) uint64 {
+	a := ap.Addr().As16()
+	return fnvBytes(fnvBytes(h, a[:]), []byte{byte(ap.Port() >> 8), byte(ap.Port())})
 }

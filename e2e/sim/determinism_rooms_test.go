@@ -1,0 +1,53 @@
+package sim
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/parlance-chat/parlance/netsim"
+)
+
+// roomLANBody has five members on one LAN join a room and post twice
+// each, all in the same instants: each member's room links dial the four
+// others at once, from goroutines the bubble runs in any order.
+func roomLANBody(t *testing.T, c *cluster) {
+	const n, room = 5, "#same"
+	c.nw.SetDefaultLink(lanLink)
+	peers, _ := startLAN(c, n, time.Second)
+	c.nw.RunFor(discoveryBound(lanLink) + quantum)
+	for _, p := range peers {
+		joinRoom(t, p, room)
+	}
+	waitRoomMembers(t, c, peers, room, 5*time.Second)
+	for i := range 2 {
+		for _, p := range peers {
+			postRoom(t, p, fmt.Sprintf("line %d from %s", i, p.Nick()))
+		}
+		c.nw.RunFor(time.Second)
+	}
+	c.nw.RunFor(roomQuiet)
+	for _, p := range peers {
+		if got := len(shownRoom(p, room)); got != 2*(n-1) {
+			t.Errorf("%v showed %d messages, want %d", p, got, 2*(n-1))
+		}
+	}
+}
+
+// The same seed gives the same network trace with rooms: times, hosts,
+// ports, kinds, lengths and order of every packet. (Concurrent dials to
+// different members used to get their ports in goroutine order.)
+func TestRoomLANDeterminism(t *testing.T) {
+	checkDeterminismSansPayload(t, netsim.SeedFromEnv(t), clusterBody(roomLANBody))
+}
+
+// The same, payload checksums included. It fails today: client/session
+// gives every handshake of a node its Noise ephemeral key from one shared
+// seeded reader (Local.rng, from chat.Config.CryptoRand), so concurrent
+// handshakes (the room links' dials, the accepting side's serve
+// goroutines) draw their keys in goroutine order, and their ciphertexts
+// differ between runs.
+func TestRoomLANDeterminismPayloads(t *testing.T) {
+	t.Skip("client/session: concurrent handshakes draw ephemeral keys from one reader in goroutine order")
+	netsim.CheckDeterminism(t, netsim.SeedFromEnv(t), clusterBody(roomLANBody))
+}
