@@ -67,7 +67,7 @@
 // tag for the room; room messages are signed by their authors, sent to
 // every member over pairwise sessions, stored, shown in causal order once
 // each, and caught up by summary exchanges (on meeting, on each new
-// session, every RoomSyncInterval). rooms.go's comment says why it is
+// session, every RoomSyncInterval when it changed). rooms.go's comment says why it is
 // built this way.
 //
 // # Identity, sessions and trust

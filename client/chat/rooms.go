@@ -47,8 +47,8 @@ import (
 // summary of every room the two share; a summary showing that its sender
 // lacks something we hold is answered with ours (at most once a second
 // per member and room), so that it can ask. Every member sends its
-// summaries every RoomSyncInterval, and to a member as soon as it
-// appears.
+// summary to a member as soon as it appears, and every RoomSyncInterval
+// when it changed since the last one (syncRoundLocked).
 //
 // Display and storage: a message is stored and marked shown (one commit
 // for a batch) before its event is emitted, in the log's causal order;
@@ -182,6 +182,7 @@ type joinedRoom struct {
 	replied map[string]time.Time     // summary answers, by member
 	sent    map[string]*sentTo       // what answers sent each member lately
 	asked   map[string]askedOf       // our latest ask, by author
+	summed  map[string]summed        // latest periodic summary, by member
 	// order keeps deliveries shown in the order the log gave them:
 	// taken while mu is held, released after the emit.
 	order sync.Mutex
@@ -288,7 +289,7 @@ func (rs *rooms) open(ctx context.Context, name room.Name, r *room.Room, private
 	return &joinedRoom{
 		name: name, r: r, log: log, private: private, joined: joined,
 		members: make(map[string]string), limits: make(map[string]*rate.Limiter), totals: make(map[string]*rate.Limiter),
-		noticed: make(map[string]time.Time), replied: make(map[string]time.Time), sent: make(map[string]*sentTo), asked: make(map[string]askedOf),
+		noticed: make(map[string]time.Time), replied: make(map[string]time.Time), sent: make(map[string]*sentTo), asked: make(map[string]askedOf), summed: make(map[string]summed),
 	}, nil
 }
 
@@ -749,6 +750,39 @@ func (rs *rooms) sendLocked(j *joinedRoom, key string, s *protocol.RoomSummary) 
 	rs.send(key, line)
 }
 
+// syncRoundLocked sends our summary of j to each member, except to a
+// member that was sent the same summary less than summaryRefresh ago.
+// What a member may lack since then reached us after it, and so changed
+// our summary; a member that lacks what we held before sends a summary
+// that shows it, which we answer. So an idle room costs no summaries,
+// where a summary to every member every round would cost, at 100
+// members, 99 summaries of 6 KB each per member every 30 s.
+func (rs *rooms) syncRoundLocked(j *joinedRoom, now time.Time) {
+	s := j.log.Summary()
+	line, err := protocol.EncodeRoomSummary(&s)
+	if err != nil {
+		rs.n.log.Error("room summary not encoded", "room", j.name.String(), "err", err)
+		return
+	}
+	for _, k := range slices.Sorted(maps.Keys(j.members)) {
+		if last, ok := j.summed[k]; ok && bytes.Equal(last.line, line) && now.Sub(last.at) < summaryRefresh {
+			continue
+		}
+		j.summed[k] = summed{line: line, at: now}
+		rs.send(k, line)
+	}
+}
+
+// summed is the latest periodic summary sent to a member.
+type summed struct {
+	line []byte
+	at   time.Time
+}
+
+// summaryRefresh is how long a member is not sent the same summary
+// again: ten rounds, a safety net for a summary whose loss went unseen.
+const summaryRefresh = 10 * RoomSyncInterval
+
 // run is the rooms' goroutine: it applies registry changes, shows what
 // the causal wait released, and sends summaries every RoomSyncInterval.
 // Its timers are armed only while rooms are joined.
@@ -775,9 +809,7 @@ func (rs *rooms) run() {
 		}
 		if joined && !now.Before(nextSync) {
 			for _, j := range rs.sortedLocked() {
-				for _, k := range slices.Sorted(maps.Keys(j.members)) {
-					rs.sendSummaryLocked(j, k)
-				}
+				rs.syncRoundLocked(j, now)
 			}
 			nextSync = now.Add(RoomSyncInterval)
 		}
@@ -821,6 +853,9 @@ func (rs *rooms) applyChanges() {
 		}
 		if k := sessionKey(c.peer); c.restarted && k != "" {
 			rs.resetLink(k)
+			for _, j := range rs.byID {
+				delete(j.summed, k) // the new instance has seen none
+			}
 		}
 		for _, j := range rs.sortedLocked() {
 			if c.gone {
@@ -1165,13 +1200,14 @@ func (rs *rooms) send(key string, line []byte) {
 	}
 }
 
-// forgetSent forgets what answers sent the member with key, so that its
-// next summary is answered in full.
+// forgetSent forgets what answers and periodic summaries were sent the
+// member with key: some may have been lost with a link's lines.
 func (rs *rooms) forgetSent(key string) {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
 	for _, j := range rs.byID {
 		delete(j.sent, key)
+		delete(j.summed, key) // our summary may have been lost too
 	}
 }
 

@@ -639,3 +639,39 @@ func TestRoomReturningMemberFetchesOnce(t *testing.T) {
 		}
 	})
 }
+
+// An idle room sends no summaries: a member is sent our summary in a
+// round only when it changed since the last one it was sent.
+func TestRoomIdleSendsNoSummaries(t *testing.T) {
+	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
+		lan := nw.AddSegment("lan")
+		var nodes []*testNode
+		for i := range 4 {
+			tn := start(t, nw.AddHost(fmt.Sprintf("h%d", i), lan), fmt.Sprintf("p%d", i), uint64(70+i))
+			join(t, tn, "#idle", "")
+			nodes = append(nodes, tn)
+		}
+		allMembers(t, nw, nodes, "#idle", 5*time.Second)
+		post(t, nodes[0], "#idle", "hello")
+		// The round after the post sends the changed summaries once.
+		nw.RunFor(2 * chat.RoomSyncInterval)
+		before := nw.Stats().StreamBytes
+		nw.RunFor(3 * chat.RoomSyncInterval)
+		if got := nw.Stats().StreamBytes - before; got != 0 {
+			t.Errorf("an idle room of 4 carried %d stream bytes in 3 summary rounds, want 0", got)
+		}
+		// A post changes the summaries: the next round carries them, and
+		// the room still works.
+		post(t, nodes[1], "#idle", "again")
+		if !nw.RunUntil(func() bool {
+			for _, tn := range nodes[2:] {
+				if len(roomLog(tn, "#idle")) != 2 {
+					return false
+				}
+			}
+			return true
+		}, 5*time.Second) {
+			t.Fatal("a post after the idle time did not reach everyone")
+		}
+	})
+}
