@@ -5,10 +5,12 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"sync"
@@ -57,6 +59,9 @@ type Local struct {
 	static  noise.DHKey
 	payload []byte
 	rng     io.Reader
+	// seeded, with a seeded reader, gives each handshake its own stream
+	// for its ephemeral key (see seededRand); nil with crypto/rand.
+	seeded *seededRand
 }
 
 // NewLocal makes the Noise static key pair for this run of the node and
@@ -69,10 +74,15 @@ func NewLocal(id ed25519.PrivateKey, nickname, instance string, rng io.Reader) (
 	if len(id) != ed25519.PrivateKeySize {
 		return nil, fmt.Errorf("session: identity key of %d bytes, want %d", len(id), ed25519.PrivateKeySize)
 	}
-	if rng == nil {
+	var seeded *seededRand
+	if rng == nil || rng == rand.Reader {
 		rng = rand.Reader
 	} else {
 		rng = &lockedReader{r: rng}
+		seeded = &seededRand{count: make(map[string]uint64)}
+		if _, err := io.ReadFull(rng, seeded.seed[:]); err != nil {
+			return nil, fmt.Errorf("session: seed: %w", err)
+		}
 	}
 	static, err := suite.GenerateKeypair(rng)
 	if err != nil {
@@ -90,11 +100,41 @@ func NewLocal(id ed25519.PrivateKey, nickname, instance string, rng io.Reader) (
 		static:  static,
 		payload: payload,
 		rng:     rng,
+		seeded:  seeded,
 	}, nil
 }
 
 // Peer returns what this node proves to the other side of a handshake.
 func (l *Local) Peer() Peer { return l.self }
+
+// seededRand gives each handshake of a simulation its own random stream,
+// derived from a seed drawn once from the seeded reader, the conn's
+// addresses, and how many handshakes this Local ran on those addresses
+// before. Handshakes that run at once (a room member dials every other
+// member at one instant) would otherwise draw their ephemeral keys from
+// one shared reader in goroutine order, and a run's ciphertexts would not
+// repeat by seed. It is only for seeded readers, which are only for
+// simulations; with crypto/rand every handshake reads crypto/rand.
+type seededRand struct {
+	seed  [32]byte
+	mu    sync.Mutex
+	count map[string]uint64
+}
+
+// reader returns the stream of a handshake on c.
+func (s *seededRand) reader(c net.Conn) io.Reader {
+	addrs := c.LocalAddr().String() + " " + c.RemoteAddr().String()
+	s.mu.Lock()
+	n := s.count[addrs]
+	s.count[addrs]++
+	s.mu.Unlock()
+	h := sha256.New()
+	h.Write(s.seed[:])
+	fmt.Fprintf(h, "%s %d", addrs, n)
+	var key [32]byte
+	copy(key[:], h.Sum(nil))
+	return mrand.NewChaCha8(key)
+}
 
 // lockedReader lets concurrent handshakes share a reader that is not safe
 // for concurrent use (a seeded generator).
@@ -172,9 +212,13 @@ func handshake(ctx context.Context, c net.Conn, l *Local, initiator bool, expect
 		c.SetDeadline(time.Time{})
 	}()
 
+	random := l.rng
+	if l.seeded != nil {
+		random = l.seeded.reader(c)
+	}
 	hs, err := noise.NewHandshakeState(noise.Config{
 		CipherSuite:   suite,
-		Random:        l.rng,
+		Random:        random,
 		Pattern:       noise.HandshakeXX,
 		Initiator:     initiator,
 		Prologue:      []byte(Preamble),
