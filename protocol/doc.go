@@ -335,9 +335,10 @@
 // can ask. Our client asks one member per author at a time and asks again,
 // of whoever shows it holds more, after 10 seconds without the answer.
 // Members send their summaries to a member when they first see it in the
-// room, first on every new session to it, and every 30 seconds when it
-// changed since the last one sent to that member (at least every 5
-// minutes).
+// room and first on every new session to it; and every 30 seconds each
+// sends its summary to up to 8 members in turn (all, in a room that
+// small), skipping one that was sent the same summary in the last 5
+// minutes.
 //
 // Every field is required except deps; decoding checks their shapes, not
 // the signature, which the receiver verifies before it keeps the message.

@@ -48,7 +48,7 @@ import (
 // lacks something we hold is answered with ours (at most once a second
 // per member and room), so that it can ask. Every member sends its
 // summary to a member as soon as it appears, and every RoomSyncInterval
-// when it changed since the last one (syncRoundLocked).
+// to a few members in turn, when it changed (syncRoundLocked).
 //
 // Display and storage: a message is stored and marked shown (one commit
 // for a batch) before its event is emitted, in the log's causal order;
@@ -183,6 +183,9 @@ type joinedRoom struct {
 	sent    map[string]*sentTo       // what answers sent each member lately
 	asked   map[string]askedOf       // our latest ask, by author
 	summed  map[string]summed        // latest periodic summary, by member
+	round   int                      // where the next summary round starts, in the sorted members
+	// roundSends counts the summaries sent by rounds (tests).
+	roundSends int
 	// order keeps deliveries shown in the order the log gave them:
 	// taken while mu is held, released after the emit.
 	order sync.Mutex
@@ -750,13 +753,22 @@ func (rs *rooms) sendLocked(j *joinedRoom, key string, s *protocol.RoomSummary) 
 	rs.send(key, line)
 }
 
-// syncRoundLocked sends our summary of j to each member, except to a
+// syncRoundLocked sends our summary of j to up to roundFanout members
+// (to all in a room that small), taken in turn from the sorted members so
+// that each gets one every ceil(members/roundFanout) rounds, and skips a
 // member that was sent the same summary less than summaryRefresh ago.
-// What a member may lack since then reached us after it, and so changed
-// our summary; a member that lacks what we held before sends a summary
-// that shows it, which we answer. So an idle room costs no summaries,
-// where a summary to every member every round would cost, at 100
-// members, 99 summaries of 6 KB each per member every 30 s.
+//
+// A round is a net for what live sending lost; it need not reach every
+// member every time. Whoever we send ours to answers with its own if we
+// lack something, and others send theirs to us: at 100 members a member
+// lacking a message hears of it within a round from one of the about
+// 2×roundFanout members exchanging with it, unless it is very unlucky,
+// and within 13 rounds at worst. A summary to every member each round
+// cost, at 100 members, 99 summaries of 6 KB per member every 30 s:
+// most of the bytes of an active room. An unchanged summary tells its
+// receiver nothing new: what it may lack reached us after that one, and
+// so changed ours; a member that lacks what we held before shows it in
+// its own summary, which we answer. So an idle room costs no summaries.
 func (rs *rooms) syncRoundLocked(j *joinedRoom, now time.Time) {
 	s := j.log.Summary()
 	line, err := protocol.EncodeRoomSummary(&s)
@@ -764,14 +776,28 @@ func (rs *rooms) syncRoundLocked(j *joinedRoom, now time.Time) {
 		rs.n.log.Error("room summary not encoded", "room", j.name.String(), "err", err)
 		return
 	}
-	for _, k := range slices.Sorted(maps.Keys(j.members)) {
+	keys := slices.Sorted(maps.Keys(j.members))
+	if len(keys) > roundFanout {
+		from := j.round % len(keys)
+		j.round += roundFanout
+		turn := make([]string, roundFanout)
+		for i := range turn {
+			turn[i] = keys[(from+i)%len(keys)]
+		}
+		keys = turn
+	}
+	for _, k := range keys {
 		if last, ok := j.summed[k]; ok && bytes.Equal(last.line, line) && now.Sub(last.at) < summaryRefresh {
 			continue
 		}
 		j.summed[k] = summed{line: line, at: now}
+		j.roundSends++
 		rs.send(k, line)
 	}
 }
+
+// roundFanout bounds the members a summary round sends to.
+const roundFanout = 8
 
 // summed is the latest periodic summary sent to a member.
 type summed struct {

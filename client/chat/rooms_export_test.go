@@ -1,6 +1,10 @@
 package chat
 
-import "github.com/parlance-chat/parlance/client/room"
+import (
+	"time"
+
+	"github.com/parlance-chat/parlance/client/room"
+)
 
 // ReceiveRoomLineForTest hands line to the rooms as if it had arrived on a
 // session that proved fromKey (nickname nick), as serve does.
@@ -24,4 +28,31 @@ func (n *Node) RoomStatsForTest(name string) (room.Stats, error) {
 		return room.Stats{}, err
 	}
 	return j.log.Stats(), nil
+}
+
+// PostRoomUnsentForTest posts text to the joined room name as PostRoom
+// does, but sends it to nobody: only anti-entropy can spread it.
+func (n *Node) PostRoomUnsentForTest(name, text string) error {
+	rs := n.rooms
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	j, err := rs.findLocked(name)
+	if err != nil {
+		return err
+	}
+	_, err = j.log.Next(time.Now(), text, n.Nickname())
+	return err
+}
+
+// RoomRoundSendsForTest returns how many summaries the rounds of the
+// joined room name sent.
+func (n *Node) RoomRoundSendsForTest(name string) (int, error) {
+	rs := n.rooms
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	j, err := rs.findLocked(name)
+	if err != nil {
+		return 0, err
+	}
+	return j.roundSends, nil
 }

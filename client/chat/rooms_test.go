@@ -675,3 +675,64 @@ func TestRoomIdleSendsNoSummaries(t *testing.T) {
 		}
 	})
 }
+
+// In a room of more members than a summary round reaches, a message that
+// live sending missed still reaches everyone through the rounds, and each
+// member sends at most 8 summaries a round.
+func TestRoomRoundsReachEveryone(t *testing.T) {
+	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
+		lan := nw.AddSegment("lan")
+		var nodes []*testNode
+		for i := range 14 {
+			tn := start(t, nw.AddHost(fmt.Sprintf("h%d", i), lan), fmt.Sprintf("p%02d", i), uint64(90+i))
+			join(t, tn, "#wide", "")
+			nodes = append(nodes, tn)
+		}
+		allMembers(t, nw, nodes, "#wide", 10*time.Second)
+		// Let the rounds after the joins pass: then only the unsent post
+		// changes a summary.
+		nw.RunFor(2 * chat.RoomSyncInterval)
+		sends := func() []int {
+			var out []int
+			for _, tn := range nodes {
+				n, err := tn.RoomRoundSendsForTest("#wide")
+				if err != nil {
+					t.Fatal(err)
+				}
+				out = append(out, n)
+			}
+			return out
+		}
+		before := sends()
+		if err := nodes[0].PostRoomUnsentForTest("#wide", "quiet"); err != nil {
+			t.Fatal(err)
+		}
+		rounds := 0
+		for ; rounds < 6; rounds++ {
+			nw.RunFor(chat.RoomSyncInterval)
+			all := true
+			for _, tn := range nodes[1:] {
+				all = all && len(roomLog(tn, "#wide")) == 1
+			}
+			if all {
+				break
+			}
+		}
+		if rounds == 6 {
+			var missing []string
+			for _, tn := range nodes[1:] {
+				if len(roomLog(tn, "#wide")) != 1 {
+					missing = append(missing, tn.Nickname())
+				}
+			}
+			t.Fatalf("after 6 rounds %v still lack the message", missing)
+		}
+		t.Logf("every member had the message after %d round(s)", rounds+1)
+		after := sends()
+		for i := range nodes {
+			if d := after[i] - before[i]; d > 8*(rounds+1) {
+				t.Errorf("%s sent %d summaries in %d round(s), want at most 8 a round", nodes[i].Nickname(), d, rounds+1)
+			}
+		}
+	})
+}

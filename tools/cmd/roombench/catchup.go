@@ -119,7 +119,7 @@ func (c *coord) catchup(ctx context.Context, sum *summary) error {
 	sum.rounds = fmt.Sprintf("%d (max %d)", cu.int("rmed"), cu.int("rmax"))
 	fmt.Fprintf(w, "  its summary sends (writes on its own links after the handshakes; each carries a room_sum), in bursts from its start: %s\n", strings.Join(sums, ", "))
 	fmt.Fprintf(w, "  missed messages shown, in bursts: %s\n", strings.Join(shows, ", "))
-	fmt.Fprintf(w, "  summary rounds until the last was shown: median %d, max %d over its %d links (its summary writes to a member before then; each member answers a summary with all it holds past it, at most RoomHistoryMessages)\n",
+	fmt.Fprintf(w, "  summary rounds until the last was shown: median %d, max %d over its %d links (its summary writes to a member before then; it asks one member per author for what it lacks, and is sent at most RoomHistoryMessages)\n",
 		cu.int("rmed"), cu.int("rmax"), cu.int("rlinks"))
 	fmt.Fprintf(w, "  %s's traffic from its start to the end of this watch: received %s on the links the others opened to it (%d), sent %s on its own (%d: handshakes and summaries)",
 		nickname(r), size(cu.int64("accr")), cu.int("accepts"), size(cu.int64("dialw")), cu.int("dials"))

@@ -248,7 +248,7 @@ func (c *coord) phases(ctx context.Context) error {
 		sum.line, sum.deps = float64(ln.int("bytes"))/k, float64(ln.int("deps"))/k
 		fmt.Fprintf(w, "  room_msg lines of the phase (plaintext, as %s stored them): mean %.0f bytes (min %d, max %d), mean %.1f deps; a room_sum of the %d authors now: %d bytes\n",
 			nickname(0), sum.line, ln.int("min"), ln.int("max"), sum.deps, ln.int("authors"), ln.int("sum"))
-		fmt.Fprintf(w, "  (a line travels in a Noise frame: +18 bytes; several queued lines share one. Periodic summaries: every member to every other every %v, about %.1f rounds fell in the phase)\n",
+		fmt.Fprintf(w, "  (a line travels in a Noise frame: +18 bytes; several queued lines share one. Periodic summaries: every member to every other every %v when changed, about %.1f rounds fell in the phase)\n",
 			chat.RoomSyncInterval, dp.wall.Seconds()/chat.RoomSyncInterval.Seconds())
 	}
 
@@ -263,7 +263,7 @@ func (c *coord) phases(ctx context.Context) error {
 		}
 		di := s2.since(s1)
 		sum.idleTCP, sum.idleWall = di.tcp(), di.wall
-		fmt.Fprintf(w, "\nidle: %.1f s with nobody posting (a RoomSyncInterval holds one summary from every member to every other: %d)\n", di.wall.Seconds(), n*(n-1))
+		fmt.Fprintf(w, "\nidle: %.1f s with nobody posting (a round sends a member's summary to each other member only if it changed since the last one sent there: the round after posts holds up to %d, later ones none)\n", di.wall.Seconds(), n*(n-1))
 		c.printTraffic("  ", di, float64(n*(n-1)), "per member per other member")
 	}
 
