@@ -80,8 +80,12 @@ func (n *Node) serve(c net.Conn) {
 	lr := protocol.NewLineReader(conn)
 	var punch punchAnswer
 	in := inbound{n: n, c: c, conn: conn, remote: remote, key: key, nick: from.Nickname}
+	idle := n.cfg.ReceiveIdleTimeout
 	for {
-		if err := c.SetReadDeadline(time.Now().Add(n.cfg.ReceiveIdleTimeout)); err != nil {
+		if in.roomLines {
+			idle = max(idle, roomReceiveIdle) // a member's room link
+		}
+		if err := c.SetReadDeadline(time.Now().Add(idle)); err != nil {
 			return
 		}
 		line, err := lr.ReadLine()
@@ -185,6 +189,7 @@ type inbound struct {
 	// session nickname is nick.
 	rooms     []roomLine
 	key, nick string
+	roomLines bool // the session carried room lines: a member's link
 }
 
 // flushRooms hands the room lines read to the rooms.
@@ -193,6 +198,7 @@ func (in *inbound) flushRooms() {
 		return
 	}
 	in.n.receiveRoom(in.key, in.nick, in.rooms)
+	in.roomLines = true
 	clear(in.rooms)
 	in.rooms = in.rooms[:0]
 }

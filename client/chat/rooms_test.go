@@ -736,3 +736,34 @@ func TestRoomRoundsReachEveryone(t *testing.T) {
 		}
 	})
 }
+
+// A room link stays open through minutes of quiet (a member of a big room
+// writes on most links only when it posts), so a post after the quiet
+// costs what one before it did, not a new handshake.
+func TestRoomLinkOutlastsQuiet(t *testing.T) {
+	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
+		lan := nw.AddSegment("lan")
+		alice := start(t, nw.AddHost("a", lan), "alice", 1)
+		bob := start(t, nw.AddHost("b", lan), "bob", 2)
+		join(t, alice, "#q", "")
+		join(t, bob, "#q", "")
+		allMembers(t, nw, []*testNode{alice, bob}, "#q", 2*time.Second)
+		cost := func(text string, want int) int64 {
+			before := nw.Stats().StreamBytes
+			post(t, alice, "#q", text)
+			if !nw.RunUntil(func() bool { return len(roomLog(bob, "#q")) == want }, 5*time.Second) {
+				t.Fatalf("bob did not get %q", text)
+			}
+			nw.Settle()
+			return nw.Stats().StreamBytes - before
+		}
+		cost("first", 1)
+		nw.RunFor(2 * chat.RoomSyncInterval) // the summaries after it
+		warm := cost("warm1", 2)
+		nw.RunFor(5 * time.Minute) // past the receive idle timeout (2 min)
+		quiet := cost("warm2", 3)
+		if quiet != warm {
+			t.Errorf("a post after 5 quiet minutes cost %d stream bytes, one on an open link %d: the link was closed", quiet, warm)
+		}
+	})
+}
