@@ -1278,7 +1278,7 @@ func (rs *rooms) linkFor(key string) *roomLink {
 }
 
 // runLink writes l's queue on a session to the member, connecting when
-// there is something to write; it closes the session after IdleTimeout
+// there is something to write; it closes the session after roomLinkIdle
 // unused and returns when it has neither a session nor lines. Lines that
 // cannot be written (the member is gone or unreachable, the connection
 // broke) are dropped: anti-entropy brings their messages later.
