@@ -72,6 +72,24 @@ func allMembers(t *testing.T, nw *netsim.Network, nodes []*testNode, room string
 	}
 }
 
+// roomLAN starts n nodes on one new LAN segment (hosts h0, h1, ...,
+// nicknames nickFmt with the index, seeds seed+index), joins each to room
+// and waits until every node sees all the others as members.
+func roomLAN(t *testing.T, nw *netsim.Network, n int, nickFmt string, seed uint64, room string) ([]*testNode, []*netsim.Host) {
+	t.Helper()
+	lan := nw.AddSegment("lan")
+	var nodes []*testNode
+	var hosts []*netsim.Host
+	for i := range n {
+		h := nw.AddHost(fmt.Sprintf("h%d", i), lan)
+		tn := start(t, h, fmt.Sprintf(nickFmt, i), seed+uint64(i))
+		join(t, tn, room, "")
+		nodes, hosts = append(nodes, tn), append(hosts, h)
+	}
+	allMembers(t, nw, nodes, room, time.Duration(n)*time.Second/2+5*time.Second)
+	return nodes, hosts
+}
+
 // checkRoom checks that every node showed exactly want (as a set, each
 // once, its own posts excluded) and each author's messages in the order
 // written.
@@ -152,14 +170,7 @@ const RoomQuiet = chat.RoomSyncInterval + 5*time.Second
 // messages once, each author's in order.
 func TestRoomTenMembers(t *testing.T) {
 	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
-		lan := nw.AddSegment("lan")
-		var nodes []*testNode
-		for i := range 10 {
-			tn := start(t, nw.AddHost(fmt.Sprintf("h%d", i), lan), fmt.Sprintf("n%d", i), uint64(10+i))
-			join(t, tn, "#ten", "")
-			nodes = append(nodes, tn)
-		}
-		allMembers(t, nw, nodes, "#ten", 5*time.Second)
+		nodes, _ := roomLAN(t, nw, 10, "n%d", 10, "#ten")
 		written := map[string][]string{}
 		for round := range 3 {
 			for _, tn := range nodes {
@@ -191,16 +202,7 @@ func TestRoomTenMembers(t *testing.T) {
 // every member has every message, once, each author's in order.
 func TestRoomPartitionHeals(t *testing.T) {
 	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
-		lan := nw.AddSegment("lan")
-		var nodes []*testNode
-		var hosts []*netsim.Host
-		for i := range 6 {
-			h := nw.AddHost(fmt.Sprintf("h%d", i), lan)
-			tn := start(t, h, fmt.Sprintf("p%d", i), uint64(30+i))
-			join(t, tn, "#split", "")
-			nodes, hosts = append(nodes, tn), append(hosts, h)
-		}
-		allMembers(t, nw, nodes, "#split", 5*time.Second)
+		nodes, hosts := roomLAN(t, nw, 6, "p%d", 30, "#split")
 		written := map[string][]string{}
 		say := func(tn *testNode, text string) {
 			post(t, tn, "#split", text)
@@ -644,14 +646,7 @@ func TestRoomReturningMemberFetchesOnce(t *testing.T) {
 // round only when it changed since the last one it was sent.
 func TestRoomIdleSendsNoSummaries(t *testing.T) {
 	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
-		lan := nw.AddSegment("lan")
-		var nodes []*testNode
-		for i := range 4 {
-			tn := start(t, nw.AddHost(fmt.Sprintf("h%d", i), lan), fmt.Sprintf("p%d", i), uint64(70+i))
-			join(t, tn, "#idle", "")
-			nodes = append(nodes, tn)
-		}
-		allMembers(t, nw, nodes, "#idle", 5*time.Second)
+		nodes, _ := roomLAN(t, nw, 4, "p%d", 70, "#idle")
 		post(t, nodes[0], "#idle", "hello")
 		// The round after the post sends the changed summaries once.
 		nw.RunFor(2 * chat.RoomSyncInterval)
@@ -681,14 +676,7 @@ func TestRoomIdleSendsNoSummaries(t *testing.T) {
 // member sends at most 8 summaries a round.
 func TestRoomRoundsReachEveryone(t *testing.T) {
 	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
-		lan := nw.AddSegment("lan")
-		var nodes []*testNode
-		for i := range 14 {
-			tn := start(t, nw.AddHost(fmt.Sprintf("h%d", i), lan), fmt.Sprintf("p%02d", i), uint64(90+i))
-			join(t, tn, "#wide", "")
-			nodes = append(nodes, tn)
-		}
-		allMembers(t, nw, nodes, "#wide", 10*time.Second)
+		nodes, _ := roomLAN(t, nw, 14, "p%02d", 90, "#wide")
 		// Let the rounds after the joins pass: then only the unsent post
 		// changes a summary.
 		nw.RunFor(2 * chat.RoomSyncInterval)
@@ -742,12 +730,8 @@ func TestRoomRoundsReachEveryone(t *testing.T) {
 // costs what one before it did, not a new handshake.
 func TestRoomLinkOutlastsQuiet(t *testing.T) {
 	netsim.Test(t, func(t *testing.T, nw *netsim.Network) {
-		lan := nw.AddSegment("lan")
-		alice := start(t, nw.AddHost("a", lan), "alice", 1)
-		bob := start(t, nw.AddHost("b", lan), "bob", 2)
-		join(t, alice, "#q", "")
-		join(t, bob, "#q", "")
-		allMembers(t, nw, []*testNode{alice, bob}, "#q", 2*time.Second)
+		nodes, _ := roomLAN(t, nw, 2, "p%d", 1, "#q")
+		alice, bob := nodes[0], nodes[1]
 		cost := func(text string, want int) int64 {
 			before := nw.Stats().StreamBytes
 			post(t, alice, "#q", text)
