@@ -13,13 +13,7 @@ import (
 // others at once, from goroutines the bubble runs in any order.
 func roomLANBody(t *testing.T, c *cluster) {
 	const n, room = 5, "#same"
-	c.nw.SetDefaultLink(lanLink)
-	peers, _ := startLAN(c, n, time.Second)
-	c.nw.RunFor(discoveryBound(lanLink) + quantum)
-	for _, p := range peers {
-		joinRoom(t, p, room)
-	}
-	waitRoomMembers(t, c, peers, room, 5*time.Second)
+	peers, _ := roomOnLAN(t, c, n, room)
 	for i := range 2 {
 		for _, p := range peers {
 			postRoom(t, p, fmt.Sprintf("line %d from %s", i, p.Nick()))

@@ -59,6 +59,20 @@ func roomMembers(p *peer, room string) int {
 	return len(info.Members)
 }
 
+// roomOnLAN starts n peers on one LAN, joins each to room once they have
+// found each other, and waits until all see each other as members; it
+// returns the peers and how long the last wait took.
+func roomOnLAN(t *testing.T, c *cluster, n int, room string) ([]*peer, time.Duration) {
+	t.Helper()
+	c.nw.SetDefaultLink(lanLink)
+	peers, _ := startLAN(c, n, time.Second)
+	c.nw.RunFor(discoveryBound(lanLink) + quantum)
+	for _, p := range peers {
+		joinRoom(t, p, room)
+	}
+	return peers, waitRoomMembers(t, c, peers, room, 5*time.Second)
+}
+
 // waitRoomMembers runs until every peer of set sees every other as a
 // member of room, for at most limit, and returns how long that took.
 func waitRoomMembers(t *testing.T, c *cluster, set []*peer, room string, limit time.Duration) time.Duration {
@@ -208,13 +222,7 @@ func TestRoomLAN100(t *testing.T) {
 	}
 	simTest(t, func(t *testing.T, c *cluster) {
 		const n, room = 100, "#hundred"
-		c.nw.SetDefaultLink(lanLink)
-		peers, _ := startLAN(c, n, time.Second)
-		c.nw.RunFor(discoveryBound(lanLink) + quantum)
-		for _, p := range peers {
-			joinRoom(t, p, room)
-		}
-		took := waitRoomMembers(t, c, peers, room, 5*time.Second)
+		peers, took := roomOnLAN(t, c, n, room)
 		var posts []roomPost
 		for _, p := range peers {
 			post := postRoom(t, p, "hello from "+p.Nick())
