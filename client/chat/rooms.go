@@ -742,6 +742,11 @@ func (rs *rooms) setMemberLocked(j *joinedRoom, key, nick string, is, tell bool,
 		j.members[key] = nick
 	case !is && was:
 		delete(j.members, key)
+		// What we sent it: kept for members only, so that churn over a
+		// long run does not keep old summaries alive.
+		delete(j.summed, key)
+		delete(j.sent, key)
+		delete(j.replied, key)
 		if tell {
 			n.emit(Event{Kind: EventRoomMember, Time: now, Text: fmt.Sprintf("%s left %s", old, j.name), Room: RoomMessage{Room: j.name.String(), RoomID: j.r.ID, Author: key, Nick: old}})
 		}

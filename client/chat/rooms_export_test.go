@@ -56,3 +56,16 @@ func (n *Node) RoomRoundSendsForTest(name string) (int, error) {
 	}
 	return j.roundSends, nil
 }
+
+// RoomSentStateForTest returns how many members the joined room name
+// keeps per-member send state for (summaries, answers, replies).
+func (n *Node) RoomSentStateForTest(name string) (summed, sent, replied int, err error) {
+	rs := n.rooms
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	j, err := rs.findLocked(name)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	return len(j.summed), len(j.sent), len(j.replied), nil
+}

@@ -370,11 +370,19 @@ func TestRoomLeave(t *testing.T) {
 		join(t, alice, "#x", "")
 		join(t, bob, "#x", "")
 		allMembers(t, nw, []*testNode{alice, bob}, "#x", 2*time.Second)
+		post(t, bob, "#x", "before")
+		nw.RunFor(chat.RoomSyncInterval) // a round: alice sends bob her changed summary
+		if summed, _, _, err := alice.RoomSentStateForTest("#x"); err != nil || summed != 1 {
+			t.Fatalf("alice keeps round state for %d members (%v), want bob's", summed, err)
+		}
 		if err := bob.LeaveRoom(t.Context(), "#x"); err != nil {
 			t.Fatal(err)
 		}
 		if !nw.RunUntil(func() bool { return memberCount(alice, "#x") == 0 }, time.Second) {
 			t.Fatal("alice still lists bob a second after he left")
+		}
+		if summed, sent, replied, err := alice.RoomSentStateForTest("#x"); err != nil || summed+sent+replied != 0 {
+			t.Errorf("alice keeps send state for bob after he left: summaries %d, answers %d, replies %d (%v)", summed, sent, replied, err)
 		}
 		if p := post(t, alice, "#x", "after"); p.Members != 0 {
 			t.Errorf("sent to %d members after bob left", p.Members)
