@@ -19,6 +19,8 @@ import (
 
 	"github.com/parlance-chat/parlance/client/chat"
 	"github.com/parlance-chat/parlance/client/store"
+
+	"github.com/parlance-chat/parlance/tools/internal/kvline"
 )
 
 // The two children, by their -role and their nickname.
@@ -41,23 +43,7 @@ const (
 // Times are Unix nanoseconds.
 
 // lineWriter writes protocol lines; it is safe for concurrent use.
-type lineWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-// say writes verb and the key, value pairs kv as one line.
-func (lw *lineWriter) say(verb string, kv ...any) {
-	var b strings.Builder
-	b.WriteString(verb)
-	for i := 0; i+1 < len(kv); i += 2 {
-		fmt.Fprintf(&b, " %v=%v", kv[i], kv[i+1])
-	}
-	b.WriteByte('\n')
-	lw.mu.Lock()
-	defer lw.mu.Unlock()
-	io.WriteString(lw.w, b.String())
-}
+type lineWriter = kvline.Writer
 
 // messageText is the i-th message of the stream: 40 bytes that carry i.
 func messageText(i int) string {
@@ -93,7 +79,7 @@ type child struct {
 
 func runChild(ctx context.Context, o options, stdin io.Reader, stdout, stderr io.Writer) error {
 	c := &child{
-		o: o, out: &lineWriter{w: stdout}, stderr: stderr,
+		o: o, out: &lineWriter{W: stdout}, stderr: stderr,
 		peerSeen: make(chan struct{}), drained: make(chan struct{}),
 		gotGo: make(chan struct{}), quit: make(chan struct{}),
 	}
@@ -128,7 +114,7 @@ func runChild(ctx context.Context, o options, stdin io.Reader, stdout, stderr io
 	}
 	c.node = node
 	go c.drain()
-	c.out.say("ready", "instance", node.Instance())
+	c.out.Say("ready", "instance", node.Instance())
 
 	runCtx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
@@ -142,7 +128,7 @@ func runChild(ctx context.Context, o options, stdin io.Reader, stdout, stderr io
 	var runErr error
 	select {
 	case <-c.peerSeen:
-		c.out.say("peer", "nick", c.peer)
+		c.out.Say("peer", "nick", c.peer)
 		select {
 		case <-c.gotGo:
 			runErr = c.stream(runCtx)
@@ -229,7 +215,7 @@ func (c *child) stream(ctx context.Context) error {
 	case <-c.tally.all:
 	case <-ctx.Done():
 	}
-	c.out.say("done", c.tally.snapshot()...)
+	c.out.Say("done", c.tally.snapshot()...)
 	return nil
 }
 
@@ -269,7 +255,7 @@ func (c *child) send(ctx context.Context) error {
 			}
 			resolved++
 			for next <= 10 && resolved*10 >= next*m {
-				c.out.say("progress", "pct", 10*next, "n", resolved, "at", now.UnixNano())
+				c.out.Say("progress", "pct", 10*next, "n", resolved, "at", now.UnixNano())
 				next++
 			}
 		}
@@ -299,7 +285,7 @@ func (c *child) send(ctx context.Context) error {
 	if !lastDelivered.IsZero() {
 		last = lastDelivered.UnixNano()
 	}
-	c.out.say("done", "posted", posted, "delivered", delivered, "queued", queued, "sent", sent,
+	c.out.Say("done", "posted", posted, "delivered", delivered, "queued", queued, "sent", sent,
 		"failed", failed, "unresolved", unresolved, "post_failed", btoi(postErr != nil),
 		"start", start.UnixNano(), "post_end", postEnd.UnixNano(), "last_delivered", last)
 	return nil
@@ -317,7 +303,7 @@ func (c *child) finish(ctx context.Context) error {
 	c.node.Close()
 	<-c.drained
 	if c.tally != nil {
-		c.out.say("final", c.tally.snapshot()...)
+		c.out.Say("final", c.tally.snapshot()...)
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 	defer cancel()
@@ -327,7 +313,7 @@ func (c *child) finish(ctx context.Context) error {
 	db, wal := fileSize(path), fileSize(path+"-wal")
 	ws := c.st.WriterStats()
 	closeErr := c.st.Close()
-	c.out.say("store", "pending", stats.Pending, "sent", stats.Sent, "delivered", stats.Delivered,
+	c.out.Say("store", "pending", stats.Pending, "sent", stats.Sent, "delivered", stats.Delivered,
 		"expired", stats.Expired, "received", stats.Received, "stats_ok", btoi(statsErr == nil),
 		"commits", ws.Commits, "folded", ws.Folded, "updated", ws.Updated,
 		"db", db, "wal", wal, "db_closed", fileSize(path), "wal_closed", fileSize(path+"-wal"))
@@ -401,7 +387,7 @@ func (t *tally) add(m chat.Message, now time.Time) {
 	}
 	t.mu.Unlock()
 	for _, p := range progress {
-		t.out.say("progress", p...)
+		t.out.Say("progress", p...)
 	}
 }
 

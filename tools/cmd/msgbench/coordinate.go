@@ -11,12 +11,13 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/parlance-chat/parlance/client/chat"
 	"github.com/parlance-chat/parlance/tools/internal/procstat"
+
+	"github.com/parlance-chat/parlance/tools/internal/kvline"
 )
 
 const (
@@ -32,39 +33,10 @@ const (
 	sampleEvery = 250 * time.Millisecond
 )
 
-// line is one protocol line from a child: a verb and key=value pairs.
-type line struct {
-	verb string
-	kv   map[string]string
-}
+// line is one protocol line.
+type line = kvline.Line
 
-func parseLine(s string) line {
-	f := strings.Fields(s)
-	l := line{kv: make(map[string]string)}
-	if len(f) == 0 {
-		return l
-	}
-	l.verb = f[0]
-	for _, kv := range f[1:] {
-		k, v, _ := strings.Cut(kv, "=")
-		l.kv[k] = v
-	}
-	return l
-}
-
-func (l line) int(k string) int {
-	v, _ := strconv.Atoi(l.kv[k])
-	return v
-}
-
-// time reads a Unix-nanosecond field; 0 is the zero time.
-func (l line) time(k string) time.Time {
-	ns, _ := strconv.ParseInt(l.kv[k], 10, 64)
-	if ns == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, ns)
-}
+func parseLine(s string) line { return kvline.Parse(s) }
 
 // proc is a child process and its protocol lines.
 type proc struct {
@@ -135,7 +107,7 @@ func (p *proc) expect(ctx context.Context, verb string, limit time.Duration) (li
 			if !ok {
 				return line{}, fmt.Errorf("the %s exited before it said %q", p.role, verb)
 			}
-			if l.verb == verb {
+			if l.Verb == verb {
 				return l, nil
 			}
 		case <-t.C:
@@ -327,10 +299,10 @@ func coordinate(ctx context.Context, o options, stdout, stderr io.Writer) error 
 				t.Stop()
 				return errors.New("the receiver exited during the stream")
 			}
-			switch l.verb {
+			switch l.Verb {
 			case "progress":
 				now := smp.sample()
-				tenths = append(tenths, tenth{pct: l.int("pct"), n: l.int("n"), at: l.time("at").Sub(goAt), snd: now[snd.pid()], recv: now[recv.pid()]})
+				tenths = append(tenths, tenth{pct: l.Int("pct"), n: l.Int("n"), at: l.Time("at").Sub(goAt), snd: now[snd.pid()], recv: now[recv.pid()]})
 			case "done":
 				rDone = &l
 			}
@@ -339,7 +311,7 @@ func coordinate(ctx context.Context, o options, stdout, stderr io.Writer) error 
 				t.Stop()
 				return errors.New("the sender exited during the stream")
 			}
-			if l.verb == "done" {
+			if l.Verb == "done" {
 				sDone, sDoneAt = &l, time.Now()
 			}
 		case <-t.C:
@@ -405,19 +377,19 @@ func coordinate(ctx context.Context, o options, stdout, stderr io.Writer) error 
 	if timedOut {
 		fmt.Fprintf(stdout, "  TIMED OUT (-timeout %v): the counts below are what the children had\n", o.timeout)
 	}
-	start0 := sDone.time("start")
-	lastDelivered := sDone.time("last_delivered")
-	delivered := sDone.int("delivered")
+	start0 := sDone.Time("start")
+	lastDelivered := sDone.Time("last_delivered")
+	delivered := sDone.Int("delivered")
 	var sendRate float64
 	if delivered > 0 {
 		sendRate = float64(delivered) / lastDelivered.Sub(start0).Seconds()
 	}
 	fmt.Fprintf(stdout, "  sender: posted %d in %.3f s; first Post to last Delivered %.3f s: %.0f messages/s\n",
-		sDone.int("posted"), sDone.time("post_end").Sub(start0).Seconds(), lastDelivered.Sub(start0).Seconds(), sendRate)
+		sDone.Int("posted"), sDone.Time("post_end").Sub(start0).Seconds(), lastDelivered.Sub(start0).Seconds(), sendRate)
 	fmt.Fprintf(stdout, "          delivered %d, queued %d, sent %d, failed %d, unresolved %d, Post failed %v\n",
-		delivered, sDone.int("queued"), sDone.int("sent"), sDone.int("failed"), sDone.int("unresolved"), sDone.int("post_failed") == 1)
-	received := final.int("received")
-	first, last := final.time("first"), final.time("last")
+		delivered, sDone.Int("queued"), sDone.Int("sent"), sDone.Int("failed"), sDone.Int("unresolved"), sDone.Int("post_failed") == 1)
+	received := final.Int("received")
+	first, last := final.Time("first"), final.Time("last")
 	var recvRate float64
 	if received > 0 {
 		recvRate = float64(received) / last.Sub(first).Seconds()
@@ -426,11 +398,11 @@ func coordinate(ctx context.Context, o options, stdout, stderr io.Writer) error 
 	}
 	lost := m - received
 	fmt.Fprintf(stdout, "          received %d, lost %d, duplicated %d, out of order %d, not of the stream %d, unencrypted %d (at the stream's end: received %d, duplicated %d)\n",
-		received, lost, final.int("dup"), final.int("ooo"), final.int("invalid"), final.int("plain"), rDone.int("received"), rDone.int("dup"))
+		received, lost, final.Int("dup"), final.Int("ooo"), final.Int("invalid"), final.Int("plain"), rDone.Int("received"), rDone.Int("dup"))
 	if orig.received > 0 {
 		ratio := sendRate / orig.rate()
 		met := "met"
-		if ratio < 10 || lost != 0 || final.int("dup") != 0 {
+		if ratio < 10 || lost != 0 || final.Int("dup") != 0 {
 			met = "NOT met"
 		}
 		fmt.Fprintf(stdout, "  ratio to the original: %.1fx (sender's rate %.0f / original's %.0f messages/s); target >= 10x, 0 lost, 0 duplicated: %s\n",
@@ -460,14 +432,14 @@ func coordinate(ctx context.Context, o options, stdout, stderr io.Writer) error 
 	fmt.Fprintf(stdout, "\nstores at the end:\n")
 	for _, p := range []*proc{snd, recv} {
 		s := stores[p]
-		if s.int("stats_ok") != 1 {
+		if s.Int("stats_ok") != 1 {
 			fmt.Fprintf(stdout, "  %-8s stats unavailable (see stderr)\n", p.role)
 		}
 		fmt.Fprintf(stdout, "  %-8s pending %d, sent %d, delivered %d, expired %d, received %d; messages.db %s + wal %s before Close, %s + wal %s after\n",
-			p.role, s.int("pending"), s.int("sent"), s.int("delivered"), s.int("expired"), s.int("received"),
-			mibBytes(s.int("db")), mibBytes(s.int("wal")), mibBytes(s.int("db_closed")), mibBytes(s.int("wal_closed")))
+			p.role, s.Int("pending"), s.Int("sent"), s.Int("delivered"), s.Int("expired"), s.Int("received"),
+			mibBytes(s.Int("db")), mibBytes(s.Int("wal")), mibBytes(s.Int("db_closed")), mibBytes(s.Int("wal_closed")))
 		fmt.Fprintf(stdout, "  %-8s %d commits; deliveries folded into their message's insert %d, written by UPDATE %d (store.Options.FoldWait %v)\n",
-			"", s.int("commits"), s.int("folded"), s.int("updated"), o.foldWait)
+			"", s.Int("commits"), s.Int("folded"), s.Int("updated"), o.foldWait)
 	}
 	if o.cpuprofile != "" {
 		fmt.Fprintf(stdout, "CPU profiles: %[1]s.sender.pprof, %[1]s.receiver.pprof (from the go to the end of the stream)", o.cpuprofile)

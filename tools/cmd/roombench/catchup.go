@@ -31,7 +31,7 @@ func (c *coord) catchup(ctx context.Context, sum *summary) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "\ncatch-up: %s closed (node and store; Close took %.2f s); the others listed %d members %.2f s later\n", nickname(r), time.Duration(st.int64("took")).Seconds(), n-2, d.Seconds())
+	fmt.Fprintf(w, "\ncatch-up: %s closed (node and store; Close took %.2f s); the others listed %d members %.2f s later\n", nickname(r), time.Duration(st.Int64("took")).Seconds(), n-2, d.Seconds())
 	s0, err := c.snapshot(ctx)
 	if err != nil {
 		return err
@@ -54,9 +54,9 @@ func (c *coord) catchup(ctx context.Context, sum *summary) error {
 	fmt.Fprintf(w, "  %d of the other %d posted %d messages in turn (at most %d not yet shown by all) in %.2f s; %d shown by all %d; last shown %.2f s after the first post\n",
 		o.authors, n-1, o.catchup, o.window, span.Seconds(), seen, n-2, dp.wall.Seconds())
 	c.printTraffic("    ", dp, float64(seen*max(1, n-2)), "per message per member")
-	if ln, err := c.ask(ctx, c.owner(0), "lines node=0 ph="+phaseCatchup, "lines"); err == nil && ln.int("n") > 0 {
-		k := float64(ln.int("n"))
-		fmt.Fprintf(w, "    their room_msg lines: mean %.0f bytes (min %d, max %d), mean %.1f deps\n", float64(ln.int("bytes"))/k, ln.int("min"), ln.int("max"), float64(ln.int("deps"))/k)
+	if ln, err := c.ask(ctx, c.owner(0), "lines node=0 ph="+phaseCatchup, "lines"); err == nil && ln.Int("n") > 0 {
+		k := float64(ln.Int("n"))
+		fmt.Fprintf(w, "    their room_msg lines: mean %.0f bytes (min %d, max %d), mean %.1f deps\n", float64(ln.Int("bytes"))/k, ln.Int("min"), ln.Int("max"), float64(ln.Int("deps"))/k)
 	}
 
 	if wait := time.Until(closed.Add(o.offline)); wait > 0 {
@@ -89,46 +89,46 @@ func (c *coord) catchup(ctx context.Context, sum *summary) error {
 	if err != nil {
 		return err
 	}
-	t0 := cu.time("t0")
+	t0 := cu.Time("t0")
 	since := func(t time.Time) string {
 		if t.IsZero() {
 			return "never"
 		}
 		return fmt.Sprintf("%.3f s", t.Sub(t0).Seconds())
 	}
-	shown, want := cu.int("shown"), cu.int("want")
-	sum.catchShown, sum.catchN, sum.stalled = shown, want, cu.int("stalled") != 0
-	sum.catchup = cu.time("last").Sub(t0)
+	shown, want := cu.Int("shown"), cu.Int("want")
+	sum.catchShown, sum.catchN, sum.stalled = shown, want, cu.Int("stalled") != 0
+	sum.catchup = cu.Time("last").Sub(t0)
 	fmt.Fprintf(w, "  %s restarted with the same store and identity: store open and chat.Start took %s; first member met (its first peer event) at %s; first missed message shown at %s\n",
-		nickname(r), since(cu.time("started")), since(cu.time("met")), since(cu.time("first")))
+		nickname(r), since(cu.Time("started")), since(cu.Time("met")), since(cu.Time("first")))
 	if !sum.stalled {
 		fmt.Fprintf(w, "  start to all %d missed messages shown: %.3f s\n", want, sum.catchup.Seconds())
 	} else {
-		fmt.Fprintf(w, "  CAUGHT UP ONLY IN PART: %d of %d shown, the last at %s; nothing more in the %v that followed\n", shown, want, since(cu.time("last")), stallAfter)
+		fmt.Fprintf(w, "  CAUGHT UP ONLY IN PART: %d of %d shown, the last at %s; nothing more in the %v that followed\n", shown, want, since(cu.Time("last")), stallAfter)
 	}
-	fmt.Fprintf(w, "  shown after CausalWait without what they depended on (Forced): %d; Late: %d; unmet dependencies listed: %d\n", cu.int("forced"), cu.int("late"), cu.int("unmet"))
+	fmt.Fprintf(w, "  shown after CausalWait without what they depended on (Forced): %d; Late: %d; unmet dependencies listed: %d\n", cu.Int("forced"), cu.Int("late"), cu.Int("unmet"))
 	var shows, sums []string
 	for _, b := range cu.bursts {
-		s := fmt.Sprintf("%s: %d", since(b.time("at")), b.int("n"))
-		if b.kv["kind"] == "show" {
+		s := fmt.Sprintf("%s: %d", since(b.Time("at")), b.Int("n"))
+		if b.KV["kind"] == "show" {
 			shows = append(shows, s)
 		} else {
 			sums = append(sums, s)
 		}
 	}
-	sum.rounds = fmt.Sprintf("%d (max %d)", cu.int("rmed"), cu.int("rmax"))
+	sum.rounds = fmt.Sprintf("%d (max %d)", cu.Int("rmed"), cu.Int("rmax"))
 	fmt.Fprintf(w, "  its summary sends (writes on its own links after the handshakes; each carries a room_sum), in bursts from its start: %s\n", strings.Join(sums, ", "))
 	fmt.Fprintf(w, "  missed messages shown, in bursts: %s\n", strings.Join(shows, ", "))
 	fmt.Fprintf(w, "  summary rounds until the last was shown: median %d, max %d over its %d links (its summary writes to a member before then; it asks one member per author for what it lacks, and is sent at most RoomHistoryMessages)\n",
-		cu.int("rmed"), cu.int("rmax"), cu.int("rlinks"))
+		cu.Int("rmed"), cu.Int("rmax"), cu.Int("rlinks"))
 	fmt.Fprintf(w, "  %s's traffic from its start to the end of this watch: received %s on the links the others opened to it (%d), sent %s on its own (%d: handshakes and summaries)",
-		nickname(r), size(cu.int64("accr")), cu.int("accepts"), size(cu.int64("dialw")), cu.int("dials"))
+		nickname(r), size(cu.Int64("accr")), cu.Int("accepts"), size(cu.Int64("dialw")), cu.Int("dials"))
 	if shown > 0 {
-		fmt.Fprintf(w, "; %.0f bytes received per message shown", float64(cu.int64("accr"))/float64(shown))
+		fmt.Fprintf(w, "; %.0f bytes received per message shown", float64(cu.Int64("accr"))/float64(shown))
 	}
 	fmt.Fprintln(w)
 	dr := s3.since(s2)
-	fmt.Fprintf(w, "  links to it: %d of the %d others opened one to the new instance; writes that failed on the members' links meanwhile: %d\n", cu.int("accepts"), n-1, dr.werrs)
+	fmt.Fprintf(w, "  links to it: %d of the %d others opened one to the new instance; writes that failed on the members' links meanwhile: %d\n", cu.Int("accepts"), n-1, dr.werrs)
 	c.printTraffic("  all, restart to the end of this watch: ", dr, 0, "")
 
 	// And then: what the room costs at rest once the member is back.
@@ -150,7 +150,7 @@ func (c *coord) catchup(ctx context.Context, sum *summary) error {
 		}
 		di := s4.since(s3)
 		sum.idleAfter = int64(float64(di.tcp()) * chat.RoomSyncInterval.Seconds() / di.wall.Seconds())
-		fmt.Fprintf(w, "  idle %.1f s after that: %s received %s, sent %s\n", di.wall.Seconds(), nickname(r), size(r1.int64("accr")-r0.int64("accr")), size(r1.int64("dialw")-r0.int64("dialw")))
+		fmt.Fprintf(w, "  idle %.1f s after that: %s received %s, sent %s\n", di.wall.Seconds(), nickname(r), size(r1.Int64("accr")-r0.Int64("accr")), size(r1.Int64("dialw")-r0.Int64("dialw")))
 		c.printTraffic("    ", di, 0, "")
 	}
 	return nil
@@ -169,7 +169,7 @@ func (w *worker) restart(nd *wnode, want int) error {
 	w.mu.Lock()
 	c.started = time.Now()
 	w.mu.Unlock()
-	w.out.say("restarted", "node", nd.idx, "t0", ns(c.t0), "started", ns(c.started))
+	w.out.Say("restarted", "node", nd.idx, "t0", ns(c.t0), "started", ns(c.started))
 	w.posts.Go(func() { w.watch(c) })
 	return nil
 }
@@ -207,7 +207,7 @@ func (w *worker) watch(c *catchup) {
 		first = shows[0]
 	}
 	for _, b := range bursts(shows) {
-		w.out.say("burst", "kind", "show", "at", ns(b.at), "end", ns(b.end), "n", b.n)
+		w.out.Say("burst", "kind", "show", "at", ns(b.at), "end", ns(b.end), "n", b.n)
 	}
 	writes := c.nd.trace.list()
 	var wt []time.Time
@@ -219,7 +219,7 @@ func (w *worker) watch(c *catchup) {
 		}
 	}
 	for _, b := range bursts(wt) {
-		w.out.say("burst", "kind", "sum", "at", ns(b.at), "end", ns(b.end), "n", b.n)
+		w.out.Say("burst", "kind", "sum", "at", ns(b.at), "end", ns(b.end), "n", b.n)
 	}
 	counts := slices.Sorted(maps.Values(perConn))
 	rmed, rmax := 0, 0
@@ -227,7 +227,7 @@ func (w *worker) watch(c *catchup) {
 		rmed, rmax = counts[(len(counts)-1)/2], counts[len(counts)-1]
 	}
 	nc := c.nd.c
-	w.out.say("caughtup", "node", c.nd.idx, "t0", ns(c.t0), "started", ns(c.started), "met", ns(met),
+	w.out.Say("caughtup", "node", c.nd.idx, "t0", ns(c.t0), "started", ns(c.started), "met", ns(met),
 		"first", ns(first), "last", ns(last), "shown", len(shows), "want", c.want, "stalled", btoi(stalled), "at", ns(at),
 		"forced", forced, "late", late, "unmet", unmet, "rmed", rmed, "rmax", rmax, "rlinks", len(counts),
 		"dials", nc.dials.Load(), "accepts", nc.accepts.Load(), "dialw", nc.dialW.Load(), "dialr", nc.dialR.Load(),

@@ -217,7 +217,7 @@ func (c *coord) startWorkers(ctx context.Context, nw int, dir string, deadline t
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(c.stdout, "worker %d: nodes %s..%s started and in %s (%d files open)\n", w.id, nickname(w.first), nickname(w.last-1), roomName, l.int("fds"))
+		fmt.Fprintf(c.stdout, "worker %d: nodes %s..%s started and in %s (%d files open)\n", w.id, nickname(w.first), nickname(w.last-1), roomName, l.Int("fds"))
 	}
 	fmt.Fprintf(c.stdout, "all %d nodes started in %.2f s\n", o.members, time.Since(t0).Seconds())
 	return nil
@@ -230,7 +230,7 @@ func (c *coord) read(w *whandle, out io.Reader) {
 	sc := bufio.NewScanner(out)
 	for sc.Scan() {
 		l := parseLine(sc.Text())
-		switch l.verb {
+		switch l.Verb {
 		case "seen", "posted":
 			c.events <- wevent{w.id, l}
 		default:
@@ -251,13 +251,13 @@ func (c *coord) await(ctx context.Context, w *whandle, verb string, limit time.D
 			if !ok {
 				return line{}, fmt.Errorf("worker %d ended before it said %q", w.id, verb)
 			}
-			if l.verb == verb {
+			if l.Verb == verb {
 				if len(bs) > 0 {
 					l.bursts = bs
 				}
 				return l, nil
 			}
-			if l.verb == "burst" {
+			if l.Verb == "burst" {
 				bs = append(bs, l)
 			}
 		case <-t.C:
@@ -309,10 +309,10 @@ func (c *coord) waitMembers(ctx context.Context, want int, limit time.Duration) 
 		ok := true
 		lo := want
 		for _, l := range ls {
-			if l.int("min") != want || l.int("max") != want {
+			if l.Int("min") != want || l.Int("max") != want {
 				ok = false
 			}
-			lo = min(lo, l.int("min"))
+			lo = min(lo, l.Int("min"))
 		}
 		if ok {
 			return time.Since(t0), nil

@@ -2,11 +2,11 @@ package main
 
 import (
 	"fmt"
-	"io"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/parlance-chat/parlance/tools/internal/kvline"
 )
 
 // The coordinator and its workers talk in lines: a verb and key=value
@@ -30,69 +30,16 @@ import (
 
 // line is one protocol line.
 type line struct {
-	verb string
-	kv   map[string]string
+	kvline.Line
 	// bursts are the "burst" lines a worker said before this one
 	// (caughtup only).
 	bursts []line
 }
 
-func parseLine(s string) line {
-	f := strings.Fields(s)
-	l := line{kv: make(map[string]string)}
-	if len(f) == 0 {
-		return l
-	}
-	l.verb = f[0]
-	for _, kv := range f[1:] {
-		k, v, _ := strings.Cut(kv, "=")
-		l.kv[k] = v
-	}
-	return l
-}
-
-func (l line) int(k string) int {
-	v, _ := strconv.Atoi(l.kv[k])
-	return v
-}
-
-func (l line) int64(k string) int64 {
-	v, _ := strconv.ParseInt(l.kv[k], 10, 64)
-	return v
-}
-
-func (l line) float(k string) float64 {
-	v, _ := strconv.ParseFloat(l.kv[k], 64)
-	return v
-}
-
-// time reads a Unix-nanosecond field; 0 is the zero time.
-func (l line) time(k string) time.Time {
-	ns := l.int64(k)
-	if ns == 0 {
-		return time.Time{}
-	}
-	return time.Unix(0, ns)
-}
+func parseLine(s string) line { return line{Line: kvline.Parse(s)} }
 
 // lineWriter writes protocol lines; it is safe for concurrent use.
-type lineWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-// say writes verb and the key, value pairs kv as one line.
-func (lw *lineWriter) say(verb string, kv ...any) {
-	var b strings.Builder
-	b.WriteString(verb)
-	for i := 0; i+1 < len(kv); i += 2 {
-		fmt.Fprintf(&b, " %v=%v", kv[i], kv[i+1])
-	}
-	b.WriteByte('\n')
-	lw.mu.Lock()
-	defer lw.mu.Unlock()
-	io.WriteString(lw.w, b.String())
-}
+type lineWriter = kvline.Writer
 
 // ns is t in Unix nanoseconds, 0 for the zero time.
 func ns(t time.Time) int64 {

@@ -92,28 +92,28 @@ func (c *coord) posts(ctx context.Context, p plan) ([]result, time.Duration, err
 			}
 		case ev := <-c.events:
 			l := ev.l
-			if l.kv["ph"] != p.ph {
+			if l.KV["ph"] != p.ph {
 				continue
 			}
-			i := l.int("i")
+			i := l.Int("i")
 			if i < 0 || i >= p.n {
 				continue
 			}
 			r := &rs[i]
-			switch l.verb {
+			switch l.Verb {
 			case "posted":
-				r.posted, r.at, r.end, r.members, r.failed = true, l.time("at"), l.time("end"), l.int("members"), l.int("err") != 0
+				r.posted, r.at, r.end, r.members, r.failed = true, l.Time("at"), l.Time("end"), l.Int("members"), l.Int("err") != 0
 				if r.failed {
 					done++
 					open--
 				}
 			case "seen":
 				r.reports++
-				if f := l.time("first"); r.first.IsZero() || f.Before(r.first) {
+				if f := l.Time("first"); r.first.IsZero() || f.Before(r.first) {
 					r.first = f
 				}
-				r.last = later(r.last, l.time("last"))
-				r.evLast = later(r.evLast, l.time("evlast"))
+				r.last = later(r.last, l.Time("last"))
+				r.evLast = later(r.evLast, l.Time("evlast"))
 			}
 			finish(r)
 		case <-progress.C:
@@ -243,11 +243,11 @@ func (c *coord) phases(ctx context.Context) error {
 	per := float64(len(reach) * (n - 1))
 	sum.perMsgMember, sum.perMsgMemberIP = float64(dp.tcp())/per, float64(dp.ns.unicast())/per
 	c.printTraffic("  ", dp, per, "per message per member")
-	if ln, err := c.ask(ctx, c.owner(0), "lines node=0 ph="+phasePost, "lines"); err == nil && ln.int("n") > 0 {
-		k := float64(ln.int("n"))
-		sum.line, sum.deps = float64(ln.int("bytes"))/k, float64(ln.int("deps"))/k
+	if ln, err := c.ask(ctx, c.owner(0), "lines node=0 ph="+phasePost, "lines"); err == nil && ln.Int("n") > 0 {
+		k := float64(ln.Int("n"))
+		sum.line, sum.deps = float64(ln.Int("bytes"))/k, float64(ln.Int("deps"))/k
 		fmt.Fprintf(w, "  room_msg lines of the phase (plaintext, as %s stored them): mean %.0f bytes (min %d, max %d), mean %.1f deps; a room_sum of the %d authors now: %d bytes\n",
-			nickname(0), sum.line, ln.int("min"), ln.int("max"), sum.deps, ln.int("authors"), ln.int("sum"))
+			nickname(0), sum.line, ln.Int("min"), ln.Int("max"), sum.deps, ln.Int("authors"), ln.Int("sum"))
 		fmt.Fprintf(w, "  (a line travels in a Noise frame: +18 bytes; several queued lines share one. Periodic summaries: every member to every other every %v when changed, about %.1f rounds fell in the phase)\n",
 			chat.RoomSyncInterval, dp.wall.Seconds()/chat.RoomSyncInterval.Seconds())
 	}
@@ -285,10 +285,10 @@ func (c *coord) phases(ctx context.Context) error {
 	dup, reshown, other := 0, 0, 0
 	fmt.Fprintf(w, "\nopen files:")
 	for i, l := range finals {
-		dup += l.int("dup")
-		reshown += l.int("reshown")
-		other += l.int("other")
-		fmt.Fprintf(w, " worker %d (nodes %s..%s) at most %d;", i, nickname(c.ws[i].first), nickname(c.ws[i].last-1), l.int("fdmax"))
+		dup += l.Int("dup")
+		reshown += l.Int("reshown")
+		other += l.Int("other")
+		fmt.Fprintf(w, " worker %d (nodes %s..%s) at most %d;", i, nickname(c.ws[i].first), nickname(c.ws[i].last-1), l.Int("fdmax"))
 	}
 	fmt.Fprintf(w, " sampled every 0.5 s\n")
 	fmt.Fprintf(w, "checks: messages shown twice by one member %d; earlier messages shown again after the restart %d; room messages not of this run %d\n", dup, reshown, other)

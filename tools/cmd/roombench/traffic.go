@@ -32,9 +32,9 @@ func (c *coord) snapshot(ctx context.Context) (snap, error) {
 	s.busy, _, _ = procstat.MachineBusy()
 	pids := map[int]bool{}
 	for _, l := range ls {
-		if !pids[l.int("pid")] {
-			pids[l.int("pid")] = true
-			s.ours += l.float("cpu")
+		if !pids[l.Int("pid")] {
+			pids[l.Int("pid")] = true
+			s.ours += l.Float("cpu")
 		}
 	}
 	if !pids[os.Getpid()] {
@@ -47,7 +47,7 @@ func (c *coord) snapshot(ctx context.Context) (snap, error) {
 func (s snap) sum(k string) int64 {
 	var t int64
 	for _, l := range s.ws {
-		t += l.int64(k)
+		t += l.Int64(k)
 	}
 	return t
 }

@@ -110,7 +110,7 @@ func runWorker(ctx context.Context, o options, stdin io.Reader, stdout, stderr i
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
 	w := &worker{
-		o: o, out: &lineWriter{w: stdout}, stderr: stderr, ctx: ctx,
+		o: o, out: &lineWriter{W: stdout}, stderr: stderr, ctx: ctx,
 		log:   slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelError})).With("roombench", o.wid),
 		track: make(map[msgKey]*track),
 	}
@@ -143,7 +143,7 @@ func runWorker(ctx context.Context, o options, stdin io.Reader, stdout, stderr i
 
 	err := w.startAll()
 	if err == nil {
-		w.out.say("ready", "fds", countFDs(), "nodes", len(w.nodes))
+		w.out.Say("ready", "fds", countFDs(), "nodes", len(w.nodes))
 		err = w.serve(cmds)
 	}
 	w.posts.Wait()
@@ -152,7 +152,7 @@ func runWorker(ctx context.Context, o options, stdin io.Reader, stdout, stderr i
 	}
 	closeErr := w.closeAll()
 	w.mu.Lock()
-	w.out.say("final", "dup", w.dup, "reshown", w.reshown, "other", w.other, "fdmax", w.fdMax.Load())
+	w.out.Say("final", "dup", w.dup, "reshown", w.reshown, "other", w.other, "fdmax", w.fdMax.Load())
 	w.mu.Unlock()
 	return errors.Join(err, closeErr)
 }
@@ -171,13 +171,13 @@ func (w *worker) serve(cmds <-chan string) error {
 			return fmt.Errorf("worker %d: %w", w.o.wid, w.ctx.Err())
 		}
 		l := parseLine(s)
-		switch l.verb {
+		switch l.Verb {
 		case "quit":
 			return nil
 		case "members":
-			w.members(l.kv["detail"] == "1", l.int("want"))
+			w.members(l.KV["detail"] == "1", l.Int("want"))
 		case "stats":
-			w.out.say("stats", w.stats()...)
+			w.out.Say("stats", w.stats()...)
 		case "nodestats":
 			nd, err := w.node(l)
 			if err != nil {
@@ -188,19 +188,19 @@ func (w *worker) serve(cmds <-chan string) error {
 				kv = []any{"dials", c.dials.Load(), "accepts", c.accepts.Load(), "dialw", c.dialW.Load(), "dialr", c.dialR.Load(),
 					"accw", c.accW.Load(), "accr", c.accR.Load(), "werrs", c.werrs.Load()}
 			}
-			w.out.say("nodestats", kv...)
+			w.out.Say("nodestats", kv...)
 		case "post":
 			nd, err := w.node(l)
 			if err != nil {
 				return err
 			}
-			w.posts.Go(func() { w.post(nd, l.kv["ph"], l.int("i")) })
+			w.posts.Go(func() { w.post(nd, l.KV["ph"], l.Int("i")) })
 		case "lines":
 			nd, err := w.node(l)
 			if err != nil {
 				return err
 			}
-			w.lines(nd, l.kv["ph"])
+			w.lines(nd, l.KV["ph"])
 		case "stop":
 			nd, err := w.node(l)
 			if err != nil {
@@ -210,17 +210,17 @@ func (w *worker) serve(cmds <-chan string) error {
 			if err := w.stop(nd); err != nil {
 				return err
 			}
-			w.out.say("stopped", "node", nd.idx, "took", int64(time.Since(t0)))
+			w.out.Say("stopped", "node", nd.idx, "took", int64(time.Since(t0)))
 		case "restart":
 			nd, err := w.node(l)
 			if err != nil {
 				return err
 			}
-			if err := w.restart(nd, l.int("want")); err != nil {
+			if err := w.restart(nd, l.Int("want")); err != nil {
 				return err
 			}
 		case "profile":
-			w.setProfile(l.kv["path"])
+			w.setProfile(l.KV["path"])
 		default:
 			return fmt.Errorf("worker %d: unknown command %q", w.o.wid, s)
 		}
@@ -228,9 +228,9 @@ func (w *worker) serve(cmds <-chan string) error {
 }
 
 func (w *worker) node(l line) (*wnode, error) {
-	i, err := strconv.Atoi(l.kv["node"])
+	i, err := strconv.Atoi(l.KV["node"])
 	if err != nil || i < w.o.first || i >= w.o.last {
-		return nil, fmt.Errorf("worker %d: no node %q here", w.o.wid, l.kv["node"])
+		return nil, fmt.Errorf("worker %d: no node %q here", w.o.wid, l.KV["node"])
 	}
 	return w.nodes[i-w.o.first], nil
 }
@@ -396,7 +396,7 @@ func (w *worker) shown(nd *wnode, ev chat.Event, now time.Time) {
 	}
 	w.mu.Unlock()
 	if say != nil {
-		w.out.say("seen", say...)
+		w.out.Say("seen", say...)
 	}
 }
 
@@ -458,7 +458,7 @@ func (w *worker) members(detail bool, want int) {
 		}
 		hi = max(hi, n)
 	}
-	w.out.say("members", "min", max(lo, 0), "max", hi)
+	w.out.Say("members", "min", max(lo, 0), "max", hi)
 }
 
 // explain says which members nd does not list, and what it knows of
@@ -495,7 +495,7 @@ func (w *worker) post(nd *wnode, ph string, i int) {
 		failed = 1
 		fmt.Fprintf(w.stderr, "roombench %s: post %s %d: %v\n", nickname(nd.idx), ph, i, err)
 	}
-	w.out.say("posted", "ph", ph, "i", i, "at", ns(at), "end", ns(end), "members", res.Members, "err", failed)
+	w.out.Say("posted", "ph", ph, "i", i, "at", ns(at), "end", ns(end), "members", res.Members, "err", failed)
 }
 
 // lines reports the size of the room_msg lines of phase ph that nd
@@ -532,7 +532,7 @@ func (w *worker) lines(nd *wnode, ph string) {
 	if b, err := protocol.EncodeRoomSummary(&s); err == nil {
 		sumLen = len(b)
 	}
-	w.out.say("lines", "n", n, "bytes", sum, "min", lo, "max", hi, "deps", deps, "authors", len(have), "sum", sumLen)
+	w.out.Say("lines", "n", n, "bytes", sum, "min", lo, "max", hi, "deps", deps, "authors", len(have), "sum", sumLen)
 }
 
 // stop closes nd's node, then its store.
@@ -603,7 +603,7 @@ func (w *worker) setProfile(path string) {
 			ok = 0
 		}
 	}
-	w.out.say("profile", "ok", ok)
+	w.out.Say("profile", "ok", ok)
 }
 
 // closeAll closes the live nodes, then their stores.
