@@ -234,6 +234,21 @@ func checkSchedules(t *testing.T, minPeers, maxPeers int) {
 		func(t *testing.T, nw *netsim.Network, s schedule) []error { return runSchedule(t, nw, s, &st) })
 }
 
+// runExamples runs each fixed schedule, as a subtest "example N", in a
+// netsim run of its seed, and reports the errors its run returns.
+func runExamples[S any](t *testing.T, examples []S, seed func(S) uint64, run func(*testing.T, *netsim.Network, S) []error) {
+	t.Helper()
+	for i, s := range examples {
+		t.Run(fmt.Sprintf("example %d", i), func(t *testing.T) {
+			netsim.Run(t, seed(s), nil, func(t *testing.T, nw *netsim.Network) {
+				for _, err := range run(t, nw, s) {
+					t.Errorf("schedule %v: %v", s, err)
+				}
+			})
+		})
+	}
+}
+
 // checkSimulated runs rapid over schedules that draw makes, each in a
 // netsim run of its own seed, as a subtest named by that seed; a schedule
 // whose run returns errors, or whose simulation fails, fails the check

@@ -567,15 +567,10 @@ var queueExamples = []queueSchedule{
 // them.
 func TestPropertyQueue(t *testing.T) {
 	var ex queueStats
-	for i, s := range queueExamples {
-		t.Run(fmt.Sprintf("example %d", i), func(t *testing.T) {
-			netsim.Run(t, s.Seed, nil, func(t *testing.T, nw *netsim.Network) {
-				for _, err := range runQueueSchedule(t, nw, s, &ex) {
-					t.Errorf("schedule %v: %v", s, err)
-				}
-			})
+	runExamples(t, queueExamples, func(s queueSchedule) uint64 { return s.Seed },
+		func(t *testing.T, nw *netsim.Network, s queueSchedule) []error {
+			return runQueueSchedule(t, nw, s, &ex)
 		})
-	}
 	t.Logf("examples: %s", &ex)
 	for what, n := range map[string]int{"delivered at once": ex.deliveredAtOnce, "queued, then delivered": ex.deliveredLater, "expired": ex.expired} {
 		if n == 0 {

@@ -502,15 +502,8 @@ var roomExamples = []roomSchedule{
 // give a late joiner history.
 func TestPropertyRooms(t *testing.T) {
 	var ex roomStats
-	for i, s := range roomExamples {
-		t.Run(fmt.Sprintf("example %d", i), func(t *testing.T) {
-			netsim.Run(t, s.Seed, nil, func(t *testing.T, nw *netsim.Network) {
-				for _, err := range runRoomSchedule(t, nw, s, &ex) {
-					t.Errorf("schedule %v: %v", s, err)
-				}
-			})
-		})
-	}
+	runExamples(t, roomExamples, func(s roomSchedule) uint64 { return s.Seed },
+		func(t *testing.T, nw *netsim.Network, s roomSchedule) []error { return runRoomSchedule(t, nw, s, &ex) })
 	t.Logf("examples: %s", &ex)
 	for what, n := range map[string]int{"forced": ex.forced, "caught up after a restart": ex.caughtUp, "sent as history to a late joiner": ex.history} {
 		if n == 0 {
