@@ -62,31 +62,15 @@ import (
 	"time"
 
 	"github.com/parlance-chat/parlance/client/store"
-	"github.com/parlance-chat/parlance/netsim/netns"
+	"github.com/parlance-chat/parlance/tools/internal/privns"
 )
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "msgbench: %v\n", err)
-		var np notPrivateError
-		if errors.As(err, &np) {
-			os.Exit(2)
-		}
-		os.Exit(1)
-	}
+	privns.Exit("msgbench", err)
 }
-
-// notPrivateError: the process is not in a private network namespace.
-type notPrivateError struct{ err error }
-
-func (e notPrivateError) Error() string {
-	return "refusing to multicast outside a private network namespace: " + e.err.Error()
-}
-
-func (e notPrivateError) Unwrap() error { return e.err }
 
 type options struct {
 	messages         int
@@ -144,8 +128,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if err := netns.Check(); err != nil {
-		return notPrivateError{err}
+	if err := privns.Check(); err != nil {
+		return err
 	}
 	if o.messages <= 0 || o.originalMessages < 0 {
 		return errors.New("-messages must be positive and -original-messages not negative")

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/parlance-chat/parlance/netsim/netns"
+	"github.com/parlance-chat/parlance/tools/internal/privns"
 )
 
 // TestSmoke runs the tool small, in this process (one worker): three
@@ -43,8 +44,8 @@ func TestRefusesOutsideANamespace(t *testing.T) {
 	}
 	var out, errs bytes.Buffer
 	err := run(t.Context(), []string{"-members", "3"}, strings.NewReader(""), &out, &errs)
-	if _, ok := err.(notPrivateError); !ok {
-		t.Fatalf("run outside a namespace: %v, want a notPrivateError", err)
+	if _, ok := err.(privns.NotPrivateError); !ok {
+		t.Fatalf("run outside a namespace: %v, want a privns.NotPrivateError", err)
 	}
 	if out.Len() > 0 {
 		t.Errorf("it printed before refusing: %q", out.String())
