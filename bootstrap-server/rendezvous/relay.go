@@ -244,11 +244,8 @@ func (s *Server) relayConnectLocked(c *conn, m *protocol.RelayConnect, first boo
 			return
 		}
 	}
-	id, err := protocol.NewRelayToken(s.cfg.Rand)
-	if err != nil {
-		s.log.Error("relay failed", "err", err)
-		s.sendErrorLocked(c, errKindInternal, "Internal error")
-		c.closeWith(closeFrame(websocket.CloseInternalServerErr, "internal error"))
+	id, ok := s.newRelayIDLocked(c)
+	if !ok {
 		return
 	}
 	st := &relayStream{id: id, from: from, to: to, a: c, state: relayPending, ready: make(chan struct{})}
@@ -520,4 +517,17 @@ func (s *Server) throttle(st *relayStream, n int) error {
 		}
 		return errors.New("rendezvous: relayed stream ended")
 	}
+}
+
+// newRelayIDLocked makes a new relay stream's ID; when it cannot, it
+// answers c with an internal error, closes it and reports false.
+func (s *Server) newRelayIDLocked(c *conn) (string, bool) {
+	id, err := protocol.NewRelayToken(s.cfg.Rand)
+	if err != nil {
+		s.log.Error("relay failed", "err", err)
+		s.sendErrorLocked(c, errKindInternal, "Internal error")
+		c.closeWith(closeFrame(websocket.CloseInternalServerErr, "internal error"))
+		return "", false
+	}
+	return id, true
 }

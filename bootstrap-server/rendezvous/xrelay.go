@@ -101,11 +101,8 @@ func (s *Server) xconnectLocked(c *conn, from, to *peer) {
 		s.refuseRelayLocked(c, outcomeStreamLimit, fmt.Sprintf(ErrTextRelayTooManyStreams, lim))
 		return
 	}
-	id, err := protocol.NewRelayToken(s.cfg.Rand)
-	if err != nil {
-		s.log.Error("relay failed", "err", err)
-		s.sendErrorLocked(c, errKindInternal, "Internal error")
-		c.closeWith(closeFrame(websocket.CloseInternalServerErr, "internal error"))
+	id, ok := s.newRelayIDLocked(c)
+	if !ok {
 		return
 	}
 	srv := to.remote.id
