@@ -48,10 +48,9 @@ type conn struct {
 	raw          syscall.RawConn // the TCP socket, for wait; nil for TLS
 	done         chan bool       // a reader is done with this conn: go on?
 
-	// The wait goroutine's own (startReading, peekHeartbeat).
-	peekFn        func(fd uintptr) bool // c.peekHeartbeat, made once
-	peekBuf       [heartbeatFrameLen]byte
-	gotHeartbeat  bool // peekHeartbeat consumed a heartbeat frame
+	// The wait goroutine's own (startReading, onReadable).
+	readableFn    func(fd uintptr) bool // c.onReadable, made once
+	waitBuf       [heartbeatFrameLen + 1]byte
 	deadlineStale bool // heartbeats were read since the read deadline was set
 
 	// Guarded by Server.mu.
@@ -237,7 +236,7 @@ func (c *conn) writeLoop() {
 // pooled reader goroutine, which reads and handles messages on its own,
 // already grown stack until no message is left half-read, and then
 // gives the connection back (a heartbeat it handles itself, see
-// peekHeartbeat). (Parked inside gorilla's reader, a goroutine is about
+// onReadable). (Parked inside gorilla's reader, a goroutine is about
 // 1.8 KiB deep and grows to 4 KiB, which the runtime never shrinks back;
 // reading on a fresh goroutine per message would pay for growing its
 // stack every time instead.) A client that sends half a frame holds one
@@ -245,8 +244,10 @@ func (c *conn) writeLoop() {
 //
 // The wait may trust the socket only when nothing is buffered above it:
 // frameConn hands gorilla the bytes of one frame at a time, so once a
-// message is read to its end, gorilla's buffer is empty. A TLS conn
-// buffers whole records itself, so there the goroutine reads directly.
+// message is read to its end, gorilla's buffer is empty, and a reader
+// gives the connection back only once it has taken the bytes the
+// waiting goroutine read ahead (frameConn.pend). A TLS conn buffers
+// whole records itself, so there the goroutine reads directly.
 
 // readerIdle is how long a pooled reader waits for work before it exits.
 const readerIdle = 2 * time.Second
@@ -266,19 +267,14 @@ func (c *conn) startReading() {
 		c.end()
 		return
 	}
-	c.peekFn = c.peekHeartbeat
+	c.readableFn = c.onReadable
 	for {
-		if err := c.raw.Read(c.peekFn); err != nil {
+		if err := c.raw.Read(c.readableFn); err != nil {
 			if c.rearm(err) {
 				continue
 			}
 			c.readFailed(err)
 			break
-		}
-		if c.gotHeartbeat {
-			c.gotHeartbeat = false
-			c.s.fastHeartbeat(c)
-			continue
 		}
 		if c.deadlineStale {
 			c.deadlineStale = false
@@ -304,29 +300,46 @@ func (c *conn) startReading() {
 // masked 20-byte length, the mask, and {"type":"heartbeat"} masked.
 const heartbeatFrameLen = 2 + 4 + len(heartbeatJSON)
 
-// peekHeartbeat reports whether fd is readable, as peekInto does, and
-// takes a heartbeat frame off the socket when one is next, setting
-// c.gotHeartbeat. Anything else is left in the socket for a reader.
-func (c *conn) peekHeartbeat(fd uintptr) bool {
-	n, ready := peekInto(fd, c.peekBuf[:])
-	if n != len(c.peekBuf) || !isHeartbeatFrame(&c.peekBuf) || c.fc.draining.Load() {
-		return ready
+// onReadable is called by the waiting goroutine's raw.Read whenever the
+// socket may be readable; it reports whether to hand the connection to
+// a reader. It reads what is waiting, one byte more than a heartbeat
+// frame, with one read(2): heartbeat frames it handles itself, and
+// anything else, with the end of the stream and errors, goes to a
+// reader, the bytes already read first (frameConn.pend).
+//
+// A read that returns fewer bytes than asked emptied the socket, so
+// after a lone heartbeat onReadable returns false without reading again
+// (what costs a second read(2) that fails with EAGAIN): raw.Read then
+// waits for the next readiness notification, which the kernel sends for
+// any byte that arrives after the read. This holds only because the
+// heartbeat is handled here, inside raw.Read: a new raw.Read starts by
+// discarding the notifications it has seen so far (pollDesc.prepareRead)
+// and must read before it waits.
+func (c *conn) onReadable(fd uintptr) bool {
+	n, errno := readNow(fd, c.waitBuf[:])
+	if errno != 0 {
+		return !wouldBlock(errno) // an error: the reader meets it again
 	}
-	// The bytes are there: this read takes exactly them.
-	if k := readInto(fd, c.peekBuf[:]); k == len(c.peekBuf) {
-		c.gotHeartbeat = true
+	if n == 0 {
+		return true // the end of the stream: likewise
+	}
+	b := c.waitBuf[:n]
+	if n < heartbeatFrameLen || !isHeartbeatFrame(b[:heartbeatFrameLen]) || c.fc.draining.Load() {
+		c.fc.pend = b
 		return true
-	} else if k > 0 {
-		// Cannot happen (only this goroutine reads the socket). Should
-		// it, keep gorilla's frame tracking right and let it go on.
-		c.fc.advance(c.peekBuf[:k])
 	}
+	c.s.fastHeartbeat(c)
+	if n < len(c.waitBuf) {
+		return false // the socket is empty
+	}
+	// The first byte of the next frame came with it.
+	c.fc.pend = b[heartbeatFrameLen:]
 	return true
 }
 
-// isHeartbeatFrame reports whether b is a masked text frame holding
-// exactly heartbeatJSON.
-func isHeartbeatFrame(b *[heartbeatFrameLen]byte) bool {
+// isHeartbeatFrame reports whether b, heartbeatFrameLen bytes, is a
+// masked text frame holding exactly heartbeatJSON.
+func isHeartbeatFrame(b []byte) bool {
 	if b[0] != 0x81 || b[1] != 0x80|byte(len(heartbeatJSON)) {
 		return false
 	}
@@ -360,7 +373,7 @@ func (c *conn) rearm(err error) bool {
 }
 
 // fastHeartbeat handles a heartbeat taken off the socket by
-// peekHeartbeat, as readMessage and handle would.
+// onReadable, as readMessage and handle would.
 // One clock reading serves all three uses.
 func (s *Server) fastHeartbeat(c *conn) {
 	now := time.Now()
@@ -512,6 +525,7 @@ func (s *Server) process(c *conn, frame []byte) {
 // first read of a header asks for 6, the rest once the length is known.
 type frameConn struct {
 	net.Conn
+	pend     []byte // read from the socket by onReadable, not yet by gorilla
 	hdr      [14]byte
 	draining atomic.Bool // a close frame is queued: count what is read
 	drained  uint32      // bytes read while draining (reader only)
@@ -520,7 +534,7 @@ type frameConn struct {
 	left     uint64      // payload bytes of the current frame still to come
 }
 
-func (f *frameConn) atBoundary() bool { return f.nhdr == 0 && f.left == 0 }
+func (f *frameConn) atBoundary() bool { return f.nhdr == 0 && f.left == 0 && len(f.pend) == 0 }
 
 func (f *frameConn) Read(p []byte) (int, error) {
 	var limit uint64
@@ -535,7 +549,14 @@ func (f *frameConn) Read(p []byte) (int, error) {
 	if uint64(len(p)) > limit {
 		p = p[:limit]
 	}
-	n, err := f.Conn.Read(p)
+	var n int
+	var err error
+	if len(f.pend) > 0 {
+		n = copy(p, f.pend)
+		f.pend = f.pend[n:]
+	} else {
+		n, err = f.Conn.Read(p)
+	}
 	f.advance(p[:n])
 	if err == nil && f.draining.Load() {
 		f.drained += uint32(n)

@@ -194,7 +194,7 @@ func TestIsHeartbeatFrame(t *testing.T) {
 		{"a binary frame", frame([4]byte{1, 2, 3, 4}, heartbeatJSON, 0x82), false},
 		{"another message of the same length", frame([4]byte{1, 2, 3, 4}, `{"type":"heartbeaT"}`, 0x81), false},
 	} {
-		if got := isHeartbeatFrame(tc.f); got != tc.want {
+		if got := isHeartbeatFrame(tc.f[:]); got != tc.want {
 			t.Errorf("%s: %v, want %v", tc.name, got, tc.want)
 		}
 	}

@@ -2,10 +2,13 @@
 
 package rendezvous
 
-// canPeek says whether idle connections can wait in peekInto; here
-// they cannot, so each keeps a reader goroutine parked in its read.
+import "syscall"
+
+// canPeek says whether idle connections can wait in a readiness check
+// on the socket; here they cannot, so each keeps a reader goroutine
+// parked in its read.
 const canPeek = false
 
-func peekInto(uintptr, []byte) (int, bool) { return 0, true }
+func readNow(uintptr, []byte) (int, syscall.Errno) { return 0, 0 }
 
-func readInto(uintptr, []byte) int { return 0 }
+func wouldBlock(syscall.Errno) bool { return false }

@@ -7,27 +7,29 @@ import (
 	"unsafe"
 )
 
-// canPeek says whether idle connections can wait in peekInto; where
-// they cannot, each keeps a reader goroutine parked in its read.
+// canPeek says whether idle connections can wait in a readiness check
+// on the socket (readNow); where they cannot, each keeps a reader
+// goroutine parked in its read.
 const canPeek = true
 
-// peekInto reports whether a read of fd would not block: data, end of
-// stream or an error are waiting. It copies what is waiting, up to
-// len(b) bytes, into b and returns how many, consuming nothing.
-func peekInto(fd uintptr, b []byte) (n int, ready bool) {
-	r, _, errno := syscall.RawSyscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)),
-		syscall.MSG_PEEK|syscall.MSG_DONTWAIT, 0, 0)
-	if errno != 0 {
-		return 0, errno != syscall.EAGAIN && errno != syscall.EWOULDBLOCK && errno != syscall.EINTR
+// readNow reads what is waiting on the non-blocking socket fd into b.
+// It returns the bytes read (0 at the end of the stream) and, when the
+// read failed, its errno: EAGAIN when nothing is waiting.
+func readNow(fd uintptr, b []byte) (int, syscall.Errno) {
+	for {
+		// Raw: the socket never blocks, so the scheduler need not
+		// know about the call.
+		r, _, errno := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)))
+		if errno == syscall.EINTR {
+			continue
+		}
+		if errno != 0 {
+			return 0, errno
+		}
+		return int(r), 0
 	}
-	return int(r), true
 }
 
-// readInto reads what is waiting on fd into b, without blocking.
-func readInto(fd uintptr, b []byte) int {
-	n, err := syscall.Read(int(fd), b)
-	if err != nil {
-		return 0
-	}
-	return n
+func wouldBlock(errno syscall.Errno) bool {
+	return errno == syscall.EAGAIN || errno == syscall.EWOULDBLOCK
 }

@@ -115,7 +115,7 @@ func maskedText(payload string) []byte {
 }
 
 // On a real socket the waiting goroutine handles heartbeats itself
-// (peekHeartbeat): they refresh the registration and keep the connection
+// (onReadable): they refresh the registration and keep the connection
 // open past ReadTimeout although the socket's deadline is not moved for
 // them, the connection still ends ReadTimeout after the last one, and a
 // heartbeat before any register still gets its error.
@@ -229,4 +229,103 @@ func testutilCount(t *testing.T, s *Server, typ string) int {
 		}
 	}
 	return 0
+}
+
+// The waiting goroutine reads one byte more than a heartbeat frame
+// (onReadable): whatever it read beyond a heartbeat, or instead of one,
+// must reach gorilla first, and after a lone heartbeat it waits without
+// reading again. Every way a heartbeat and the next frame can share or
+// split reads must leave nothing unanswered.
+func TestReadAheadOnRealSocket(t *testing.T) {
+	netns.Require(t)
+	s, err := NewServer(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(t.Context(), ln)
+	t.Cleanup(func() { s.Close() })
+
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+ln.Addr().String()+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	nc := ws.NetConn()
+	reg, _ := protocol.EncodeClientMessage(&protocol.Register{Nickname: "alice", LocalAddr: "0.0.0.0:4000"})
+	if err := ws.WriteMessage(websocket.TextMessage, reg); err != nil {
+		t.Fatal(err)
+	}
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, _, err := ws.ReadMessage(); err != nil {
+		t.Fatal(err)
+	}
+	hb, list := maskedText(heartbeatJSON), maskedText(listPeersJSON)
+	bad := maskedText("{}") // answered with an error; 8 bytes
+	hbs := func(n int) []byte { return bytes.Repeat(hb, n) }
+	cat := func(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
+	for _, tc := range []struct {
+		name   string
+		writes [][]byte // written one after the other, without waiting
+		wait   bool     // pause after each write, so the server likely reads it alone (coverage only: the outcome must not depend on it)
+	}{
+		{"a heartbeat and list_peers in one write", [][]byte{cat(hb, list)}, false},
+		{"heartbeats and list_peers in one write", [][]byte{cat(hbs(5), list)}, false},
+		{"a lone heartbeat, then list_peers", [][]byte{hb, list}, true},
+		{"a heartbeat and one byte, then the rest", [][]byte{cat(hb, list[:1]), list[1:]}, true},
+		{"a heartbeat in two parts, then list_peers", [][]byte{hb[:10], cat(hb[10:], list)}, true},
+		{"a heartbeat split after its header, then list_peers", [][]byte{hb[:6], hb[6:], list}, true},
+		{"list_peers, then a heartbeat, in one write", [][]byte{cat(list, hb, list)}, false},
+		{"back to back without waiting", [][]byte{hb, list, hb, hb, list[:3], list[3:]}, false},
+		{"a short message and what follows it in one read", [][]byte{cat(bad, hb, list)}, false},
+		{"short messages, then a heartbeat and list_peers", [][]byte{cat(bad, bad, bad, hb), list}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := testutilCount(t, s, "heartbeat")
+			for _, w := range tc.writes {
+				if _, err := nc.Write(w); err != nil {
+					t.Fatal(err)
+				}
+				if tc.wait {
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+			all := bytes.Join(tc.writes, nil)
+			wantHB := bytes.Count(all, hb)
+			for lists, errs := bytes.Count(all, list), bytes.Count(all, bad); lists+errs > 0; {
+				ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+				_, b, err := ws.ReadMessage()
+				if err != nil {
+					t.Fatalf("waiting for %d peer_list and %d error: %v", lists, errs, err)
+				}
+				m, err := protocol.DecodeServerMessage(b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if l, ok := m.(*protocol.PeerList); ok && len(l.Peers) == 1 && lists > 0 {
+					lists--
+				} else if _, ok := m.(*protocol.Error); ok && errs > 0 {
+					errs--
+				} else {
+					t.Fatalf("got %s, want %d more peer_list of alice and %d more error", b, lists, errs)
+				}
+			}
+			// The peer_list answers come after every heartbeat before
+			// them; the last list may precede later heartbeats, so ask
+			// once more.
+			if _, err := nc.Write(list); err != nil {
+				t.Fatal(err)
+			}
+			ws.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, _, err := ws.ReadMessage(); err != nil {
+				t.Fatal(err)
+			}
+			if got := testutilCount(t, s, "heartbeat") - before; got != wantHB {
+				t.Errorf("%d heartbeats counted, want %d", got, wantHB)
+			}
+		})
+	}
 }
