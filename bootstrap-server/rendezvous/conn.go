@@ -619,6 +619,11 @@ func (h *hijacker) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	if pc, ok := nc.(*prefixConn); ok && len(pc.prefix) == 0 {
+		// Declined by Serve's fast path, and net/http has read what
+		// it had read: the socket itself, which startConn looks for.
+		nc = pc.Conn
+	}
 	h.fc = &frameConn{Conn: nc}
 	return h.fc, brw, nil
 }

@@ -32,6 +32,7 @@ type metrics struct {
 	listRebuilds  prometheus.Counter
 	expired       prometheus.Counter
 	connsAccepted prometheus.Counter
+	fastUpgrades  prometheus.Counter
 
 	relayStreams   *prometheus.GaugeVec   // by state: pending, open
 	relayOutcomes  *prometheus.CounterVec // by outcome
@@ -83,6 +84,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "expired_peers_total", Help: "Peers removed because they stopped sending heartbeats."}),
 		connsAccepted: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "connections_accepted_total", Help: "WebSocket connections accepted."}),
+		fastUpgrades: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
+			Name: "fast_upgrades_total", Help: "WebSocket handshakes Serve answered itself; net/http answered the rest."}),
 		relayStreams: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Subsystem: sub,
 			Name: "relay_streams", Help: "Relayed streams by state: pending (waiting for the target to accept) or open."}, []string{"state"}),
 		relayOutcomes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
@@ -92,7 +95,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		relayThrottled: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Subsystem: sub,
 			Name: "relay_throttled_seconds_total", Help: "Time relayed frames waited for the per-peer or total byte rate."}),
 	}
-	for _, c := range []prometheus.Collector{m.connections, m.peers, m.messages, m.errors, m.rateLimited, m.pushed, m.listRebuilds, m.expired, m.connsAccepted,
+	for _, c := range []prometheus.Collector{m.connections, m.peers, m.messages, m.errors, m.rateLimited, m.pushed, m.listRebuilds, m.expired, m.connsAccepted, m.fastUpgrades,
 		m.relayStreams, m.relayOutcomes, m.relayBytes, m.relayThrottled} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

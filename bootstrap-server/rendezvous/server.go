@@ -68,7 +68,8 @@ type Server struct {
 		rateLimited, rateLimitedClose    []byte
 		notRegistered, peerNotRegistered []byte
 	}
-	bufs sync.Pool // *[]byte read buffers of MaxFrame+1 bytes
+	bufs     sync.Pool // *[]byte read buffers of MaxFrame+1 bytes
+	upgrades sync.Pool // *fastUpgrade (accept.go)
 
 	ctx      context.Context // cancelled by Shutdown
 	readable chan *conn      // connections with input, for idle readers
@@ -82,6 +83,12 @@ type Server struct {
 	namespaces map[string]*namespace
 	npeers     int
 	https      []*http.Server // servers started by Serve
+
+	// Connections Serve accepted whose handshake goroutine reads or
+	// writes them (accept.go), for Shutdown to close.
+	hsMu        sync.Mutex
+	hsClosed    bool
+	handshaking map[net.Conn]struct{}
 
 	// The relay (relay.go).
 	peersByID    map[string]*peer
@@ -133,6 +140,7 @@ func NewServer(cfg Config) (*Server, error) {
 		metrics:      m,
 		gatherer:     gat,
 		conns:        make(map[*conn]struct{}),
+		handshaking:  make(map[net.Conn]struct{}),
 		ips:          make(map[string]*ipState),
 		namespaces:   make(map[string]*namespace),
 		peersByID:    make(map[string]*peer),
@@ -141,12 +149,13 @@ func NewServer(cfg Config) (*Server, error) {
 		frameErr:     encodeServer(&protocol.Error{Message: protocol.ErrTextInvalidPrefix + fmt.Sprintf(ErrTextFrameTooLarge, cfg.MaxFrame)}),
 	}
 	s.relayLim = s.newRelayLimiter(cfg.RelayTotalRate)
+	s.upgrades.New = newFastUpgrade
 	s.frames.rateLimited = encodeServer(&protocol.Error{Message: ErrTextRateLimited})
 	s.frames.rateLimitedClose = websocket.FormatCloseMessage(websocket.ClosePolicyViolation, "rate limit exceeded")
 	s.frames.notRegistered = encodeServer(&protocol.Error{Message: protocol.ErrTextNotRegistered})
 	s.frames.peerNotRegistered = encodeServer(&protocol.Error{Message: protocol.ErrTextPeerNotRegistered})
 	s.upgrader = websocket.Upgrader{
-		HandshakeTimeout: 10 * time.Second,
+		HandshakeTimeout: handshakeTimeout,
 		// A small read buffer and pooled write buffers keep an idle
 		// connection cheap: nothing but the reader's stack and this
 		// buffer stays allocated between messages.
@@ -191,10 +200,13 @@ func (s *Server) Handler() http.Handler { return s.handler }
 // Shutdown stops it instead, Serve returns at once and the caller of
 // Close or Shutdown waits, as with http.Server. For TLS, pass a
 // tls.NewListener.
+//
+// Serve answers WebSocket upgrades itself (accept.go) and leaves every
+// other request to an http.Server running Handler.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	hs := &http.Server{
 		Handler:           s.handler,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: handshakeTimeout,
 		IdleTimeout:       60 * time.Second,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelDebug),
@@ -207,6 +219,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return ErrServerClosed
 	}
 	s.https = append(s.https, hs)
+	// The http.Server serves what the fast path declines, until fb is
+	// closed: by hs.Close in Shutdown, or below. Added under s.mu while
+	// not closing, so Shutdown's Wait sees it.
+	fb := newFallbackListener(ln)
+	s.wg.Go(func() { hs.Serve(fb) })
 	s.mu.Unlock()
 
 	closed := make(chan struct{})
@@ -214,15 +231,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		defer close(closed)
 		s.Close()
 	})
-	err := hs.Serve(ln)
+	err := s.acceptLoop(ln, fb)
+	fb.Close() // when Accept failed on its own: ends hs.Serve
 	if !stop() {
-		// ctx ended and the close it started is under way: hs.Serve
-		// returns as soon as that close has shut the listener, long
-		// before the close frames are written. Wait for it, or a
+		// ctx ended and the close it started is under way: the accept
+		// loop returns as soon as that close has shut the listener,
+		// long before the close frames are written. Wait for it, or a
 		// program that exits when Serve returns cuts them off.
 		<-closed
 	}
-	if errors.Is(err, http.ErrServerClosed) {
+	if errors.Is(err, ErrServerClosed) {
 		return ErrServerClosed
 	}
 	return fmt.Errorf("rendezvous: serve %s: %w", ln.Addr(), err)
@@ -266,11 +284,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	var errs []error
 	for _, hs := range https {
 		// Close, not Shutdown: hijacked conns are ours to close, and
-		// idle HTTP keep-alives may simply be cut.
+		// idle HTTP keep-alives may simply be cut. Closing its
+		// listener closes the one Serve accepts on (fallbackListener).
 		if err := hs.Close(); err != nil {
 			errs = append(errs, err)
 		}
 	}
+	s.closeHandshakes()
 	s.cancel()
 	closeMsg := websocket.FormatCloseMessage(websocket.CloseGoingAway, "server shutting down")
 	for _, c := range conns {
@@ -332,27 +352,11 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ip, port := s.remote(r)
-
-	// Count the connection against its address before upgrading, so a
-	// burst of handshakes cannot overshoot the limit.
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
+	st, overLimit, ok := s.admit(ip)
+	if !ok {
 		http.Error(w, "server shutting down", http.StatusServiceUnavailable)
 		return
 	}
-	st := s.ips[ip]
-	if st == nil {
-		st = &ipState{}
-		if s.cfg.MsgRatePerIP > 0 {
-			st.lim = rate.NewLimiter(rate.Limit(s.cfg.MsgRatePerIP), s.cfg.MsgBurstPerIP)
-		}
-		s.ips[ip] = st
-	}
-	st.conns++
-	overLimit := s.cfg.MaxConnsPerIP > 0 && st.conns > s.cfg.MaxConnsPerIP
-	s.mu.Unlock()
-
 	hj := &hijacker{ResponseWriter: w}
 	ws, err := s.upgrader.Upgrade(hj, r, nil)
 	if err != nil {
@@ -361,8 +365,36 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 		s.releaseIP(ip)
 		return
 	}
-	c := &conn{s: s, ws: ws, fc: hj.fc, ip: ip, port: port, ipst: st, done: make(chan bool, 1)}
-	if tc, ok := hj.fc.Conn.(*net.TCPConn); ok && canPeek {
+	s.startConn(ws, hj.fc, ip, port, st, overLimit)
+}
+
+// admit counts a connection from ip against its address, before the
+// upgrade, so that a burst of handshakes cannot overshoot the limit;
+// overLimit reports that it is one too many. ok is false, and nothing
+// counted, once the server is closing.
+func (s *Server) admit(ip string) (st *ipState, overLimit, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return nil, false, false
+	}
+	st = s.ips[ip]
+	if st == nil {
+		st = &ipState{}
+		if s.cfg.MsgRatePerIP > 0 {
+			st.lim = rate.NewLimiter(rate.Limit(s.cfg.MsgRatePerIP), s.cfg.MsgBurstPerIP)
+		}
+		s.ips[ip] = st
+	}
+	st.conns++
+	return st, s.cfg.MaxConnsPerIP > 0 && st.conns > s.cfg.MaxConnsPerIP, true
+}
+
+// startConn serves ws, just upgraded by serveWebSocket or Serve's fast
+// path, on fc, for the client at ip and port that admit counted as st.
+func (s *Server) startConn(ws *websocket.Conn, fc *frameConn, ip, port string, st *ipState, overLimit bool) {
+	c := &conn{s: s, ws: ws, fc: fc, ip: ip, port: port, ipst: st, done: make(chan bool, 1)}
+	if tc, ok := fc.Conn.(*net.TCPConn); ok && canPeek {
 		c.raw, _ = tc.SyscallConn()
 	}
 	c.touch()
@@ -390,9 +422,10 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 			outMsg{kind: msgClose, data: websocket.FormatCloseMessage(websocket.CloseTryAgainLater, "too many connections")},
 		)
 	}
-	// The reader runs in its own goroutine so that this handler returns
-	// and net/http drops its per-request buffers: an idle connection then
-	// costs one small stack and a 256-byte read buffer.
+	// The reader runs in its own goroutine so that the handshake's
+	// goroutine (net/http's, or the fast path's) ends and drops its
+	// buffers: an idle connection then costs one small stack and a
+	// 256-byte read buffer.
 	ws.SetPongHandler(func(string) error {
 		c.touch()
 		return c.setReadDeadline() // not past a lingering close's deadline
@@ -409,13 +442,20 @@ func (s *Server) serveWebSocket(w http.ResponseWriter, r *http.Request) {
 // remote returns the client's IP (the per-address limit key and the host
 // of public_addr) and source port.
 func (s *Server) remote(r *http.Request) (ip, port string) {
-	addr := r.RemoteAddr
-	if s.cfg.TrustForwardedFor {
-		if xff := r.Header.Values("X-Forwarded-For"); len(xff) > 0 {
-			parts := strings.Split(xff[len(xff)-1], ",")
-			if a, err := netip.ParseAddr(strings.TrimSpace(parts[len(parts)-1])); err == nil {
-				return a.Unmap().String(), "0"
-			}
+	var xff string
+	if vs := r.Header.Values("X-Forwarded-For"); len(vs) > 0 {
+		xff = vs[len(vs)-1]
+	}
+	return s.clientAddr(r.RemoteAddr, xff)
+}
+
+// clientAddr is remote for a connection from addr, a net.Addr's String,
+// whose request's last X-Forwarded-For value is xff ("" for none).
+func (s *Server) clientAddr(addr, xff string) (ip, port string) {
+	if s.cfg.TrustForwardedFor && xff != "" {
+		last := xff[strings.LastIndexByte(xff, ',')+1:]
+		if a, err := netip.ParseAddr(strings.TrimSpace(last)); err == nil {
+			return a.Unmap().String(), "0"
 		}
 	}
 	host, port, err := net.SplitHostPort(addr)

@@ -158,7 +158,12 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		return err
 	}
 	addr := net.JoinHostPort(*host, strconv.FormatUint(uint64(*port), 10))
-	var lc net.ListenConfig
+	// No TCP keep-alive on accepted connections: turning it on costs
+	// several setsockopt calls per accept, and the server finds dead
+	// clients without it (its pings, the clients' heartbeats and
+	// ReadTimeout). A negative KeepAlive, with KeepAliveConfig.Enable
+	// false (its zero value), turns it off.
+	lc := net.ListenConfig{KeepAlive: -1}
 	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
 		srv.Close()
