@@ -65,8 +65,9 @@ func (s *Server) acceptLoop(ln net.Listener, fb *fallbackListener) error {
 			continue // Accept fails next: Shutdown has closed ln
 		}
 		s.handshaking[nc] = struct{}{}
-		// Added under hsMu while not closed, so Shutdown's Wait sees it.
-		s.wg.Go(func() { s.handshake(nc, fb) })
+		// Under hsMu while not closed, so that a goroutine it starts is
+		// counted before Shutdown's Wait.
+		s.shakers.run(s.ctx, &s.wg, accepted{nc, fb})
 		s.hsMu.Unlock()
 	}
 }
@@ -94,9 +95,17 @@ func (s *Server) closeHandshakes() {
 	}
 }
 
-// handshake reads the first request on nc and answers it if it is an
-// upgrade parseUpgrade takes; otherwise it declines nc to net/http.
-func (s *Server) handshake(nc net.Conn, fb *fallbackListener) {
+// accepted is a connection Serve accepted, and where to decline it.
+type accepted struct {
+	nc net.Conn
+	fb *fallbackListener
+}
+
+// handshake reads the first request on a.nc and answers it if it is an
+// upgrade parseUpgrade takes; otherwise it declines the connection to
+// net/http.
+func (s *Server) handshake(a accepted) {
+	nc, fb := a.nc, a.fb
 	// One deadline, read and write, for the whole handshake: one timer.
 	if err := nc.SetDeadline(time.Now().Add(handshakeTimeout)); err != nil {
 		s.handshakeDone(nc)
@@ -148,12 +157,10 @@ func (s *Server) handshake(nc net.Conn, fb *fallbackListener) {
 		s.decline(nc, u.head[:n], fb) // net/http answers 503 while it still runs
 		return
 	}
+	// The handshake's deadline stays: startConn sets the read deadline,
+	// and every write sets its own (gorilla's write and WriteControl
+	// do, each time).
 	ws, fc, err := u.upgrade(&s.upgrader, nc, string(req.key))
-	if err == nil {
-		// The handshake's write deadline must not outlive it; the
-		// read deadline is set by startConn.
-		err = nc.SetWriteDeadline(time.Time{})
-	}
 	s.handshakeDone(nc)
 	if err != nil {
 		s.log.Debug("handshake failed", "remote", nc.RemoteAddr(), "err", err)

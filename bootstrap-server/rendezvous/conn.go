@@ -59,6 +59,8 @@ type conn struct {
 	used    bool         // a message was handled
 	relay   *relayStream // a relay WebSocket: set by its first message, read without the lock by its own reader
 
+	wdl int64 // UnixNano: the deadline of the last write (writeDeadline); the writer's
+
 	mu        sync.Mutex
 	queue     []outMsg
 	queued    int  // bytes in queue
@@ -108,7 +110,7 @@ func (c *conn) enqueue(closeAfter bool, ms ...outMsg) {
 	}
 	if !c.writing {
 		c.writing = true
-		c.s.wg.Go(c.writeLoop)
+		c.s.writers.run(c.s.ctx, &c.s.wg, c)
 	}
 }
 
@@ -183,6 +185,22 @@ func (c *conn) setReadDeadline() error {
 	return nil
 }
 
+// writeDeadline returns the deadline of a write starting now: WriteTimeout
+// from now, or the deadline the last write had while that is less than
+// writeDeadlineReuse older. Reusing it spares the timer update of a new
+// deadline (frameConn.SetWriteDeadline) for every frame of a burst.
+func (c *conn) writeDeadline() time.Time {
+	now := time.Now().UnixNano()
+	if now+int64(c.s.cfg.WriteTimeout-writeDeadlineReuse) > c.wdl {
+		c.wdl = now + int64(c.s.cfg.WriteTimeout)
+	}
+	return time.Unix(0, c.wdl)
+}
+
+// writeDeadlineReuse is how much shorter than WriteTimeout a write's
+// deadline may be.
+const writeDeadlineReuse = time.Second
+
 // writeLoop writes queued frames until the queue is empty, then exits.
 // After a close frame, or a failed write, it closes the connection.
 func (c *conn) writeLoop() {
@@ -204,7 +222,7 @@ func (c *conn) writeLoop() {
 		c.queued -= len(m.data)
 		c.mu.Unlock()
 
-		deadline := time.Now().Add(c.s.cfg.WriteTimeout)
+		deadline := c.writeDeadline()
 		var err error
 		switch m.kind {
 		case msgText:
@@ -248,9 +266,6 @@ func (c *conn) writeLoop() {
 // gives the connection back only once it has taken the bytes the
 // waiting goroutine read ahead (frameConn.pend). A TLS conn buffers
 // whole records itself, so there the goroutine reads directly.
-
-// readerIdle is how long a pooled reader waits for work before it exits.
-const readerIdle = 2 * time.Second
 
 // startReading runs c's goroutine; the caller has counted it in s.wg and
 // set the read deadline. Nothing deep runs on this stack before the end.
@@ -386,31 +401,11 @@ func (s *Server) fastHeartbeat(c *conn) {
 	s.heartbeat(c, now)
 }
 
-// dispatch gives c to an idle reader, or to a new one.
-func (s *Server) dispatch(c *conn) {
-	select {
-	case s.readable <- c:
-	default:
-		s.wg.Go(func() { s.reader(c) })
-	}
-}
+// dispatch gives c to a pooled reader.
+func (s *Server) dispatch(c *conn) { s.readers.run(s.ctx, &s.wg, c) }
 
-// reader reads for one connection after another, and exits once idle.
-func (s *Server) reader(c *conn) {
-	t := time.NewTimer(readerIdle)
-	defer t.Stop()
-	for {
-		c.done <- c.readAvailable()
-		t.Reset(readerIdle)
-		select {
-		case c = <-s.readable:
-		case <-t.C:
-			return
-		case <-s.ctx.Done():
-			return
-		}
-	}
-}
+// read is a pooled reader's work: c has input.
+func (s *Server) read(c *conn) { c.done <- c.readAvailable() }
 
 // readAvailable reads and handles messages until none is partly read. It
 // reports false when the connection is to end.
@@ -526,12 +521,25 @@ func (s *Server) process(c *conn, frame []byte) {
 type frameConn struct {
 	net.Conn
 	pend     []byte // read from the socket by onReadable, not yet by gorilla
+	wdl      int64  // UnixNano: the write deadline last set on the socket
 	hdr      [14]byte
 	draining atomic.Bool // a close frame is queued: count what is read
 	drained  uint32      // bytes read while draining (reader only)
 	nhdr     int         // header bytes seen
 	need     int         // header length, once nhdr >= 2
 	left     uint64      // payload bytes of the current frame still to come
+}
+
+// SetWriteDeadline sets t on the socket unless it is set already:
+// gorilla sets the deadline before every write, and writeDeadline gives
+// one deadline to all the writes of a burst. Writes are serialized by
+// gorilla, and nothing else sets the write deadline after the upgrade.
+func (f *frameConn) SetWriteDeadline(t time.Time) error {
+	if !t.IsZero() && t.UnixNano() == f.wdl {
+		return nil
+	}
+	f.wdl = t.UnixNano()
+	return f.Conn.SetWriteDeadline(t)
 }
 
 func (f *frameConn) atBoundary() bool { return f.nhdr == 0 && f.left == 0 && len(f.pend) == 0 }

@@ -71,10 +71,12 @@ type Server struct {
 	bufs     sync.Pool // *[]byte read buffers of MaxFrame+1 bytes
 	upgrades sync.Pool // *fastUpgrade (accept.go)
 
-	ctx      context.Context // cancelled by Shutdown
-	readable chan *conn      // connections with input, for idle readers
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup // every goroutine the server starts
+	ctx     context.Context // cancelled by Shutdown
+	readers *pool[*conn]    // read connections with input (conn.go)
+	writers *pool[*conn]    // write connections' queues (conn.go)
+	shakers *pool[accepted] // answer accepted connections' first request (accept.go)
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup // every goroutine the server starts
 
 	mu         sync.Mutex
 	closing    bool
@@ -177,7 +179,9 @@ func NewServer(cfg Config) (*Server, error) {
 	mux.HandleFunc("/", s.serveWebSocket)
 	s.handler = mux
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	s.readable = make(chan *conn)
+	s.readers = newPool(s.read)
+	s.writers = newPool((*conn).writeLoop)
+	s.shakers = newPool(s.handshake)
 	if cfg.Cluster != nil {
 		if err := s.startCluster(reg); err != nil {
 			s.cancel()
