@@ -1,0 +1,45 @@
+// Package rendezvous is the bootstrap server: it registers peers over
+// WebSocket, lists them (list_peers, and pushed peer_joined / peer_left
+// for clients that ask), relays byte streams between peers that cannot
+// reach each other (relay.go), and in cluster mode shares its peers with
+// other servers over NATS (cluster.go, xrelay.go, internal/cluster). The
+// wire format is the protocol package's; this package adds only
+// limits, error texts and timing.
+//
+// # Cost per connection
+//
+// One process is meant to hold hundreds of thousands of mostly idle
+// clients that each register once and then send a heartbeat every 10 s,
+// so what an idle connection costs, and what a register and a heartbeat
+// cost, decide how far one server goes (BENCHMARKS.md has the figures).
+// The design follows from that:
+//
+//   - Accept and upgrade (accept.go, handshake.go). Serve accepts on its
+//     own loop. A pooled goroutine reads the request head; a WebSocket
+//     upgrade that parseUpgrade takes is answered right there by gorilla's
+//     Upgrader, with no net/http connection, request or response in
+//     between. Everything else (/healthz, /metrics, the 426 answer, any
+//     unusual handshake) goes to an http.Server with the bytes already
+//     read replayed first, and is answered exactly as if it had accepted
+//     the connection itself.
+//   - Waiting (conn.go). Each connection has one goroutine of its own,
+//     which waits for input in the netpoller's readiness check on the
+//     socket, a few frames deep, so that its stack stays at the 2 KiB a
+//     goroutine starts with. It reads what arrives with one read(2): a
+//     heartbeat frame in its canonical bytes it handles itself, without
+//     gorilla or JSON (fastpath.go); anything else it hands, with the
+//     bytes already read, to a pooled reader.
+//   - Reading and writing (conn.go, pool.go). Readers, writers and
+//     handshakes run on pooled goroutines whose stacks have grown
+//     already: a fresh goroutine pays for a stack copy the first time it
+//     goes deep. A connection owns a writer only while frames are queued
+//     for it; enqueue never blocks, so frames may be queued under
+//     Server.mu. A client that lets MaxQueueBytes pile up is dropped.
+//   - Lists (registry.go). Each peer keeps its peer_list entry encoded;
+//     a heartbeat rewrites only its last_seen digits. A namespace caches
+//     its encoded list and shares the bytes with every connection that
+//     asks.
+//
+// Server.mu guards the registrations, the namespaces and the per-address
+// state; a connection's queue has its own lock.
+package rendezvous
