@@ -354,8 +354,7 @@ func TestMarkDeliveredFoldsIntoAQueuedInsert(t *testing.T) {
 
 	// Hold the writer in a done callback, so that what follows queues
 	// up and is applied as one batch.
-	release := make(chan struct{})
-	s.AddOutgoing(out("K", "k", "holder"), func(error) { <-release })
+	release := holdWriter(t, s)
 	folded, later := out("K", "k", "folded"), out("K", "k", "inserted after the delivery")
 	s.AddOutgoing(folded, nil)
 	if folded.Seq == 0 {
@@ -364,8 +363,9 @@ func TestMarkDeliveredFoldsIntoAQueuedInsert(t *testing.T) {
 	at := t0.Add(time.Minute)
 	s.MarkDelivered([]int64{folded.Seq, old.Seq, later.Seq + 1}, at, nil)
 	s.AddOutgoing(later, nil)
+	waitQueued(t, s, 3)
 	commits := s.commits()
-	close(release)
+	release()
 	if err := s.Settle(t.Context()); err != nil {
 		t.Fatal(err)
 	}
