@@ -17,7 +17,7 @@ import (
 // benchConn returns a connection of s with no socket.
 func benchConn(b *testing.B, s *Server) *conn {
 	b.Helper()
-	c := &conn{s: s, ip: "192.0.2.10", port: "50000", ipst: &ipState{}, fc: &frameConn{}, done: make(chan bool, 1)}
+	c := &conn{s: s, ip: "192.0.2.10", port: "50000", ipst: &ipState{}, fc: &frameConn{}}
 	c.writing = true // answers stay queued: dropQueued empties them
 	c.touch()
 	return c

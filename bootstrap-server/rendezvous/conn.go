@@ -2,11 +2,13 @@ package rendezvous
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -46,12 +48,11 @@ type conn struct {
 	lingerUntil  atomic.Int64 // UnixNano, once lingerClose runs
 	fc           *frameConn
 	raw          syscall.RawConn // the TCP socket, for wait; nil for TLS
-	done         chan bool       // a reader is done with this conn: go on?
 
 	// The wait goroutine's own (startReading, onReadable).
-	readableFn    func(fd uintptr) bool // c.onReadable, made once
-	waitBuf       [heartbeatFrameLen + 1]byte
-	deadlineStale bool // heartbeats were read since the read deadline was set
+	readableFn func(fd uintptr) bool // c.onReadable, made once
+	rbuf       *waitBuf              // what it read, while anyone uses it
+	reading    bool                  // a reader has the conn (handBack)
 
 	// Guarded by Server.mu.
 	peer    *peer        // current registration, nil when none
@@ -250,22 +251,23 @@ func (c *conn) writeLoop() {
 // An idle connection costs little because of how it waits. Its one
 // goroutine (startReading) parks in a readiness check on the socket
 // that is only a few frames deep, so its stack stays at the 2 KiB a
-// goroutine starts with. When bytes arrive it hands the connection to a
-// pooled reader goroutine, which reads and handles messages on its own,
-// already grown stack until no message is left half-read, and then
-// gives the connection back (a heartbeat it handles itself, see
-// onReadable). (Parked inside gorilla's reader, a goroutine is about
-// 1.8 KiB deep and grows to 4 KiB, which the runtime never shrinks back;
-// reading on a fresh goroutine per message would pay for growing its
-// stack every time instead.) A client that sends half a frame holds one
-// reader until its read deadline, as it held its own goroutine before.
+// goroutine starts with. When bytes arrive it reads them (onReadable),
+// handles heartbeats itself, and hands the rest to a pooled reader
+// goroutine, which has gorilla read and handle the messages on its own,
+// already grown stack, asking the waiting goroutine for more bytes
+// whenever a message is half read. (Parked inside gorilla's reader, a
+// goroutine is about 1.8 KiB deep and grows to 4 KiB, which the runtime
+// never shrinks back; reading on a fresh goroutine per message would
+// pay for growing its stack every time instead.) A client that sends
+// half a frame holds one reader until its read deadline, as it held its
+// own goroutine before.
 //
 // The wait may trust the socket only when nothing is buffered above it:
 // frameConn hands gorilla the bytes of one frame at a time, so once a
 // message is read to its end, gorilla's buffer is empty, and a reader
-// gives the connection back only once it has taken the bytes the
-// waiting goroutine read ahead (frameConn.pend). A TLS conn buffers
-// whole records itself, so there the goroutine reads directly.
+// is done only once it has taken every byte the waiting goroutine read
+// (frameConn.pend). A TLS conn buffers whole records itself, so there
+// the goroutine reads directly.
 
 // startReading runs c's goroutine; the caller has counted it in s.wg and
 // set the read deadline. Nothing deep runs on this stack before the end.
@@ -284,24 +286,29 @@ func (c *conn) startReading() {
 	}
 	c.readableFn = c.onReadable
 	for {
-		if err := c.raw.Read(c.readableFn); err != nil {
-			if c.rearm(err) {
-				continue
-			}
+		// raw.Read returns nil only once a reader has ended the
+		// connection or handed it to relayPump (onReadable).
+		err := c.raw.Read(c.readableFn)
+		if err == nil {
+			break
+		}
+		if c.rearm(err) {
+			continue
+		}
+		if !c.reading {
 			c.readFailed(err)
 			break
 		}
-		if c.deadlineStale {
-			c.deadlineStale = false
-			if c.setReadDeadline() != nil {
-				break
-			}
+		// A reader waits for the rest of a message: it meets the
+		// error (and counts it) and ends.
+		c.fc.perr = err
+		for c.handBack() == turnMore {
 		}
-		c.s.dispatch(c)
-		if !<-c.done {
-			break
-		}
+		c.reading = false
+		break
 	}
+	c.releaseBuf()
+	c.fc.turn = nil // from now on (relayPump) gorilla reads the socket itself
 	if c.relay != nil {
 		c.s.relayPump(c)
 	}
@@ -315,41 +322,128 @@ func (c *conn) startReading() {
 // masked 20-byte length, the mask, and {"type":"heartbeat"} masked.
 const heartbeatFrameLen = 2 + 4 + len(heartbeatJSON)
 
+// waitReadSize is how much the waiting goroutine reads at once: a
+// heartbeat, a register or a list_peers request comes in one read.
+const waitReadSize = 2048
+
+type waitBuf [waitReadSize]byte
+
+// waitBufs lend the waiting goroutines their read buffers, so that an
+// idle connection owns none.
+var waitBufs = sync.Pool{New: func() any { return new(waitBuf) }}
+
+// waitReads counts onReadable's reads of the socket, for tests; nil
+// otherwise.
+var waitReads *atomic.Int64
+
+func (c *conn) releaseBuf() {
+	if c.rbuf != nil {
+		waitBufs.Put(c.rbuf)
+		c.rbuf = nil
+	}
+}
+
+// What a reader tells the waiting goroutine on frameConn.turn, and the
+// waiting goroutine's answer to turnMore.
+const (
+	turnMore int8 = iota // pend is used up in the middle of a message: read more
+	turnDone             // every message read is handled: wait for the next
+	turnEnd              // the connection is to end, or is a relay now (relayPump)
+	turnGo               // the waiting goroutine's answer: pend or perr is set
+)
+
 // onReadable is called by the waiting goroutine's raw.Read whenever the
-// socket may be readable; it reports whether to hand the connection to
-// a reader. It reads what is waiting, one byte more than a heartbeat
-// frame, with one read(2): heartbeat frames it handles itself, and
-// anything else, with the end of the stream and errors, goes to a
-// reader, the bytes already read first (frameConn.pend).
+// socket may be readable. Every read of the socket is made here, in
+// raw.Read's callback, with one read(2) of up to waitReadSize bytes:
+// heartbeat frames at its start are handled at once, and everything
+// else (with the end of the stream and errors, as frameConn.perr) is
+// handed to a pooled reader, which gorilla reads it from (frameConn.Read)
+// while this goroutine waits (handBack). A reader that needs more of a
+// message asks for it (turnMore); a reader done with all it was given
+// answers turnDone, and one that ends the connection turnEnd, the only
+// case where onReadable returns true.
 //
-// A read that returns fewer bytes than asked emptied the socket, so
-// after a lone heartbeat onReadable returns false without reading again
-// (what costs a second read(2) that fails with EAGAIN): raw.Read then
-// waits for the next readiness notification, which the kernel sends for
-// any byte that arrives after the read. This holds only because the
-// heartbeat is handled here, inside raw.Read: a new raw.Read starts by
-// discarding the notifications it has seen so far (pollDesc.prepareRead)
-// and must read before it waits.
+// A read that returns fewer bytes than asked emptied the socket, so after
+// it onReadable returns false without reading again (what costs a second
+// read(2) that fails with EAGAIN): raw.Read then waits for the next
+// readiness notification, which the kernel sends for any byte that
+// arrives after the read. This holds only because the bytes are handled
+// inside raw.Read: a new raw.Read starts by discarding the notifications
+// seen so far (pollDesc.prepareRead) and must read before it waits. So a
+// message that comes in one piece costs one read(2); the reader never
+// touches the socket, whose read lock raw.Read holds meanwhile.
 func (c *conn) onReadable(fd uintptr) bool {
-	n, errno := readNow(fd, c.waitBuf[:])
-	if errno != 0 {
-		return !wouldBlock(errno) // an error: the reader meets it again
+	for {
+		if c.rbuf == nil {
+			c.rbuf = waitBufs.Get().(*waitBuf)
+		}
+		n, errno := readNow(fd, c.rbuf[:])
+		if waitReads != nil {
+			waitReads.Add(1)
+		}
+		if errno != 0 && wouldBlock(errno) {
+			c.releaseBuf()
+			return false
+		}
+		emptied := n < len(c.rbuf)
+		switch {
+		case errno != 0:
+			c.fc.perr = os.NewSyscallError("read", errno)
+		case n == 0:
+			c.fc.perr = io.EOF
+		default:
+			b := c.rbuf[:n]
+			if !c.reading {
+				b = c.heartbeats(b)
+			}
+			if len(b) == 0 {
+				if emptied {
+					c.releaseBuf()
+					return false
+				}
+				continue
+			}
+			c.fc.pend = b
+		}
+		turn := c.handBack()
+		if turn == turnEnd || c.fc.perr != nil {
+			c.reading = false
+			// relayPump reads what is left before the socket.
+			c.fc.pend = bytes.Clone(c.fc.pend)
+			c.releaseBuf()
+			return true
+		}
+		c.reading = turn == turnMore
+		if emptied {
+			c.releaseBuf()
+			return false
+		}
 	}
-	if n == 0 {
-		return true // the end of the stream: likewise
+}
+
+// heartbeats handles the heartbeat frames at the start of b and returns
+// the rest.
+func (c *conn) heartbeats(b []byte) []byte {
+	for len(b) >= heartbeatFrameLen && isHeartbeatFrame(b[:heartbeatFrameLen]) && !c.fc.draining.Load() {
+		c.s.fastHeartbeat(c)
+		b = b[heartbeatFrameLen:]
 	}
-	b := c.waitBuf[:n]
-	if n < heartbeatFrameLen || !isHeartbeatFrame(b[:heartbeatFrameLen]) || c.fc.draining.Load() {
-		c.fc.pend = b
-		return true
+	return b
+}
+
+// handBack gives what frameConn holds (pend or perr) to the reader,
+// starting one or answering the one that asked for more, and returns
+// the reader's next turn. The reader and the waiting goroutine take
+// turns on one unbuffered channel: at any time exactly one of them
+// sends and the other receives.
+func (c *conn) handBack() int8 {
+	if c.reading {
+		c.fc.turn <- turnGo
+	} else {
+		c.reading = true
+		c.s.dispatch(c)
 	}
-	c.s.fastHeartbeat(c)
-	if n < len(c.waitBuf) {
-		return false // the socket is empty
-	}
-	// The first byte of the next frame came with it.
-	c.fc.pend = b[heartbeatFrameLen:]
-	return true
+	return <-c.fc.turn
 }
 
 // isHeartbeatFrame reports whether b, heartbeatFrameLen bytes, is a
@@ -393,7 +487,6 @@ func (c *conn) rearm(err error) bool {
 func (s *Server) fastHeartbeat(c *conn) {
 	now := time.Now()
 	c.lastReadNano.Store(now.UnixNano())
-	c.deadlineStale = true
 	if lim := c.ipst.lim; lim != nil && !lim.AllowN(now, 1) {
 		s.rateLimited(c)
 		return
@@ -404,8 +497,14 @@ func (s *Server) fastHeartbeat(c *conn) {
 // dispatch gives c to a pooled reader.
 func (s *Server) dispatch(c *conn) { s.readers.run(s.ctx, &s.wg, c) }
 
-// read is a pooled reader's work: c has input.
-func (s *Server) read(c *conn) { c.done <- c.readAvailable() }
+// read is a pooled reader's work: c has input (onReadable).
+func (s *Server) read(c *conn) {
+	turn := turnEnd
+	if c.readAvailable() {
+		turn = turnDone
+	}
+	c.fc.turn <- turn
+}
 
 // readAvailable reads and handles messages until none is partly read. It
 // reports false when the connection is to end.
@@ -520,8 +619,10 @@ func (s *Server) process(c *conn, frame []byte) {
 // first read of a header asks for 6, the rest once the length is known.
 type frameConn struct {
 	net.Conn
-	pend     []byte // read from the socket by onReadable, not yet by gorilla
-	wdl      int64  // UnixNano: the write deadline last set on the socket
+	pend     []byte    // read from the socket by onReadable, not yet by gorilla
+	perr     error     // how the socket's stream ended, once onReadable saw it
+	turn     chan int8 // to ask onReadable for more (handBack); nil: read the socket
+	wdl      int64     // UnixNano: the write deadline last set on the socket
 	hdr      [14]byte
 	draining atomic.Bool // a close frame is queued: count what is read
 	drained  uint32      // bytes read while draining (reader only)
@@ -559,10 +660,17 @@ func (f *frameConn) Read(p []byte) (int, error) {
 	}
 	var n int
 	var err error
-	if len(f.pend) > 0 {
+	if len(f.pend) == 0 && f.turn != nil && f.perr == nil {
+		f.turn <- turnMore
+		<-f.turn
+	}
+	switch {
+	case len(f.pend) > 0:
 		n = copy(p, f.pend)
 		f.pend = f.pend[n:]
-	} else {
+	case f.turn != nil:
+		err = f.perr
+	default:
 		n, err = f.Conn.Read(p)
 	}
 	f.advance(p[:n])

@@ -397,9 +397,10 @@ func (s *Server) admit(ip string) (st *ipState, overLimit, ok bool) {
 // startConn serves ws, just upgraded by serveWebSocket or Serve's fast
 // path, on fc, for the client at ip and port that admit counted as st.
 func (s *Server) startConn(ws *websocket.Conn, fc *frameConn, ip, port string, st *ipState, overLimit bool) {
-	c := &conn{s: s, ws: ws, fc: fc, ip: ip, port: port, ipst: st, done: make(chan bool, 1)}
+	c := &conn{s: s, ws: ws, fc: fc, ip: ip, port: port, ipst: st}
 	if tc, ok := fc.Conn.(*net.TCPConn); ok && canPeek {
 		c.raw, _ = tc.SyscallConn()
+		fc.turn = make(chan int8)
 	}
 	c.touch()
 

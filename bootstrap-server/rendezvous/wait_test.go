@@ -3,6 +3,8 @@ package rendezvous
 import (
 	"bytes"
 	"net"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -107,7 +109,11 @@ func TestWaitOnRealSocket(t *testing.T) {
 // maskedText is a client's text frame, written by hand.
 func maskedText(payload string) []byte {
 	mask := [4]byte{0x37, 0xfa, 0x21, 0x3d}
-	b := append([]byte{0x81, 0x80 | byte(len(payload))}, mask[:]...)
+	b := []byte{0x81, 0x80 | byte(len(payload))}
+	if len(payload) >= 126 {
+		b = []byte{0x81, 0x80 | 126, byte(len(payload) >> 8), byte(len(payload))}
+	}
+	b = append(b, mask[:]...)
 	for i := range len(payload) {
 		b = append(b, payload[i]^mask[i%4])
 	}
@@ -231,11 +237,12 @@ func testutilCount(t *testing.T, s *Server, typ string) int {
 	return 0
 }
 
-// The waiting goroutine reads one byte more than a heartbeat frame
-// (onReadable): whatever it read beyond a heartbeat, or instead of one,
-// must reach gorilla first, and after a lone heartbeat it waits without
-// reading again. Every way a heartbeat and the next frame can share or
-// split reads must leave nothing unanswered.
+// The waiting goroutine reads up to waitReadSize bytes at once
+// (onReadable): whatever it read beyond heartbeats, or instead of them,
+// must reach gorilla first, a message longer than one read must be read
+// on, and after a read that emptied the socket it waits without reading
+// again. Every way heartbeats and the next frames can share or split
+// reads must leave nothing unanswered.
 func TestReadAheadOnRealSocket(t *testing.T) {
 	netns.Require(t)
 	s, err := NewServer(Config{})
@@ -265,6 +272,9 @@ func TestReadAheadOnRealSocket(t *testing.T) {
 	}
 	hb, list := maskedText(heartbeatJSON), maskedText(listPeersJSON)
 	bad := maskedText("{}") // answered with an error; 8 bytes
+	// Answered with an error too, and longer than the waiting
+	// goroutine's read (waitReadSize).
+	long := maskedText(`{"pad":"` + strings.Repeat("x", 2*waitReadSize) + `"}`)
 	hbs := func(n int) []byte { return bytes.Repeat(hb, n) }
 	cat := func(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
 	for _, tc := range []struct {
@@ -282,6 +292,9 @@ func TestReadAheadOnRealSocket(t *testing.T) {
 		{"back to back without waiting", [][]byte{hb, list, hb, hb, list[:3], list[3:]}, false},
 		{"a short message and what follows it in one read", [][]byte{cat(bad, hb, list)}, false},
 		{"short messages, then a heartbeat and list_peers", [][]byte{cat(bad, bad, bad, hb), list}, true},
+		{"a message longer than one read, and more, in one write", [][]byte{cat(hb, long, list, hb)}, false},
+		{"a message longer than one read, in parts", [][]byte{long[:100], long[100 : waitReadSize+50], long[waitReadSize+50:], list}, true},
+		{"a message longer than one read, split after one read", [][]byte{cat(hb, long[:waitReadSize-heartbeatFrameLen]), long[waitReadSize-heartbeatFrameLen:]}, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := testutilCount(t, s, "heartbeat")
@@ -295,7 +308,7 @@ func TestReadAheadOnRealSocket(t *testing.T) {
 			}
 			all := bytes.Join(tc.writes, nil)
 			wantHB := bytes.Count(all, hb)
-			for lists, errs := bytes.Count(all, list), bytes.Count(all, bad); lists+errs > 0; {
+			for lists, errs := bytes.Count(all, list), bytes.Count(all, bad)+bytes.Count(all, long); lists+errs > 0; {
 				ws.SetReadDeadline(time.Now().Add(5 * time.Second))
 				_, b, err := ws.ReadMessage()
 				if err != nil {
@@ -327,5 +340,71 @@ func TestReadAheadOnRealSocket(t *testing.T) {
 				t.Errorf("%d heartbeats counted, want %d", got, wantHB)
 			}
 		})
+	}
+}
+
+// A message that arrives in one piece costs the waiting goroutine one
+// read(2) (onReadable): no read beyond it that finds the socket empty,
+// and no second read by gorilla for the rest of the frame.
+func TestOneReadPerMessage(t *testing.T) {
+	netns.Require(t)
+	s, err := NewServer(Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(t.Context(), ln)
+	t.Cleanup(func() { s.Close() })
+	reads := new(atomic.Int64)
+	waitReads = reads
+	t.Cleanup(func() { waitReads = nil })
+
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+ln.Addr().String()+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	nc := ws.NetConn()
+	reg, _ := protocol.EncodeClientMessage(&protocol.Register{Nickname: "alice", LocalAddr: "0.0.0.0:4000"})
+	if err := ws.WriteMessage(websocket.TextMessage, reg); err != nil {
+		t.Fatal(err)
+	}
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, _, err := ws.ReadMessage(); err != nil {
+		t.Fatal(err)
+	}
+	// Each request waits for its answer, and each heartbeat until it is
+	// counted, so the server has always read all there was before the
+	// next one is written.
+	const n = 50
+	before := reads.Load()
+	for i := range n {
+		if _, err := nc.Write(maskedText(listPeersJSON)); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := ws.ReadMessage(); err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+	}
+	if got := reads.Load() - before; got != n {
+		t.Errorf("%d reads for %d list_peers requests, want one each", got, n)
+	}
+	before = reads.Load()
+	hbs := testutilCount(t, s, "heartbeat")
+	for i := range n {
+		if _, err := nc.Write(maskedText(heartbeatJSON)); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(10 * time.Second); testutilCount(t, s, "heartbeat") < hbs+i+1; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("heartbeat %d not counted", i)
+			}
+		}
+	}
+	if got := reads.Load() - before; got != n {
+		t.Errorf("%d reads for %d heartbeats, want one each", got, n)
 	}
 }
