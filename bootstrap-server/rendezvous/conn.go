@@ -53,6 +53,7 @@ type conn struct {
 	readableFn func(fd uintptr) bool // c.onReadable, made once
 	rbuf       *waitBuf              // what it read, while anyone uses it
 	reading    bool                  // a reader has the conn (handBack)
+	handing    atomic.Bool           // a reader handles what onReadable read, inside raw.Read
 
 	// Guarded by Server.mu.
 	peer    *peer        // current registration, nil when none
@@ -74,9 +75,23 @@ type conn struct {
 
 func (c *conn) touch()              { c.lastReadNano.Store(time.Now().UnixNano()) }
 func (c *conn) lastRead() time.Time { return time.Unix(0, c.lastReadNano.Load()) }
-func (c *conn) closeNet()           { c.netOnce.Do(func() { c.ws.NetConn().Close() }) }
-func (c *conn) abort()              { c.closeNet() }
-func (c *conn) send(m outMsg)       { c.enqueue(false, m) }
+
+// closeNet closes the socket. Close waits until nothing uses the
+// socket, and while a reader handles what the waiting goroutine read,
+// that goroutine is inside raw.Read (onReadable): the caller may be the
+// reader itself, so the socket is then closed on another goroutine,
+// once the reader is done.
+func (c *conn) closeNet() {
+	c.netOnce.Do(func() {
+		if c.handing.Load() {
+			go c.ws.NetConn().Close()
+			return
+		}
+		c.ws.NetConn().Close()
+	})
+}
+func (c *conn) abort()        { c.closeNet() }
+func (c *conn) send(m outMsg) { c.enqueue(false, m) }
 
 // closeWith queues ms, the last of them a close frame, and closes the
 // connection once that is written and the client's answer read (see
@@ -332,10 +347,6 @@ type waitBuf [waitReadSize]byte
 // idle connection owns none.
 var waitBufs = sync.Pool{New: func() any { return new(waitBuf) }}
 
-// waitReads counts onReadable's reads of the socket, for tests; nil
-// otherwise.
-var waitReads *atomic.Int64
-
 func (c *conn) releaseBuf() {
 	if c.rbuf != nil {
 		waitBufs.Put(c.rbuf)
@@ -378,8 +389,8 @@ func (c *conn) onReadable(fd uintptr) bool {
 			c.rbuf = waitBufs.Get().(*waitBuf)
 		}
 		n, errno := readNow(fd, c.rbuf[:])
-		if waitReads != nil {
-			waitReads.Add(1)
+		if r := c.s.waitReads; r != nil {
+			r.Add(1)
 		}
 		if errno != 0 && wouldBlock(errno) {
 			c.releaseBuf()
@@ -405,7 +416,9 @@ func (c *conn) onReadable(fd uintptr) bool {
 			}
 			c.fc.pend = b
 		}
+		c.handing.Store(true)
 		turn := c.handBack()
+		c.handing.Store(false)
 		if turn == turnEnd || c.fc.perr != nil {
 			c.reading = false
 			// relayPump reads what is left before the socket.

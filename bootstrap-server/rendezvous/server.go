@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -68,8 +69,10 @@ type Server struct {
 		rateLimited, rateLimitedClose    []byte
 		notRegistered, peerNotRegistered []byte
 	}
-	bufs     sync.Pool // *[]byte read buffers of MaxFrame+1 bytes
-	upgrades sync.Pool // *fastUpgrade (accept.go)
+	bufs sync.Pool // *[]byte read buffers of MaxFrame+1 bytes
+
+	waitReads *atomic.Int64 // counts onReadable's reads of sockets, for tests; nil otherwise
+	upgrades  sync.Pool     // *fastUpgrade (accept.go)
 
 	ctx     context.Context // cancelled by Shutdown
 	readers *pool[*conn]    // read connections with input (conn.go)

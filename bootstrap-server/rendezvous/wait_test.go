@@ -2,6 +2,8 @@ package rendezvous
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -352,15 +354,14 @@ func TestOneReadPerMessage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	reads := new(atomic.Int64)
+	s.waitReads = reads
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	go s.Serve(t.Context(), ln)
 	t.Cleanup(func() { s.Close() })
-	reads := new(atomic.Int64)
-	waitReads = reads
-	t.Cleanup(func() { waitReads = nil })
 
 	ws, _, err := websocket.DefaultDialer.Dial("ws://"+ln.Addr().String()+"/", nil)
 	if err != nil {
@@ -406,5 +407,48 @@ func TestOneReadPerMessage(t *testing.T) {
 	}
 	if got := reads.Load() - before; got != n {
 		t.Errorf("%d reads for %d heartbeats, want one each", got, n)
+	}
+}
+
+// A reader may close its own connection while the waiting goroutine is
+// inside raw.Read for it (closeNet): here the answer to list_peers is
+// over MaxQueueBytes, so the reader drops the connection as a slow
+// reader. The socket must close (Close waits for raw.Read to return, so
+// the reader must not wait for it), and the server with it.
+func TestReaderClosesItsOwnConnection(t *testing.T) {
+	netns.Require(t)
+	s, err := NewServer(Config{MaxQueueBytes: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(context.Background(), ln) }()
+
+	ws, _, err := websocket.DefaultDialer.Dial("ws://"+ln.Addr().String()+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.Close()
+	if _, err := ws.NetConn().Write(maskedText(listPeersJSON)); err != nil {
+		t.Fatal(err)
+	}
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, _, err = ws.ReadMessage()
+	if ne, ok := err.(net.Error); err == nil || ok && ne.Timeout() {
+		t.Fatalf("read %v, want the connection closed", err)
+	}
+	closed := make(chan struct{})
+	go func() { s.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not return")
+	}
+	if err := <-served; err != nil && !errors.Is(err, ErrServerClosed) {
+		t.Errorf("Serve: %v", err)
 	}
 }
