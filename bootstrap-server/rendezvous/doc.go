@@ -25,10 +25,12 @@
 //   - Waiting (conn.go). Each connection has one goroutine of its own,
 //     which waits for input in the netpoller's readiness check on the
 //     socket, a few frames deep, so that its stack stays at the 2 KiB a
-//     goroutine starts with. It reads what arrives with one read(2): a
-//     heartbeat frame in its canonical bytes it handles itself, without
-//     gorilla or JSON (fastpath.go); anything else it hands, with the
-//     bytes already read, to a pooled reader.
+//     goroutine starts with. It makes every read of the socket, one
+//     read(2) for what has arrived: a heartbeat frame in its canonical
+//     bytes it handles itself, without gorilla or JSON (fastpath.go);
+//     anything else it hands to a pooled reader and waits, still inside
+//     the readiness check, until the reader has handled it or asks for
+//     more. A message that arrives in one piece costs one read(2).
 //   - Reading and writing (conn.go, pool.go). Readers, writers and
 //     handshakes run on pooled goroutines whose stacks have grown
 //     already: a fresh goroutine pays for a stack copy the first time it
