@@ -2,7 +2,6 @@ package rendezvous
 
 import (
 	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"testing/synctest"
@@ -47,17 +46,7 @@ func TestClosedClientReadsWhyDespiteUnreadInput(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			go s.Serve(t.Context(), ln)
-			t.Cleanup(func() { s.Close() })
-			ws, _, err := websocket.DefaultDialer.Dial("ws://"+ln.Addr().String()+"/", nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer ws.Close()
+			ws := dialWS(t, serveLoopback(t, s))
 			ws.SetWriteDeadline(time.Now().Add(10 * time.Second))
 			tc.flood(ws) // without reading: the answers queue up meanwhile
 			ws.SetReadDeadline(time.Now().Add(10 * time.Second))

@@ -25,18 +25,7 @@ func TestWaitOnRealSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(t.Context(), ln)
-	t.Cleanup(func() { s.Close() })
-
-	ws, _, err := websocket.DefaultDialer.Dial("ws://"+ln.Addr().String()+"/", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.Close()
+	ws := dialWS(t, serveLoopback(t, s))
 	// Several frames written in one go, by hand: register, list_peers,
 	// a ping, and list_peers in two fragments.
 	frame := func(op byte, fin bool, payload string) []byte {
@@ -108,6 +97,30 @@ func TestWaitOnRealSocket(t *testing.T) {
 	}
 }
 
+// serveLoopback serves s on a loopback port until the test ends and
+// returns its URL.
+func serveLoopback(t *testing.T, s *Server) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Serve(t.Context(), ln)
+	t.Cleanup(func() { s.Close() })
+	return "ws://" + ln.Addr().String() + "/"
+}
+
+// dialWS opens a WebSocket to url for the rest of the test.
+func dialWS(t *testing.T, url string) *websocket.Conn {
+	t.Helper()
+	ws, _, err := websocket.DefaultDialer.Dial(url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ws.Close() })
+	return ws
+}
+
 // maskedText is a client's text frame, written by hand.
 func maskedText(payload string) []byte {
 	mask := [4]byte{0x37, 0xfa, 0x21, 0x3d}
@@ -134,13 +147,7 @@ func TestHeartbeatsOnRealSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(t.Context(), ln)
-	t.Cleanup(func() { s.Close() })
-	url := "ws://" + ln.Addr().String() + "/"
+	url := serveLoopback(t, s)
 	recv := func(ws *websocket.Conn) protocol.ServerMessage {
 		t.Helper()
 		ws.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -156,11 +163,7 @@ func TestHeartbeatsOnRealSocket(t *testing.T) {
 	}
 
 	t.Run("a heartbeat before register is refused", func(t *testing.T) {
-		ws, _, err := websocket.DefaultDialer.Dial(url, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ws.Close()
+		ws := dialWS(t, url)
 		if _, err := ws.NetConn().Write(maskedText(heartbeatJSON)); err != nil {
 			t.Fatal(err)
 		}
@@ -170,11 +173,7 @@ func TestHeartbeatsOnRealSocket(t *testing.T) {
 	})
 
 	t.Run("heartbeats keep a registration and its connection", func(t *testing.T) {
-		ws, _, err := websocket.DefaultDialer.Dial(url, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ws.Close()
+		ws := dialWS(t, url)
 		reg, _ := protocol.EncodeClientMessage(&protocol.Register{Nickname: "alice", LocalAddr: "0.0.0.0:4000"})
 		if err := ws.WriteMessage(websocket.TextMessage, reg); err != nil {
 			t.Fatal(err)
@@ -251,18 +250,7 @@ func TestReadAheadOnRealSocket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(t.Context(), ln)
-	t.Cleanup(func() { s.Close() })
-
-	ws, _, err := websocket.DefaultDialer.Dial("ws://"+ln.Addr().String()+"/", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.Close()
+	ws := dialWS(t, serveLoopback(t, s))
 	nc := ws.NetConn()
 	reg, _ := protocol.EncodeClientMessage(&protocol.Register{Nickname: "alice", LocalAddr: "0.0.0.0:4000"})
 	if err := ws.WriteMessage(websocket.TextMessage, reg); err != nil {
@@ -350,24 +338,14 @@ func TestReadAheadOnRealSocket(t *testing.T) {
 // and no second read by gorilla for the rest of the frame.
 func TestOneReadPerMessage(t *testing.T) {
 	netns.Require(t)
-	s, err := NewServer(Config{})
+	// Over 100 messages, faster than 50 a second: no rate limit.
+	s, err := NewServer(Config{MsgRatePerIP: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	reads := new(atomic.Int64)
 	s.waitReads = reads
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Serve(t.Context(), ln)
-	t.Cleanup(func() { s.Close() })
-
-	ws, _, err := websocket.DefaultDialer.Dial("ws://"+ln.Addr().String()+"/", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.Close()
+	ws := dialWS(t, serveLoopback(t, s))
 	nc := ws.NetConn()
 	reg, _ := protocol.EncodeClientMessage(&protocol.Register{Nickname: "alice", LocalAddr: "0.0.0.0:4000"})
 	if err := ws.WriteMessage(websocket.TextMessage, reg); err != nil {
