@@ -69,10 +69,10 @@ type Server struct {
 		rateLimited, rateLimitedClose    []byte
 		notRegistered, peerNotRegistered []byte
 	}
-	bufs sync.Pool // *[]byte read buffers of MaxFrame+1 bytes
+	bufs     sync.Pool // *[]byte read buffers of MaxFrame+1 bytes
+	upgrades sync.Pool // *fastUpgrade (accept.go)
 
 	waitReads *atomic.Int64 // counts onReadable's reads of sockets, for tests; nil otherwise
-	upgrades  sync.Pool     // *fastUpgrade (accept.go)
 
 	ctx     context.Context // cancelled by Shutdown
 	readers *pool[*conn]    // read connections with input (conn.go)
