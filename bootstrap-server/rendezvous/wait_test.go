@@ -121,6 +121,19 @@ func dialWS(t *testing.T, url string) *websocket.Conn {
 	return ws
 }
 
+// registerAlice registers ws as alice and reads the answer.
+func registerAlice(t *testing.T, ws *websocket.Conn) {
+	t.Helper()
+	reg, _ := protocol.EncodeClientMessage(&protocol.Register{Nickname: "alice", LocalAddr: "0.0.0.0:4000"})
+	if err := ws.WriteMessage(websocket.TextMessage, reg); err != nil {
+		t.Fatal(err)
+	}
+	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, _, err := ws.ReadMessage(); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // maskedText is a client's text frame, written by hand.
 func maskedText(payload string) []byte {
 	mask := [4]byte{0x37, 0xfa, 0x21, 0x3d}
@@ -252,14 +265,7 @@ func TestReadAheadOnRealSocket(t *testing.T) {
 	}
 	ws := dialWS(t, serveLoopback(t, s))
 	nc := ws.NetConn()
-	reg, _ := protocol.EncodeClientMessage(&protocol.Register{Nickname: "alice", LocalAddr: "0.0.0.0:4000"})
-	if err := ws.WriteMessage(websocket.TextMessage, reg); err != nil {
-		t.Fatal(err)
-	}
-	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, _, err := ws.ReadMessage(); err != nil {
-		t.Fatal(err)
-	}
+	registerAlice(t, ws)
 	hb, list := maskedText(heartbeatJSON), maskedText(listPeersJSON)
 	bad := maskedText("{}") // answered with an error; 8 bytes
 	// Answered with an error too, and longer than the waiting
@@ -347,14 +353,7 @@ func TestOneReadPerMessage(t *testing.T) {
 	s.waitReads = reads
 	ws := dialWS(t, serveLoopback(t, s))
 	nc := ws.NetConn()
-	reg, _ := protocol.EncodeClientMessage(&protocol.Register{Nickname: "alice", LocalAddr: "0.0.0.0:4000"})
-	if err := ws.WriteMessage(websocket.TextMessage, reg); err != nil {
-		t.Fatal(err)
-	}
-	ws.SetReadDeadline(time.Now().Add(10 * time.Second))
-	if _, _, err := ws.ReadMessage(); err != nil {
-		t.Fatal(err)
-	}
+	registerAlice(t, ws)
 	// Each request waits for its answer, and each heartbeat until it is
 	// counted, so the server has always read all there was before the
 	// next one is written.
