@@ -81,7 +81,10 @@ type Config struct {
 	Sweep  time.Duration
 	// PingInterval: a connection silent this long gets a ping.
 	// ReadTimeout: a connection silent this long (no message, no pong) is
-	// closed. WriteTimeout bounds one write.
+	// closed. The sweep checks both, so a silent connection ends between
+	// ReadTimeout and ReadTimeout+Sweep after its last message (a relay
+	// stream and a closing connection have timeouts of their own).
+	// WriteTimeout bounds one write.
 	PingInterval time.Duration
 	ReadTimeout  time.Duration
 	WriteTimeout time.Duration

@@ -162,9 +162,10 @@ func (c *conn) lingerClose() {
 		return
 	}
 	nc := c.fc.Conn // the socket itself: frameConn hides CloseWrite
-	c.lingerUntil.Store(time.Now().Add(lingerTimeout).UnixNano())
+	until := time.Now().Add(lingerTimeout)
+	c.lingerUntil.Store(until.UnixNano())
 	cw, ok := nc.(interface{ CloseWrite() error })
-	if !ok || cw.CloseWrite() != nil || nc.SetReadDeadline(c.readDeadline()) != nil {
+	if !ok || cw.CloseWrite() != nil || nc.SetReadDeadline(until) != nil {
 		c.closeNet()
 		return
 	}
@@ -175,30 +176,6 @@ func (c *conn) lingerClose() {
 	if readDone { // the reader ended meanwhile, seeing closeSent false
 		c.closeNet()
 	}
-}
-
-// readDeadline is the deadline for the next read: ReadTimeout from now,
-// or the linger deadline once the connection lingers.
-func (c *conn) readDeadline() time.Time {
-	if u := c.lingerUntil.Load(); u != 0 {
-		return time.Unix(0, u)
-	}
-	return time.Now().Add(c.s.cfg.ReadTimeout)
-}
-
-// setReadDeadline sets readDeadline on the socket. Called by the reader;
-// should lingerClose start meanwhile, its deadline wins: lingerClose sets
-// lingerUntil before its own SetReadDeadline, so either that call comes
-// after ours or we see lingerUntil here and set it again.
-func (c *conn) setReadDeadline() error {
-	lingering := c.lingerUntil.Load() != 0
-	if err := c.ws.SetReadDeadline(c.readDeadline()); err != nil || lingering {
-		return err
-	}
-	if c.lingerUntil.Load() != 0 {
-		return c.ws.SetReadDeadline(c.readDeadline())
-	}
-	return nil
 }
 
 // writeDeadline returns the deadline of a write starting now: WriteTimeout
@@ -274,8 +251,13 @@ func (c *conn) writeLoop() {
 // goroutine is about 1.8 KiB deep and grows to 4 KiB, which the runtime
 // never shrinks back; reading on a fresh goroutine per message would
 // pay for growing its stack every time instead.) A client that sends
-// half a frame holds one reader until its read deadline, as it held its
-// own goroutine before.
+// half a frame holds one reader until the sweep ends it, ReadTimeout
+// after its last message, as it held its own goroutine before.
+//
+// The wait has no deadline: the sweep ends silent connections
+// (Server.sweep). A read deadline would wake every idle connection once
+// per ReadTimeout, however often it sends heartbeats, and handling that
+// wake-up grew the goroutine's stack to 4 KiB for good.
 //
 // The wait may trust the socket only when nothing is buffered above it:
 // frameConn hands gorilla the bytes of one frame at a time, so once a
@@ -284,14 +266,11 @@ func (c *conn) writeLoop() {
 // (frameConn.pend). A TLS conn buffers whole records itself, so there
 // the goroutine reads directly.
 
-// startReading runs c's goroutine; the caller has counted it in s.wg and
-// set the read deadline. Nothing deep runs on this stack before the end.
+// startReading runs c's goroutine; the caller has counted it in s.wg.
+// Nothing deep runs on this stack before the end.
 func (c *conn) startReading() {
 	if c.raw == nil {
 		for c.readMessage() {
-			if c.setReadDeadline() != nil {
-				break
-			}
 		}
 		if c.relay != nil {
 			c.s.relayPump(c)
@@ -306,9 +285,6 @@ func (c *conn) startReading() {
 		err := c.raw.Read(c.readableFn)
 		if err == nil {
 			break
-		}
-		if c.rearm(err) {
-			continue
 		}
 		if !c.reading {
 			c.readFailed(err)
@@ -473,27 +449,6 @@ func isHeartbeatFrame(b []byte) bool {
 	return true
 }
 
-// rearm handles a read deadline that passed while waiting. Heartbeats
-// handled by the waiting goroutine do not move the socket's deadline
-// (that costs a timer update per heartbeat); so when it passes, the
-// connection ends only if nothing was read for ReadTimeout, as before,
-// and otherwise waits on until ReadTimeout after its last read. rearm
-// reports whether to wait on.
-func (c *conn) rearm(err error) bool {
-	var ne net.Error
-	if !errors.As(err, &ne) || !ne.Timeout() || c.lingerUntil.Load() != 0 {
-		return false
-	}
-	d := c.lastRead().Add(c.s.cfg.ReadTimeout)
-	if !time.Now().Before(d) || c.ws.SetReadDeadline(d) != nil {
-		return false
-	}
-	if c.lingerUntil.Load() != 0 { // lingerClose started meanwhile: its deadline wins
-		return c.ws.SetReadDeadline(c.readDeadline()) == nil
-	}
-	return true
-}
-
 // fastHeartbeat handles a heartbeat taken off the socket by
 // onReadable, as readMessage and handle would.
 // One clock reading serves all three uses.
@@ -524,9 +479,6 @@ func (s *Server) read(c *conn) {
 func (c *conn) readAvailable() bool {
 	for {
 		if !c.readMessage() {
-			return false
-		}
-		if c.setReadDeadline() != nil {
 			return false
 		}
 		if c.fc.atBoundary() {
@@ -567,7 +519,6 @@ func (c *conn) readMessage() bool {
 		c.readFailed(err)
 		return false
 	}
-	c.touch()
 	if c.fc.draining.Load() {
 		// Our close frame is on its way: discard what the client
 		// still sends (the next NextReader skips it) until its close
@@ -580,6 +531,7 @@ func (c *conn) readMessage() bool {
 	if err != nil {
 		return false
 	}
+	c.touch() // the message is complete: ReadTimeout counts from here
 	if !s.allow(c) {
 		s.rateLimited(c)
 		return true // drain until the client's close frame

@@ -389,14 +389,9 @@ func (s *Server) endRelay(st *relayStream, c *conn, outcome string, code int, re
 func (s *Server) relayPump(c *conn) {
 	st := c.relay
 	c.ws.SetPongHandler(nil)
-	// No read deadline: the accept timeout and the idle timeout bound a
-	// relay conn. A lingering close keeps its own deadline.
-	if c.lingerUntil.Load() == 0 {
-		c.ws.SetReadDeadline(time.Time{})
-		if c.lingerUntil.Load() != 0 {
-			c.ws.SetReadDeadline(c.readDeadline())
-		}
-	}
+	// No read deadline (there is none but a lingering close's): the
+	// accept timeout and the idle timeout bound a relay conn, and the
+	// sweep leaves it alone.
 	if c == st.b && st.x == nil {
 		s.sendReady(st)
 	}

@@ -401,6 +401,17 @@ func (s *Server) admit(ip string) (st *ipState, overLimit, ok bool) {
 // path, on fc, for the client at ip and port that admit counted as st.
 func (s *Server) startConn(ws *websocket.Conn, fc *frameConn, ip, port string, st *ipState, overLimit bool) {
 	c := &conn{s: s, ws: ws, fc: fc, ip: ip, port: port, ipst: st}
+	// No read deadline from here on but a lingering close's (lingerClose):
+	// the sweep ends a connection silent for ReadTimeout. A deadline
+	// would cost a timer update per message and wake every idle
+	// connection once per ReadTimeout, which grows its goroutine's stack.
+	// The handshake's deadline goes first, before closeWith below can
+	// start a lingering close.
+	if err := fc.Conn.SetReadDeadline(time.Time{}); err != nil {
+		ws.NetConn().Close()
+		s.releaseIP(ip)
+		return
+	}
 	if tc, ok := fc.Conn.(*net.TCPConn); ok && canPeek {
 		c.raw, _ = tc.SyscallConn()
 		fc.turn = make(chan int8)
@@ -436,11 +447,8 @@ func (s *Server) startConn(ws *websocket.Conn, fc *frameConn, ip, port string, s
 	// 256-byte read buffer.
 	ws.SetPongHandler(func(string) error {
 		c.touch()
-		return c.setReadDeadline() // not past a lingering close's deadline
+		return nil
 	})
-	if err := c.setReadDeadline(); err != nil { // keeps a lingering close's deadline (connection limit)
-		c.closeNet()
-	}
 	go func() {
 		defer s.wg.Done()
 		c.startReading()
@@ -501,7 +509,21 @@ func (s *Server) sweepLoop() {
 	}
 }
 
+// sweep expires silent peers, pings quiet connections and ends those
+// silent for ReadTimeout (no message, no pong) that neither linger nor
+// relay: those two have deadlines of their own.
 func (s *Server) sweep(now time.Time) {
+	silent := s.sweepLocked(now)
+	// Closed without s.mu: Close waits for the connection's waiting
+	// goroutine, which may wait for a reader that waits for s.mu.
+	for _, c := range silent {
+		s.metrics.err(errKindReadTimeout)
+		s.log.Debug("read timeout", "ip", c.ip)
+		c.abort()
+	}
+}
+
+func (s *Server) sweepLocked(now time.Time) (silent []*conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	names := make([]string, 0, len(s.namespaces))
@@ -525,10 +547,17 @@ func (s *Server) sweep(now time.Time) {
 	}
 	ping := outMsg{kind: msgPing}
 	for c := range s.conns {
-		if c.relay == nil && now.Sub(c.lastRead()) >= s.cfg.PingInterval {
+		if c.relay != nil || c.lingerUntil.Load() != 0 {
+			continue
+		}
+		switch quiet := now.Sub(c.lastRead()); {
+		case quiet >= s.cfg.ReadTimeout:
+			silent = append(silent, c)
+		case quiet >= s.cfg.PingInterval:
 			c.send(ping)
 		}
 	}
+	return silent
 }
 
 // handle processes one decoded message from c. Called from c's reader.

@@ -252,23 +252,39 @@ func TestPeerCap(t *testing.T) {
 	})
 }
 
+// The sweep ends a connection silent for ReadTimeout (no message, no
+// pong): one that never sent anything, one that registered and went
+// quiet, and one that stopped in the middle of a frame. Never before
+// ReadTimeout, and at the latest one Sweep after it.
 func TestSilentConnectionIsDropped(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		s, sim := testServer(t, Config{})
-		d := websocket.Dialer{NetDialContext: sim.dialFrom("192.0.2.10")}
-		ws, _, err := d.Dial("ws://10.0.0.1:8080/", nil)
-		if err != nil {
+		conns := func() int {
+			sim.Settle()
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			return len(s.conns)
+		}
+		// Just after a sweep, so that ReadTimeout ends between two.
+		time.Sleep(time.Second)
+		// These clients never read, so they never answer pings.
+		dial(t, sim, "192.0.2.10")
+		quiet := dial(t, sim, "192.0.2.11")
+		quiet.send(&protocol.Register{Nickname: "alice", LocalAddr: "0.0.0.0:4000"})
+		half := dial(t, sim, "192.0.2.12")
+		if _, err := half.ws.NetConn().Write(maskedText(listPeersJSON)[:10]); err != nil {
 			t.Fatal(err)
 		}
-		defer ws.Close()
-		// This client never reads, so it never answers pings.
-		time.Sleep(DefaultReadTimeout + time.Second)
-		sim.Settle()
-		s.mu.Lock()
-		n := len(s.conns)
-		s.mu.Unlock()
-		if n != 0 {
-			t.Fatalf("%d connections left after the read timeout, want 0", n)
+		time.Sleep(DefaultReadTimeout - time.Second)
+		if n := conns(); n != 3 {
+			t.Fatalf("%d connections %v after their last bytes, want all 3 kept", n, DefaultReadTimeout-time.Second)
+		}
+		time.Sleep(DefaultSweep + 2*time.Second)
+		if n := conns(); n != 0 {
+			t.Fatalf("%d connections left %v after their last bytes, want 0", n, DefaultReadTimeout+DefaultSweep+time.Second)
+		}
+		if got := errorsOfKind(t, s, errKindReadTimeout); got != 3 {
+			t.Errorf("errors_total{kind=read_timeout} = %v, want 3", got)
 		}
 	})
 }

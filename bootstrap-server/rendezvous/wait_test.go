@@ -150,13 +150,13 @@ func maskedText(payload string) []byte {
 
 // On a real socket the waiting goroutine handles heartbeats itself
 // (onReadable): they refresh the registration and keep the connection
-// open past ReadTimeout although the socket's deadline is not moved for
-// them, the connection still ends ReadTimeout after the last one, and a
-// heartbeat before any register still gets its error.
+// open past ReadTimeout, the connection still ends ReadTimeout after the
+// last one (at the sweep after that), and a heartbeat before any
+// register still gets its error.
 func TestHeartbeatsOnRealSocket(t *testing.T) {
 	netns.Require(t)
 	const readTimeout = 2 * time.Second
-	s, err := NewServer(Config{ReadTimeout: readTimeout, PingInterval: time.Second, Sweep: time.Minute})
+	s, err := NewServer(Config{ReadTimeout: readTimeout, PingInterval: time.Second, Sweep: 100 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -216,6 +216,8 @@ func TestHeartbeatsOnRealSocket(t *testing.T) {
 			t.Errorf("%v heartbeats counted", got)
 		}
 		// Silence: the connection ends ReadTimeout after the last read.
+		// The pings it gets go unanswered.
+		ws.SetPingHandler(func(string) error { return nil })
 		quiet := time.Now()
 		ws.SetReadDeadline(time.Now().Add(10 * time.Second))
 		for {
@@ -225,6 +227,23 @@ func TestHeartbeatsOnRealSocket(t *testing.T) {
 		}
 		if d := time.Since(quiet); d < readTimeout-100*time.Millisecond || d > readTimeout+2*time.Second {
 			t.Fatalf("connection ended %v after the last message, want about %v", d, readTimeout)
+		}
+	})
+
+	t.Run("a frame cut off in the middle ends at the read timeout", func(t *testing.T) {
+		ws := dialWS(t, url)
+		ws.SetPingHandler(func(string) error { return nil })
+		// A pooled reader waits for the rest of this frame.
+		if _, err := ws.NetConn().Write(maskedText(listPeersJSON)[:10]); err != nil {
+			t.Fatal(err)
+		}
+		quiet := time.Now()
+		ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, _, err := ws.ReadMessage(); err == nil {
+			t.Fatal("got a message, want the connection closed")
+		}
+		if d := time.Since(quiet); d < readTimeout-100*time.Millisecond || d > readTimeout+2*time.Second {
+			t.Fatalf("connection ended %v after the cut-off frame, want about %v", d, readTimeout)
 		}
 	})
 }
