@@ -215,6 +215,7 @@ func (c *child) stream(ctx context.Context) error {
 	case <-c.tally.all:
 	case <-ctx.Done():
 	}
+	c.streaming.Store(false) // the sender quits once it reads done
 	c.out.Say("done", c.tally.snapshot()...)
 	return nil
 }
@@ -285,6 +286,7 @@ func (c *child) send(ctx context.Context) error {
 	if !lastDelivered.IsZero() {
 		last = lastDelivered.UnixNano()
 	}
+	c.streaming.Store(false) // the receiver quits once it reads done
 	c.out.Say("done", "posted", posted, "delivered", delivered, "queued", queued, "sent", sent,
 		"failed", failed, "unresolved", unresolved, "post_failed", btoi(postErr != nil),
 		"start", start.UnixNano(), "post_end", postEnd.UnixNano(), "last_delivered", last)
