@@ -180,3 +180,32 @@ func (ns *NS) Output(args ...string) string {
 	}
 	return string(out)
 }
+
+// LAN is a private network of hosts on one bridge, with no router: a
+// datacenter network such as the one the deploy examples assume
+// (10.0.0.0/24, hosts at addresses of their own).
+type LAN struct {
+	NS    *NS
+	hosts int
+}
+
+// NewLAN makes the namespace of a bridge for the /24 prefix (written as
+// "10.0.0"), addressed prefix.1.
+func NewLAN(t testing.TB, prefix string) *LAN {
+	t.Helper()
+	l := &LAN{NS: NewNS(t)}
+	l.NS.Shell(t, fmt.Sprintf(`ip link add lan type bridge
+ip addr add %s.1/24 dev lan
+ip link set lan up`, prefix))
+	return l
+}
+
+// Host makes a host on the LAN at ip (in the LAN's /24) and returns its
+// namespace.
+func (l *LAN) Host(t testing.TB, ip string) *NS {
+	t.Helper()
+	l.hosts++
+	ns := NewNS(t)
+	link(t, l.NS, fmt.Sprintf("p%d", l.hosts), "lan", ns, "eth0", ip+"/24")
+	return ns
+}
