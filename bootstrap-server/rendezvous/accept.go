@@ -294,6 +294,7 @@ func (*handshakeConn) SetWriteDeadline(time.Time) error { return nil }
 // does) closes the listener Serve accepts on too.
 type fallbackListener struct {
 	ln    net.Listener
+	stop  func() // stops Serve's event loop, if it runs one
 	conns chan net.Conn
 	done  chan struct{}
 	once  sync.Once
@@ -327,6 +328,10 @@ func (l *fallbackListener) Close() error {
 	l.once.Do(func() {
 		close(l.done)
 		err = l.ln.Close()
+		if l.stop != nil {
+			l.stop()
+			err = nil // the loop had taken the socket and closed ln
+		}
 	})
 	return err
 }

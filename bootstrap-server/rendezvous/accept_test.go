@@ -491,12 +491,17 @@ func TestHarnessUpgradesOnFastPath(t *testing.T) {
 }
 
 // On a real socket, a connection upgraded by either path is served from
-// the TCP socket itself (the idle wait needs it): the fast path hands
+// the socket itself (the idle wait needs it: the event loop's loopConn,
+// or the *net.TCPConn): the fast path hands
 // gorilla the socket, and a declined one is unwrapped when net/http
 // hijacks it.
 func TestUpgradeOnRealSocketKeepsSocket(t *testing.T) {
+	bothWaits(t, testUpgradeOnRealSocketKeepsSocket)
+}
+
+func testUpgradeOnRealSocketKeepsSocket(t *testing.T, perConn bool) {
 	netns.Require(t)
-	s, err := NewServer(Config{})
+	s, err := NewServer(withWait(Config{}, perConn))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -523,6 +528,12 @@ func TestUpgradeOnRealSocketKeepsSocket(t *testing.T) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
+		if !perConn && loopSupported {
+			if lc, ok := c.fc.Conn.(*loopConn); !ok || c.lane != lc {
+				t.Errorf("connection on %T; want the event loop's *loopConn", c.fc.Conn)
+			}
+			continue
+		}
 		if _, ok := c.fc.Conn.(*net.TCPConn); !ok || (canPeek && c.raw == nil) {
 			t.Errorf("connection on %T, raw %v; want the *net.TCPConn", c.fc.Conn, c.raw)
 		}

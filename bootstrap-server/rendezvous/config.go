@@ -75,6 +75,13 @@ type Config struct {
 	// many connections (peer lists) count fully for each.
 	MaxQueueBytes int
 
+	// GoroutinePerConn has Serve wait for every connection on a
+	// goroutine of its own, in Go's netpoller. By default, on Linux, a
+	// plain TCP listener's connections wait in the server's own event
+	// loop instead (loop_linux.go), which costs no goroutine per idle
+	// connection; elsewhere, and for TLS, there is no loop.
+	GoroutinePerConn bool
+
 	// Expiry removes a peer this long after its register or last
 	// heartbeat; Sweep is how often expiry is checked.
 	Expiry time.Duration

@@ -24,6 +24,7 @@ const (
 	msgText msgKind = iota
 	msgPing
 	msgClose
+	msgRaw // the rest of frames a direct write began (writeNow): written as they are
 )
 
 // outMsg is one frame waiting to be written. data may be shared by many
@@ -48,6 +49,7 @@ type conn struct {
 	lingerUntil  atomic.Int64 // UnixNano, once lingerClose runs
 	fc           *frameConn
 	raw          syscall.RawConn // the TCP socket, for wait; nil for TLS
+	lane         *loopConn       // the socket, when an event loop waits for it (raw is nil)
 
 	// The wait goroutine's own (startReading, onReadable).
 	readableFn func(fd uintptr) bool // c.onReadable, made once
@@ -67,6 +69,7 @@ type conn struct {
 	queue     []outMsg
 	queued    int  // bytes in queue
 	writing   bool // a writer goroutine is running
+	held      bool // the event loop handles a message: it writes the answer (releaseWrites)
 	closing   bool // a close frame is queued; accept nothing more
 	closeSent bool // the queued close frame is written
 	readDone  bool // the reader has ended (close frame, EOF, error)
@@ -124,10 +127,75 @@ func (c *conn) enqueue(closeAfter bool, ms ...outMsg) {
 	if closeAfter {
 		c.closing = true
 	}
-	if !c.writing {
+	if !c.writing && !c.held {
 		c.writing = true
 		c.s.writers.run(c.s.ctx, &c.s.wg, c)
 	}
+}
+
+// directWriteMax bounds the frames releaseWrites writes itself.
+const directWriteMax = 4 << 10
+
+// holdWrites keeps what is queued from now on for releaseWrites: the
+// event loop is about to handle a message of c's.
+func (c *conn) holdWrites() {
+	c.mu.Lock()
+	c.held = true
+	c.mu.Unlock()
+}
+
+// releaseWrites writes, on the event loop, the frames queued since
+// holdWrites (the answer to the message it handled, and anything else
+// queued meanwhile), as far as the socket takes them at once without
+// waiting; a writer goroutine writes whatever is left. Writing small
+// answers here spares waking a writer for each (issue 13).
+func (c *conn) releaseWrites() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.held = false
+	if c.writing || len(c.queue) == 0 {
+		return
+	}
+	for !c.closing && len(c.queue) > 0 && c.queue[0].kind == msgText && len(c.queue[0].data) <= directWriteMax {
+		m := c.queue[0]
+		c.queue[0] = outMsg{}
+		c.queue = c.queue[1:]
+		c.queued -= len(m.data)
+		if rest := c.writeNow(m.data); rest != nil {
+			if r := c.s.rawWrites; r != nil {
+				r.Add(1)
+			}
+			c.queue = append([]outMsg{{kind: msgRaw, data: rest}}, c.queue...)
+			c.queued += len(rest)
+			break
+		}
+	}
+	if len(c.queue) == 0 {
+		c.queue = nil
+		return
+	}
+	c.writing = true
+	c.s.writers.run(c.s.ctx, &c.s.wg, c)
+}
+
+// writeNow writes a text frame holding data to the socket, as much as
+// it takes without waiting, and returns the frame's bytes it did not
+// take (nil once all are written). A failed write leaves them all: the
+// writer meets the error again and ends the connection.
+func (c *conn) writeNow(data []byte) (rest []byte) {
+	var hb [4]byte
+	hdr := append(hb[:0], 0x81)
+	if len(data) < 126 {
+		hdr = append(hdr, byte(len(data)))
+	} else {
+		hdr = append(hdr, 126, byte(len(data)>>8), byte(len(data)))
+	}
+	n, err := c.lane.tryWrite(hdr, data)
+	if err == nil && n == len(hdr)+len(data) {
+		return nil
+	}
+	frame := append(hdr, data...)
+	return frame[n:]
 }
 
 // Bounds of a lingering close.
@@ -225,6 +293,10 @@ func (c *conn) writeLoop() {
 			err = c.ws.WriteControl(websocket.PingMessage, nil, deadline)
 		case msgClose:
 			err = c.ws.WriteControl(websocket.CloseMessage, m.data, deadline)
+		case msgRaw:
+			if err = c.fc.SetWriteDeadline(deadline); err == nil {
+				_, err = c.fc.Conn.Write(m.data)
+			}
 		}
 		if err != nil {
 			if !errors.Is(err, net.ErrClosed) {
@@ -420,6 +492,47 @@ func (c *conn) heartbeats(b []byte) []byte {
 	return b
 }
 
+// inline handles, on the event loop, the messages at the start of b
+// that need no reader, and returns the rest for one: heartbeats, and
+// each other message that comes in a short frame of its own and that
+// decodeFast takes, but list_peers, whose answer can take milliseconds
+// to build. It is readMessage and process for those, with no gorilla
+// and no goroutine but the loop's.
+func (c *conn) inline(b []byte) []byte {
+	s := c.s
+	for len(b) >= 6 && !c.fc.draining.Load() {
+		if len(b) >= heartbeatFrameLen && isHeartbeatFrame(b[:heartbeatFrameLen]) {
+			s.fastHeartbeat(c)
+			b = b[heartbeatFrameLen:]
+			continue
+		}
+		// FIN, text, no extension bits; masked, with a 7-bit length.
+		n := int(b[1] & 0x7f)
+		if b[0] != 0x81 || b[1]&0x80 == 0 || n >= 126 || len(b) < 6+n || n > s.cfg.MaxFrame {
+			break
+		}
+		var buf [125]byte
+		payload := buf[:n]
+		for i := range payload {
+			payload[i] = b[6+i] ^ b[2+i%4]
+		}
+		m, ok := decodeFast(payload)
+		if _, list := m.(*protocol.ListPeers); !ok || list {
+			break
+		}
+		b = b[6+n:]
+		c.touch()
+		if !s.allow(c) {
+			s.rateLimited(c) // the rest is drained by a reader
+			continue
+		}
+		c.holdWrites()
+		s.handle(c, m)
+		c.releaseWrites()
+	}
+	return b
+}
+
 // handBack gives what frameConn holds (pend or perr) to the reader,
 // starting one or answering the one that asked for more, and returns
 // the reader's next turn. The reader and the waiting goroutine take
@@ -465,13 +578,32 @@ func (s *Server) fastHeartbeat(c *conn) {
 // dispatch gives c to a pooled reader.
 func (s *Server) dispatch(c *conn) { s.readers.run(s.ctx, &s.wg, c) }
 
-// read is a pooled reader's work: c has input (onReadable).
+// read is a pooled reader's work: c has input (onReadable, or the
+// event loop).
 func (s *Server) read(c *conn) {
+	if c.lane != nil {
+		s.readLane(c)
+		return
+	}
 	turn := turnEnd
 	if c.readAvailable() {
 		turn = turnDone
 	}
 	c.fc.turn <- turn
+}
+
+// readLane reads c, which an event loop woke, until the loop can have it
+// back (loopConn.park), or until it ends or becomes a relay stream.
+func (s *Server) readLane(c *conn) {
+	for c.readAvailable() {
+		if c.lane.park() {
+			return
+		}
+	}
+	if c.relay != nil {
+		s.relayPump(c)
+	}
+	c.end()
 }
 
 // readAvailable reads and handles messages until none is partly read. It
@@ -546,7 +678,14 @@ func (c *conn) readMessage() bool {
 		)
 		return true // drain: the next NextReader skips the rest
 	}
-	s.process(c, (*bp)[:n])
+	if c.lane != nil {
+		// As on the event loop (inline): the answer is written here.
+		c.holdWrites()
+		s.process(c, (*bp)[:n])
+		c.releaseWrites()
+	} else {
+		s.process(c, (*bp)[:n])
+	}
 	// A relay message hands the connection to relayPump (startReading).
 	return c.relay == nil
 }

@@ -18,6 +18,10 @@ import (
 // their way (RFC 7230 section 6.6). Real TCP on loopback: the in-memory
 // pipes of the other tests have no resets.
 func TestClosedClientReadsWhyDespiteUnreadInput(t *testing.T) {
+	bothWaits(t, testClosedClientReadsWhyDespiteUnreadInput)
+}
+
+func testClosedClientReadsWhyDespiteUnreadInput(t *testing.T, perConn bool) {
 	netns.Require(t)
 	for _, tc := range []struct {
 		name  string
@@ -42,7 +46,7 @@ func TestClosedClientReadsWhyDespiteUnreadInput(t *testing.T) {
 		}, protocol.ErrTextInvalidPrefix + "frame exceeds the limit of 1024 bytes", websocket.CloseMessageTooBig},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, err := NewServer(tc.cfg)
+			s, err := NewServer(withWait(tc.cfg, perConn))
 			if err != nil {
 				t.Fatal(err)
 			}

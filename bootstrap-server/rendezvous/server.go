@@ -73,6 +73,7 @@ type Server struct {
 	upgrades sync.Pool // *fastUpgrade (accept.go)
 
 	waitReads *atomic.Int64 // counts onReadable's reads of sockets, for tests; nil otherwise
+	rawWrites *atomic.Int64 // counts direct writes the socket took in part (releaseWrites), for tests; nil otherwise
 
 	ctx     context.Context // cancelled by Shutdown
 	readers *pool[*conn]    // read connections with input (conn.go)
@@ -94,6 +95,8 @@ type Server struct {
 	hsMu        sync.Mutex
 	hsClosed    bool
 	handshaking map[net.Conn]struct{}
+	hsTimeout   time.Duration // handshakeTimeout; tests shorten it
+	loops       []*loop       // Serve's event loops; guarded by mu
 
 	// The relay (relay.go).
 	peersByID    map[string]*peer
@@ -146,6 +149,7 @@ func NewServer(cfg Config) (*Server, error) {
 		gatherer:     gat,
 		conns:        make(map[*conn]struct{}),
 		handshaking:  make(map[net.Conn]struct{}),
+		hsTimeout:    handshakeTimeout,
 		ips:          make(map[string]*ipState),
 		namespaces:   make(map[string]*namespace),
 		peersByID:    make(map[string]*peer),
@@ -230,7 +234,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// closed: by hs.Close in Shutdown, or below. Added under s.mu while
 	// not closing, so Shutdown's Wait sees it.
 	fb := newFallbackListener(ln)
+	lp, err := s.newLoop(ln, fb)
+	if err != nil {
+		s.log.Warn("no event loop; a goroutine per connection instead", "err", err)
+	}
 	s.wg.Go(func() { hs.Serve(fb) })
+	if lp != nil {
+		s.loops = append(s.loops, lp)
+		s.wg.Go(lp.run)
+	}
 	s.mu.Unlock()
 
 	closed := make(chan struct{})
@@ -238,7 +250,11 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		defer close(closed)
 		s.Close()
 	})
-	err := s.acceptLoop(ln, fb)
+	if lp != nil {
+		err = lp.wait()
+	} else {
+		err = s.acceptLoop(ln, fb)
+	}
 	fb.Close() // when Accept failed on its own: ends hs.Serve
 	if !stop() {
 		// ctx ended and the close it started is under way: the accept
@@ -412,7 +428,11 @@ func (s *Server) startConn(ws *websocket.Conn, fc *frameConn, ip, port string, s
 		s.releaseIP(ip)
 		return
 	}
-	if tc, ok := fc.Conn.(*net.TCPConn); ok && canPeek {
+	if lc, ok := fc.Conn.(*loopConn); ok {
+		// Serve's event loop waits for it (loop_linux.go); readers
+		// read the loopConn itself.
+		c.lane = lc
+	} else if tc, ok := fc.Conn.(*net.TCPConn); ok && canPeek {
 		c.raw, _ = tc.SyscallConn()
 		fc.turn = make(chan int8)
 	}
@@ -426,8 +446,11 @@ func (s *Server) startConn(ws *websocket.Conn, fc *frameConn, ip, port string, s
 		return
 	}
 	s.conns[c] = struct{}{}
-	// Added under s.mu while not closing, so Shutdown's Wait sees it.
-	s.wg.Add(1)
+	if c.lane == nil {
+		// Added under s.mu while not closing, so Shutdown's Wait sees
+		// it. (A loop's connections are waited for with the loop.)
+		s.wg.Add(1)
+	}
 	s.mu.Unlock()
 	s.metrics.connections.Inc()
 	s.metrics.connsAccepted.Inc()
@@ -449,6 +472,13 @@ func (s *Server) startConn(ws *websocket.Conn, fc *frameConn, ip, port string, s
 		c.touch()
 		return nil
 	})
+	if c.lane != nil {
+		c.lane.setHandlers(c.inline, func() { s.dispatch(c) })
+		if !c.lane.park() {
+			s.dispatch(c)
+		}
+		return
+	}
 	go func() {
 		defer s.wg.Done()
 		c.startReading()
@@ -513,6 +543,12 @@ func (s *Server) sweepLoop() {
 // silent for ReadTimeout (no message, no pong) that neither linger nor
 // relay: those two have deadlines of their own.
 func (s *Server) sweep(now time.Time) {
+	s.mu.Lock()
+	loops := s.loops
+	s.mu.Unlock()
+	for _, l := range loops {
+		l.expireFresh(now)
+	}
 	silent := s.sweepLocked(now)
 	// Closed without s.mu: Close waits for the connection's waiting
 	// goroutine, which may wait for a reader that waits for s.mu.

@@ -19,9 +19,11 @@ import (
 // (see wait): messages that arrive together, split anywhere, or as
 // fragments must all be read, none left in a buffer while the socket is
 // quiet.
-func TestWaitOnRealSocket(t *testing.T) {
+func TestWaitOnRealSocket(t *testing.T) { bothWaits(t, testWaitOnRealSocket) }
+
+func testWaitOnRealSocket(t *testing.T, perConn bool) {
 	netns.Require(t)
-	s, err := NewServer(Config{})
+	s, err := NewServer(withWait(Config{}, perConn))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,10 +155,12 @@ func maskedText(payload string) []byte {
 // open past ReadTimeout, the connection still ends ReadTimeout after the
 // last one (at the sweep after that), and a heartbeat before any
 // register still gets its error.
-func TestHeartbeatsOnRealSocket(t *testing.T) {
+func TestHeartbeatsOnRealSocket(t *testing.T) { bothWaits(t, testHeartbeatsOnRealSocket) }
+
+func testHeartbeatsOnRealSocket(t *testing.T, perConn bool) {
 	netns.Require(t)
 	const readTimeout = 2 * time.Second
-	s, err := NewServer(Config{ReadTimeout: readTimeout, PingInterval: time.Second, Sweep: 100 * time.Millisecond})
+	s, err := NewServer(withWait(Config{ReadTimeout: readTimeout, PingInterval: time.Second, Sweep: 100 * time.Millisecond}, perConn))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -276,9 +280,11 @@ func testutilCount(t *testing.T, s *Server, typ string) int {
 // on, and after a read that emptied the socket it waits without reading
 // again. Every way heartbeats and the next frames can share or split
 // reads must leave nothing unanswered.
-func TestReadAheadOnRealSocket(t *testing.T) {
+func TestReadAheadOnRealSocket(t *testing.T) { bothWaits(t, testReadAheadOnRealSocket) }
+
+func testReadAheadOnRealSocket(t *testing.T, perConn bool) {
 	netns.Require(t)
-	s, err := NewServer(Config{})
+	s, err := NewServer(withWait(Config{}, perConn))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -361,10 +367,12 @@ func TestReadAheadOnRealSocket(t *testing.T) {
 // A message that arrives in one piece costs the waiting goroutine one
 // read(2) (onReadable): no read beyond it that finds the socket empty,
 // and no second read by gorilla for the rest of the frame.
-func TestOneReadPerMessage(t *testing.T) {
+func TestOneReadPerMessage(t *testing.T) { bothWaits(t, testOneReadPerMessage) }
+
+func testOneReadPerMessage(t *testing.T, perConn bool) {
 	netns.Require(t)
 	// Over 100 messages, faster than 50 a second: no rate limit.
-	s, err := NewServer(Config{MsgRatePerIP: -1})
+	s, err := NewServer(withWait(Config{MsgRatePerIP: -1}, perConn))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -411,9 +419,11 @@ func TestOneReadPerMessage(t *testing.T) {
 // over MaxQueueBytes, so the reader drops the connection as a slow
 // reader. The socket must close (Close waits for raw.Read to return, so
 // the reader must not wait for it), and the server with it.
-func TestReaderClosesItsOwnConnection(t *testing.T) {
+func TestReaderClosesItsOwnConnection(t *testing.T) { bothWaits(t, testReaderClosesItsOwnConnection) }
+
+func testReaderClosesItsOwnConnection(t *testing.T, perConn bool) {
 	netns.Require(t)
-	s, err := NewServer(Config{MaxQueueBytes: 8})
+	s, err := NewServer(withWait(Config{MaxQueueBytes: 8}, perConn))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -447,4 +457,19 @@ func TestReaderClosesItsOwnConnection(t *testing.T) {
 	if err := <-served; err != nil && !errors.Is(err, ErrServerClosed) {
 		t.Errorf("Serve: %v", err)
 	}
+}
+
+// bothWaits runs a real-socket test with each way an idle connection
+// can wait: in Serve's event loop (where there is one) and on a
+// goroutine of its own.
+func bothWaits(t *testing.T, test func(t *testing.T, perConn bool)) {
+	if loopSupported {
+		t.Run("event-loop", func(t *testing.T) { test(t, false) })
+	}
+	t.Run("goroutine-per-conn", func(t *testing.T) { test(t, true) })
+}
+
+func withWait(cfg Config, perConn bool) Config {
+	cfg.GoroutinePerConn = perConn
+	return cfg
 }
