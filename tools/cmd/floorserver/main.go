@@ -10,9 +10,10 @@
 //
 //   - -mode go: a goroutine per connection on Go's netpoller, as
 //     bootstrap-server and any net.Conn server do;
-//   - -mode epoll: one epoll loop of its own on a locked thread, over
-//     non-blocking sockets it accepts itself; no goroutine per
-//     connection (the model of tokio, mio or gnet).
+//   - -mode epoll: one epoll loop of its own over non-blocking sockets
+//     it accepts itself, waiting in Go's netpoller on the epoll
+//     descriptor; no goroutine per connection (the model of tokio, mio
+//     or gnet).
 //
 // Run it as loadgen's server, inside a private network namespace:
 //
@@ -34,7 +35,6 @@ import (
 	"net/http"
 	_ "net/http/pprof"
 	"os"
-	"runtime"
 	"sync/atomic"
 	"syscall"
 )
@@ -242,68 +242,96 @@ func serveEpoll(ip net.IP, port int) error {
 	if err := syscall.EpollCtl(ep, syscall.EPOLL_CTL_ADD, lfd, &syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(lfd)}); err != nil {
 		return err
 	}
-	runtime.LockOSThread()
+	// The loop waits for ep in Go's netpoller and takes the reports with
+	// epoll_wait's timeout 0: a thread blocked in epoll_wait has its P
+	// taken back by the runtime's monitor, which then polls every 20 us
+	// for a while, at a cost per wake-up comparable to a heartbeat's.
+	if err := syscall.SetNonblock(ep, true); err != nil {
+		return err
+	}
+	epf := os.NewFile(uintptr(ep), "epoll")
+	rc, err := epf.SyscallConn()
+	if err != nil {
+		return err
+	}
 	var (
 		sessions = map[int]*session{}
 		events   [256]syscall.EpollEvent
 		rbuf     [512]byte
 		out      []byte
+		werr     error
 	)
 	closeFd := func(fd int) {
 		delete(sessions, fd)
 		syscall.Close(fd) // also leaves the epoll set
 	}
-	for {
-		n, err := syscall.EpollWait(ep, events[:], -1)
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			return err
-		}
-		for _, ev := range events[:n] {
-			fd := int(ev.Fd)
-			if fd == lfd {
-				for {
-					cfd, rsa, err := syscall.Accept4(lfd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
-					if err != nil {
-						break // EAGAIN, or out of descriptors: level-triggered, it comes back
-					}
-					s := &session{}
-					if in4, ok := rsa.(*syscall.SockaddrInet4); ok {
-						s.remoteIP = net.IP(in4.Addr[:]).String()
-					}
-					if err := syscall.EpollCtl(ep, syscall.EPOLL_CTL_ADD, cfd, &syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(cfd)}); err != nil {
-						syscall.Close(cfd)
-						continue
-					}
-					sessions[cfd] = s
+	var handle func(ev syscall.EpollEvent)
+	handle = func(ev syscall.EpollEvent) {
+		fd := int(ev.Fd)
+		if fd == lfd {
+			for {
+				cfd, rsa, err := syscall.Accept4(lfd, syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC)
+				if err != nil {
+					break // EAGAIN, or out of descriptors: level-triggered, it comes back
 				}
-				continue
-			}
-			s := sessions[fd]
-			if s == nil {
-				continue
-			}
-			// One read per event: level-triggered, the rest comes back.
-			k, err := syscall.Read(fd, rbuf[:])
-			if err == syscall.EAGAIN {
-				continue
-			}
-			if k <= 0 {
-				closeFd(fd)
-				continue
-			}
-			var done bool
-			out, done = s.feed(rbuf[:k], out[:0])
-			if len(out) > 0 {
-				if w, err := syscall.Write(fd, out); err != nil || w < len(out) {
-					done = true
+				s := &session{}
+				if in4, ok := rsa.(*syscall.SockaddrInet4); ok {
+					s.remoteIP = net.IP(in4.Addr[:]).String()
 				}
+				if err := syscall.EpollCtl(ep, syscall.EPOLL_CTL_ADD, cfd, &syscall.EpollEvent{Events: syscall.EPOLLIN, Fd: int32(cfd)}); err != nil {
+					syscall.Close(cfd)
+					continue
+				}
+				sessions[cfd] = s
 			}
-			if done {
-				closeFd(fd)
+			return
+		}
+		s := sessions[fd]
+		if s == nil {
+			return
+		}
+		// One read per event: level-triggered, the rest comes back.
+		k, err := syscall.Read(fd, rbuf[:])
+		if err == syscall.EAGAIN {
+			return
+		}
+		if k <= 0 {
+			closeFd(fd)
+			return
+		}
+		var done bool
+		out, done = s.feed(rbuf[:k], out[:0])
+		if len(out) > 0 {
+			if w, err := syscall.Write(fd, out); err != nil || w < len(out) {
+				done = true
+			}
+		}
+		if done {
+			closeFd(fd)
+		}
+	}
+	take := func(uintptr) bool {
+		for {
+			n, err := syscall.EpollWait(ep, events[:], 0)
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil {
+				werr = err
+				return true
+			}
+			for _, ev := range events[:n] {
+				handle(ev)
+			}
+			if n < len(events) {
+				return false
 			}
 		}
 	}
+	for werr == nil {
+		if err := rc.Read(take); err != nil {
+			return err
+		}
+	}
+	return werr
 }

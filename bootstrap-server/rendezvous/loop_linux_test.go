@@ -1,3 +1,5 @@
+//go:build linux
+
 package rendezvous
 
 import (
@@ -49,8 +51,8 @@ const loopUpgradeHead = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConn
 	"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 
 // A connection in the loop has no read deadline until its request
-// arrives: the sweep ends one that sends nothing within the handshake
-// timeout, and one whose request comes in time is served.
+// arrives: the sweep ends one that sends nothing, no sooner than the
+// handshake timeout, while one that asks meanwhile is served.
 func TestLoopEndsSilentConnections(t *testing.T) {
 	needLoop(t)
 	s, err := NewServer(Config{Sweep: 50 * time.Millisecond})
@@ -59,26 +61,24 @@ func TestLoopEndsSilentConnections(t *testing.T) {
 	}
 	s.hsTimeout = 2 * time.Second
 	addr := loopServer(t, s)
+	start := time.Now()
 	silent, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer silent.Close()
-	late, err := net.Dial("tcp", addr)
+	asker, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer late.Close()
-	start := time.Now()
-	// Well inside the timeout (a tenth of it), the late one asks.
-	time.Sleep(200 * time.Millisecond)
-	if _, err := late.Write([]byte(loopUpgradeHead)); err != nil {
+	defer asker.Close()
+	if _, err := asker.Write([]byte(loopUpgradeHead)); err != nil {
 		t.Fatal(err)
 	}
-	late.SetReadDeadline(time.Now().Add(10 * time.Second))
-	head, err := bufio.NewReader(late).ReadString('\n')
+	asker.SetReadDeadline(time.Now().Add(10 * time.Second))
+	head, err := bufio.NewReader(asker).ReadString('\n')
 	if err != nil || !strings.HasPrefix(head, "HTTP/1.1 101 ") {
-		t.Fatalf("late request answered %q, %v", head, err)
+		t.Fatalf("request answered %q, %v", head, err)
 	}
 	silent.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if n, err := silent.Read(make([]byte, 1)); n != 0 || (err != io.EOF && !errors.Is(err, net.ErrClosed) && !isReset(err)) {
@@ -108,11 +108,17 @@ func TestLoopHandshakeInPieces(t *testing.T) {
 	}
 	defer nc.Close()
 	cut := strings.Index(loopUpgradeHead, "Sec-")
-	for _, part := range []string{loopUpgradeHead[:cut], loopUpgradeHead[cut:]} {
-		if _, err := nc.Write([]byte(part)); err != nil {
-			t.Fatal(err)
+	if _, err := nc.Write([]byte(loopUpgradeHead[:cut])); err != nil {
+		t.Fatal(err)
+	}
+	// The loop reads the first part alone before the rest is sent.
+	for deadline := time.Now().Add(10 * time.Second); !allGreeted(s); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the loop did not read the first part")
 		}
-		time.Sleep(50 * time.Millisecond) // so that the parts arrive apart
+	}
+	if _, err := nc.Write([]byte(loopUpgradeHead[cut:])); err != nil {
+		t.Fatal(err)
 	}
 	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
 	br := bufio.NewReader(nc)
@@ -235,4 +241,30 @@ func TestLoopDirectWritesFillTheSocket(t *testing.T) {
 	if len(ids) == 0 {
 		t.Fatal("no peer ids")
 	}
+}
+
+// allGreeted reports whether s's loops have read from every connection
+// they accepted (greet).
+func allGreeted(s *Server) bool {
+	s.mu.Lock()
+	loops := s.loops
+	s.mu.Unlock()
+	n := 0
+	for _, l := range loops {
+		l.mu.Lock()
+		for _, c := range l.conns {
+			if c != nil {
+				n++
+				c.mu.Lock()
+				fresh := c.fresh
+				c.mu.Unlock()
+				if fresh {
+					l.mu.Unlock()
+					return false
+				}
+			}
+		}
+		l.mu.Unlock()
+	}
+	return n > 0
 }
