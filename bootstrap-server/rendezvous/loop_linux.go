@@ -3,9 +3,9 @@
 package rendezvous
 
 // The event loop (issue 13). On Linux, Serve on a plain TCP listener
-// takes the listening socket out of Go's netpoller and runs one epoll
-// loop of its own over it and every connection it accepts. The loop
-// accepts, and reads a connection only while the connection is idle:
+// takes the listening socket out of Go's netpoller and runs epoll loops
+// of its own, one per P: the first accepts, and each connection belongs
+// to one loop, in turn. A loop reads a connection only while the connection is idle:
 // no goroutine waits for it. Heartbeats the loop reads are handled
 // there and then (conn.heartbeats); any other input wakes a pooled
 // reader, which reads the connection through loopConn (a net.Conn)
@@ -33,6 +33,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,6 +60,9 @@ type loop struct {
 	efd int      // eventfd: stop accepting, or the last connection is gone
 	lfd int      // the listening socket; the loop's own, -1 once closed
 
+	peers []*loop // the accepting loop's: all the listener's loops, itself first
+	next  int     // the accepting loop's: the loop for the next connection
+
 	stopReq  atomic.Bool
 	stopOnce sync.Once
 	stopped  chan struct{} // closed once the listener is closed
@@ -72,10 +76,12 @@ type loop struct {
 	freshQ  []*loopConn // accepted connections by age, for expireFresh
 }
 
-// newLoop takes ln's socket for an event loop, or returns nil if ln is
-// not a plain TCP listener or the socket cannot be taken. ln is closed
-// either way once the loop has the socket: the loop owns a duplicate.
-func (s *Server) newLoop(ln net.Listener, fb *fallbackListener) (*loop, error) {
+// newLoops takes ln's socket for event loops, one per P
+// (GOMAXPROCS): the first accepts and gives the connections to the
+// loops in turn. It returns none if ln is not a plain TCP listener or
+// GoroutinePerConn is set. Once the loops have the socket (a duplicate
+// of its descriptor), ln is closed.
+func (s *Server) newLoops(ln net.Listener, fb *fallbackListener) ([]*loop, error) {
 	tl, ok := ln.(*net.TCPListener)
 	if !ok || s.cfg.GoroutinePerConn {
 		return nil, nil
@@ -93,11 +99,41 @@ func (s *Server) newLoop(ln net.Listener, fb *fallbackListener) (*loop, error) {
 	if err != nil {
 		return nil, os.NewSyscallError("fcntl", err)
 	}
-	l := &loop{s: s, fb: fb, lfd: lfd, ep: -1, efd: -1, stopped: make(chan struct{})}
+	var loops []*loop
+	for i := range max(1, runtime.GOMAXPROCS(0)) {
+		l, err := s.newLoop(fb, lfd, i == 0)
+		if err != nil {
+			if i == 0 {
+				unix.Close(lfd)
+			}
+			for _, l := range loops {
+				l.closeFds()
+			}
+			return nil, err
+		}
+		loops = append(loops, l)
+	}
+	loops[0].peers = loops
+	// Go's netpoller lets go of the socket: its notifications would
+	// wake a thread for nothing on every connect.
+	tl.Close()
+	fb.stop = func() {
+		for _, l := range loops {
+			l.stop()
+		}
+	}
+	return loops, nil
+}
+
+// newLoop makes a loop; the accepting one owns the listening socket
+// lfd.
+func (s *Server) newLoop(fb *fallbackListener, lfd int, accepting bool) (*loop, error) {
+	l := &loop{s: s, fb: fb, lfd: -1, ep: -1, efd: -1, stopped: make(chan struct{})}
 	fail := func(op string, err error) (*loop, error) {
 		l.closeFds()
 		return nil, os.NewSyscallError(op, err)
 	}
+	var err error
 	if l.ep, err = unix.EpollCreate1(unix.EPOLL_CLOEXEC); err != nil {
 		return fail("epoll_create1", err)
 	}
@@ -107,10 +143,13 @@ func (s *Server) newLoop(ln net.Listener, fb *fallbackListener) (*loop, error) {
 	if err = unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, l.efd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: tagStop}); err != nil {
 		return fail("epoll_ctl", err)
 	}
-	// Level-triggered: a connection left in the backlog (accept failed
-	// for want of descriptors) is reported again.
-	if err = unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, l.lfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: tagListener}); err != nil {
-		return fail("epoll_ctl", err)
+	if accepting {
+		// Level-triggered: a connection left in the backlog (accept
+		// failed for want of descriptors) is reported again.
+		if err = unix.EpollCtl(l.ep, unix.EPOLL_CTL_ADD, lfd, &unix.EpollEvent{Events: unix.EPOLLIN, Fd: tagListener}); err != nil {
+			return fail("epoll_ctl", err)
+		}
+		l.lfd = lfd
 	}
 	// The loop waits for ep in Go's netpoller (run).
 	if err = unix.SetNonblock(l.ep, true); err != nil {
@@ -120,10 +159,6 @@ func (s *Server) newLoop(ln net.Listener, fb *fallbackListener) (*loop, error) {
 	if err = l.epf.SetReadDeadline(time.Time{}); err != nil {
 		return fail("netpoller", err) // not pollable
 	}
-	// Go's netpoller lets go of the socket: its notifications would
-	// wake a thread for nothing on every connect.
-	tl.Close()
-	fb.stop = l.stop
 	return l, nil
 }
 
@@ -258,14 +293,15 @@ func (l *loop) run() {
 // stopAccepting closes the listener once it is stopped (stop), and
 // reports whether the last connection is gone too.
 func (l *loop) stopAccepting() bool {
-	if l.lfd >= 0 && l.stopReq.Load() {
+	stop := l.stopReq.Load()
+	if l.lfd >= 0 && stop {
 		unix.Close(l.lfd)
 		l.lfd = -1
 		close(l.stopped)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.lclosed = l.lfd < 0
+	l.lclosed = stop
 	return l.lclosed && l.live == 0
 }
 
@@ -321,9 +357,11 @@ func (l *loop) accept() (retry time.Time) {
 		}
 		// As net's accepted connections: small frames go out at once.
 		unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-		c := &loopConn{l: l, fd: fd, remote: sockaddrTCP(sa), fresh: true, born: time.Now().UnixNano(),
+		to := l.peers[l.next%len(l.peers)]
+		l.next++
+		c := &loopConn{l: to, fd: fd, remote: sockaddrTCP(sa), fresh: true, born: time.Now().UnixNano(),
 			rwake: make(chan struct{}, 1), wwake: make(chan struct{}, 1), done: make(chan struct{})}
-		if !l.add(c) {
+		if !to.add(c) {
 			unix.Close(fd)
 			continue
 		}

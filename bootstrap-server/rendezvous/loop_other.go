@@ -14,7 +14,7 @@ const loopSupported = false
 
 type loop struct{}
 
-func (s *Server) newLoop(net.Listener, *fallbackListener) (*loop, error) { return nil, nil }
+func (s *Server) newLoops(net.Listener, *fallbackListener) ([]*loop, error) { return nil, nil }
 
 func (*loop) run() {}
 

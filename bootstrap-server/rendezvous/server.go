@@ -234,14 +234,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// closed: by hs.Close in Shutdown, or below. Added under s.mu while
 	// not closing, so Shutdown's Wait sees it.
 	fb := newFallbackListener(ln)
-	lp, err := s.newLoop(ln, fb)
+	loops, err := s.newLoops(ln, fb)
 	if err != nil {
 		s.log.Warn("no event loop; a goroutine per connection instead", "err", err)
 	}
 	s.wg.Go(func() { hs.Serve(fb) })
-	if lp != nil {
-		s.loops = append(s.loops, lp)
-		s.wg.Go(lp.run)
+	s.loops = append(s.loops, loops...)
+	for _, l := range loops {
+		s.wg.Go(l.run)
 	}
 	s.mu.Unlock()
 
@@ -250,8 +250,8 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		defer close(closed)
 		s.Close()
 	})
-	if lp != nil {
-		err = lp.wait()
+	if len(loops) > 0 {
+		err = loops[0].wait() // the accepting loop
 	} else {
 		err = s.acceptLoop(ln, fb)
 	}
