@@ -499,9 +499,9 @@ func TestUpgradeOnRealSocketKeepsSocket(t *testing.T) {
 	bothWaits(t, testUpgradeOnRealSocketKeepsSocket)
 }
 
-func testUpgradeOnRealSocketKeepsSocket(t *testing.T, perConn bool) {
+func testUpgradeOnRealSocketKeepsSocket(t *testing.T, mode waitMode) {
 	netns.Require(t)
-	s, err := NewServer(withWait(Config{}, perConn))
+	s, err := NewServer(withWait(Config{}, mode))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -528,7 +528,7 @@ func testUpgradeOnRealSocketKeepsSocket(t *testing.T, perConn bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for c := range s.conns {
-		if !perConn && loopSupported {
+		if mode != waitGoroutine {
 			if lc, ok := c.fc.Conn.(*loopConn); !ok || c.lane != lc {
 				t.Errorf("connection on %T; want the event loop's *loopConn", c.fc.Conn)
 			}

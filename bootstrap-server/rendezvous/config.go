@@ -81,6 +81,12 @@ type Config struct {
 	// loop instead (loop_linux.go), which costs no goroutine per idle
 	// connection; elsewhere, and for TLS, there is no loop.
 	GoroutinePerConn bool
+	// EventLoops is how many event loops share a listener's connections.
+	// 0 means one per four Ps (GOMAXPROCS), at least one: a loop takes
+	// about 80 us of one core per register and 15 us per heartbeat (on
+	// the machine BENCHMARKS.md was measured on), and every loop more is
+	// one more goroutine to wake per burst of reports.
+	EventLoops int
 
 	// Expiry removes a peer this long after its register or last
 	// heartbeat; Sweep is how often expiry is checked.
@@ -229,6 +235,8 @@ func (c Config) withDefaults() (Config, error) {
 		return c, fmt.Errorf("rendezvous: config: MaxFrame must be at least 64 bytes, got %d", c.MaxFrame)
 	case c.MaxPeers < 0:
 		return c, fmt.Errorf("rendezvous: config: MaxPeers must not be negative, got %d", c.MaxPeers)
+	case c.EventLoops < 0:
+		return c, fmt.Errorf("rendezvous: config: EventLoops must not be negative, got %d", c.EventLoops)
 	case c.MaxQueueBytes < 0:
 		return c, fmt.Errorf("rendezvous: config: MaxQueueBytes must not be negative, got %d", c.MaxQueueBytes)
 	case c.MsgRatePerIP > 0 && c.MsgBurstPerIP < 1:

@@ -21,7 +21,7 @@ func TestClosedClientReadsWhyDespiteUnreadInput(t *testing.T) {
 	bothWaits(t, testClosedClientReadsWhyDespiteUnreadInput)
 }
 
-func testClosedClientReadsWhyDespiteUnreadInput(t *testing.T, perConn bool) {
+func testClosedClientReadsWhyDespiteUnreadInput(t *testing.T, mode waitMode) {
 	netns.Require(t)
 	for _, tc := range []struct {
 		name  string
@@ -46,7 +46,7 @@ func testClosedClientReadsWhyDespiteUnreadInput(t *testing.T, perConn bool) {
 		}, protocol.ErrTextInvalidPrefix + "frame exceeds the limit of 1024 bytes", websocket.CloseMessageTooBig},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, err := NewServer(withWait(tc.cfg, perConn))
+			s, err := NewServer(withWait(tc.cfg, mode))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -4,8 +4,8 @@ package rendezvous
 
 // The event loop (issue 13). On Linux, Serve on a plain TCP listener
 // takes the listening socket out of Go's netpoller and runs epoll loops
-// of its own, one per P: the first accepts, and each connection belongs
-// to one loop, in turn. A loop reads a connection only while the connection is idle:
+// of its own (Config.EventLoops): the first accepts, and each connection
+// belongs to one loop, in turn. A loop reads a connection only while the connection is idle:
 // no goroutine waits for it. Heartbeats the loop reads are handled
 // there and then (conn.heartbeats); any other input wakes a pooled
 // reader, which reads the connection through loopConn (a net.Conn)
@@ -76,9 +76,8 @@ type loop struct {
 	freshQ  []*loopConn // accepted connections by age, for expireFresh
 }
 
-// newLoops takes ln's socket for event loops, one per P
-// (GOMAXPROCS): the first accepts and gives the connections to the
-// loops in turn. It returns none if ln is not a plain TCP listener or
+// newLoops takes ln's socket for Config.EventLoops event loops: the
+// first accepts and gives the connections to the loops in turn. It returns none if ln is not a plain TCP listener or
 // GoroutinePerConn is set. Once the loops have the socket (a duplicate
 // of its descriptor), ln is closed.
 func (s *Server) newLoops(ln net.Listener, fb *fallbackListener) ([]*loop, error) {
@@ -99,8 +98,12 @@ func (s *Server) newLoops(ln net.Listener, fb *fallbackListener) ([]*loop, error
 	if err != nil {
 		return nil, os.NewSyscallError("fcntl", err)
 	}
+	n := s.cfg.EventLoops
+	if n == 0 {
+		n = max(1, runtime.GOMAXPROCS(0)/4)
+	}
 	var loops []*loop
-	for i := range max(1, runtime.GOMAXPROCS(0)) {
+	for i := range n {
 		l, err := s.newLoop(fb, lfd, i == 0)
 		if err != nil {
 			if i == 0 {

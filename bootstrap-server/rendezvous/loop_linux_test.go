@@ -55,7 +55,9 @@ const loopUpgradeHead = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConn
 // handshake timeout, while one that asks meanwhile is served.
 func TestLoopEndsSilentConnections(t *testing.T) {
 	needLoop(t)
-	s, err := NewServer(Config{Sweep: 50 * time.Millisecond})
+	// Two loops: the accepting one keeps the first connection and gives
+	// the second to the other.
+	s, err := NewServer(Config{Sweep: 50 * time.Millisecond, EventLoops: 2})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,9 +21,9 @@ import (
 // quiet.
 func TestWaitOnRealSocket(t *testing.T) { bothWaits(t, testWaitOnRealSocket) }
 
-func testWaitOnRealSocket(t *testing.T, perConn bool) {
+func testWaitOnRealSocket(t *testing.T, mode waitMode) {
 	netns.Require(t)
-	s, err := NewServer(withWait(Config{}, perConn))
+	s, err := NewServer(withWait(Config{}, mode))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -157,10 +157,10 @@ func maskedText(payload string) []byte {
 // register still gets its error.
 func TestHeartbeatsOnRealSocket(t *testing.T) { bothWaits(t, testHeartbeatsOnRealSocket) }
 
-func testHeartbeatsOnRealSocket(t *testing.T, perConn bool) {
+func testHeartbeatsOnRealSocket(t *testing.T, mode waitMode) {
 	netns.Require(t)
 	const readTimeout = 2 * time.Second
-	s, err := NewServer(withWait(Config{ReadTimeout: readTimeout, PingInterval: time.Second, Sweep: 100 * time.Millisecond}, perConn))
+	s, err := NewServer(withWait(Config{ReadTimeout: readTimeout, PingInterval: time.Second, Sweep: 100 * time.Millisecond}, mode))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,9 +282,9 @@ func testutilCount(t *testing.T, s *Server, typ string) int {
 // reads must leave nothing unanswered.
 func TestReadAheadOnRealSocket(t *testing.T) { bothWaits(t, testReadAheadOnRealSocket) }
 
-func testReadAheadOnRealSocket(t *testing.T, perConn bool) {
+func testReadAheadOnRealSocket(t *testing.T, mode waitMode) {
 	netns.Require(t)
-	s, err := NewServer(withWait(Config{}, perConn))
+	s, err := NewServer(withWait(Config{}, mode))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -369,10 +369,10 @@ func testReadAheadOnRealSocket(t *testing.T, perConn bool) {
 // and no second read by gorilla for the rest of the frame.
 func TestOneReadPerMessage(t *testing.T) { bothWaits(t, testOneReadPerMessage) }
 
-func testOneReadPerMessage(t *testing.T, perConn bool) {
+func testOneReadPerMessage(t *testing.T, mode waitMode) {
 	netns.Require(t)
 	// Over 100 messages, faster than 50 a second: no rate limit.
-	s, err := NewServer(withWait(Config{MsgRatePerIP: -1}, perConn))
+	s, err := NewServer(withWait(Config{MsgRatePerIP: -1}, mode))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -421,9 +421,9 @@ func testOneReadPerMessage(t *testing.T, perConn bool) {
 // the reader must not wait for it), and the server with it.
 func TestReaderClosesItsOwnConnection(t *testing.T) { bothWaits(t, testReaderClosesItsOwnConnection) }
 
-func testReaderClosesItsOwnConnection(t *testing.T, perConn bool) {
+func testReaderClosesItsOwnConnection(t *testing.T, mode waitMode) {
 	netns.Require(t)
-	s, err := NewServer(withWait(Config{MaxQueueBytes: 8}, perConn))
+	s, err := NewServer(withWait(Config{MaxQueueBytes: 8}, mode))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -460,16 +460,32 @@ func testReaderClosesItsOwnConnection(t *testing.T, perConn bool) {
 }
 
 // bothWaits runs a real-socket test with each way an idle connection
-// can wait: in Serve's event loop (where there is one) and on a
-// goroutine of its own.
-func bothWaits(t *testing.T, test func(t *testing.T, perConn bool)) {
+// can wait: in Serve's event loop (where there is one), in three loops
+// sharing the connections, and on a goroutine of its own.
+func bothWaits(t *testing.T, test func(t *testing.T, mode waitMode)) {
 	if loopSupported {
-		t.Run("event-loop", func(t *testing.T) { test(t, false) })
+		t.Run("event-loop", func(t *testing.T) { test(t, waitLoop) })
+		t.Run("event-loops-3", func(t *testing.T) { test(t, waitLoops3) })
 	}
-	t.Run("goroutine-per-conn", func(t *testing.T) { test(t, true) })
+	t.Run("goroutine-per-conn", func(t *testing.T) { test(t, waitGoroutine) })
 }
 
-func withWait(cfg Config, perConn bool) Config {
-	cfg.GoroutinePerConn = perConn
+type waitMode int
+
+const (
+	waitLoop waitMode = iota
+	waitLoops3
+	waitGoroutine
+)
+
+func withWait(cfg Config, mode waitMode) Config {
+	switch mode {
+	case waitLoop:
+		cfg.EventLoops = 1
+	case waitLoops3:
+		cfg.EventLoops = 3
+	case waitGoroutine:
+		cfg.GoroutinePerConn = true
+	}
 	return cfg
 }

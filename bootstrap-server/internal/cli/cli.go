@@ -44,7 +44,8 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		msgBurst  = fs.Int("msg-burst", rendezvous.DefaultMsgBurstPerIP, "message burst allowed from one IP address")
 		maxFrame  = fs.Int("max-frame", rendezvous.DefaultMaxFrame, "maximum size in bytes of a frame from a client")
 		trustXFF  = fs.Bool("trust-forwarded-for", false, "take client addresses from X-Forwarded-For (only behind a proxy that sets it)")
-		evLoop    = fs.Bool("event-loop", true, "Linux, without TLS: idle connections wait in the server's own epoll loop, not on a goroutine each (--event-loop=false: a goroutine each)")
+		evLoop    = fs.Bool("event-loop", true, "Linux, without TLS: idle connections wait in the server's own epoll loops, not on a goroutine each (--event-loop=false: a goroutine each)")
+		evLoops   = fs.Int("event-loops", 0, "how many event loops share the connections (0: one per four CPUs, at least one)")
 		relay     = fs.Bool("relay", true, "relay byte streams between registered peers that both ask for it (--relay=false: off)")
 		relayN    = fs.Int("relay-streams-per-peer", rendezvous.DefaultRelayStreamsPerPeer, "relayed streams one peer may take part in at a time (-1: no limit)")
 		relayRate = fs.Int("relay-peer-rate", rendezvous.DefaultRelayPeerRate, "bytes per second one peer may send and receive through the relay (-1: no limit)")
@@ -144,6 +145,7 @@ func Run(ctx context.Context, args []string, getenv func(string) string, stderr 
 		MaxFrame:          *maxFrame,
 		TrustForwardedFor: *trustXFF,
 		GoroutinePerConn:  !*evLoop,
+		EventLoops:        *evLoops,
 
 		NoRelay:             !*relay,
 		RelayStreamsPerPeer: *relayN,
