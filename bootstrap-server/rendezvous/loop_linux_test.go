@@ -33,18 +33,11 @@ func needLoop(t *testing.T) {
 	}
 }
 
-// loopServer serves s on loopback with its event loop and returns the
-// listener's address.
+// loopServer serves s on loopback (with its event loop) and returns
+// the listener's address.
 func loopServer(t *testing.T, s *Server) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	go s.Serve(t.Context(), ln)
-	t.Cleanup(func() { s.Close() })
-	return addr
+	return strings.TrimSuffix(strings.TrimPrefix(serveLoopback(t, s), "ws://"), "/")
 }
 
 const loopUpgradeHead = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
