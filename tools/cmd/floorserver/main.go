@@ -13,7 +13,9 @@
 //   - -mode epoll: one epoll loop of its own over non-blocking sockets
 //     it accepts itself, waiting in Go's netpoller on the epoll
 //     descriptor; no goroutine per connection (the model of tokio, mio
-//     or gnet).
+//     or gnet). With -read-until-eagain it reads each socket until it
+//     is empty, as a tokio program (the original server) does: one more
+//     read(2) per message, which finds nothing.
 //
 // Run it as loadgen's server, inside a private network namespace:
 //
@@ -44,6 +46,7 @@ func main() {
 	host := fs.String("host", "127.0.0.1", "listen address (loopback)")
 	port := fs.Int("port", 8080, "listen port")
 	mode := fs.String("mode", "go", "I/O model: go (a goroutine per connection) or epoll (one loop of its own)")
+	untilEAGAIN := fs.Bool("read-until-eagain", false, "epoll: read each socket until it is empty (EAGAIN), as tokio and mio programs do, instead of once per report")
 	fs.String("log-level", "", "ignored (loadgen passes it)")
 	fs.Int("max-peers", 0, "ignored (loadgen passes it)")
 	debugAddr := fs.String("debug-addr", "", "serve net/http/pprof here (loadgen -pprof passes it)")
@@ -64,7 +67,7 @@ func main() {
 	case "go":
 		err = serveGo(fmt.Sprintf("%s:%d", ip, *port))
 	case "epoll":
-		err = serveEpoll(ip, *port)
+		err = serveEpoll(ip, *port, *untilEAGAIN)
 	default:
 		err = fmt.Errorf("-mode %q: want go or epoll", *mode)
 	}
@@ -219,7 +222,7 @@ func serveGo(addr string) error {
 	}
 }
 
-func serveEpoll(ip net.IP, port int) error {
+func serveEpoll(ip net.IP, port int, untilEAGAIN bool) error {
 	lfd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_NONBLOCK|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return err
@@ -304,6 +307,23 @@ func serveEpoll(ip net.IP, port int) error {
 		if len(out) > 0 {
 			if w, err := syscall.Write(fd, out); err != nil || w < len(out) {
 				done = true
+			}
+		}
+		if untilEAGAIN && !done {
+			// The read a readiness-based runtime makes before it waits
+			// again: here it finds the socket empty (level-triggered, any
+			// rest would come back anyway).
+			if k, err := syscall.Read(fd, rbuf[:]); err != syscall.EAGAIN {
+				if k <= 0 {
+					done = true
+				} else {
+					out, done = s.feed(rbuf[:k], out[:0])
+					if len(out) > 0 {
+						if w, err := syscall.Write(fd, out); err != nil || w < len(out) {
+							done = true
+						}
+					}
+				}
 			}
 		}
 		if done {
