@@ -5,20 +5,30 @@ package rendezvous
 // The event loop (issue 13). On Linux, Serve on a plain TCP listener
 // takes the listening socket out of Go's netpoller and runs epoll loops
 // of its own (Config.EventLoops): the first accepts, and each connection
-// belongs to one loop, in turn. A loop reads a connection only while the connection is idle:
-// no goroutine waits for it. Heartbeats the loop reads are handled
-// there and then (conn.heartbeats); any other input wakes a pooled
-// reader, which reads the connection through loopConn (a net.Conn)
-// until it is idle again and parks it back with the loop (park). So
-// an idle connection costs no goroutine, no stack and no poll
-// descriptor, and a connect costs no goroutine creation: with Go's
-// netpoller, each connection's goroutine and its fresh stack were
-// about 15% of a register's CPU (BENCHMARKS.md, issue 13).
+// belongs to one loop, in turn. A loop reads a connection only while
+// nobody else does, and no goroutine waits for it meanwhile:
 //
-// Everything else is unchanged: handshakes, readers, writers, relays and
-// declined requests run on the server's goroutines as before, over a
-// loopConn instead of a *net.TCPConn; a goroutine that must wait for
-// the socket (a message half read, a full send buffer) waits for the
+//   - its first report: a request head that came whole is answered on
+//     the loop (greet, Server.handshake); one in pieces goes to a
+//     pooled handshake goroutine, which reads the rest;
+//   - while idle (parked): heartbeats, registers and the other short
+//     messages the loop reads are handled there and then, their answers
+//     written there too as far as the socket takes them (conn.inline);
+//     any other input wakes a pooled reader, which reads the connection
+//     through loopConn (a net.Conn) until it is idle again and parks it
+//     back with the loop (park).
+//
+// So an idle connection costs no goroutine, stack or poll descriptor,
+// and a connect and register wake no goroutine: with Go's netpoller,
+// each connection's goroutine and its fresh stack were about 15% of a
+// register's CPU, and the hand-offs between goroutines most of the rest
+// of what separated us from an epoll server (BENCHMARKS.md, issue 13's
+// fifth round).
+//
+// Everything else is as without the loop: readers, writers, relays,
+// lingering closes and declined requests run on the server's goroutines
+// over a loopConn instead of a *net.TCPConn; a goroutine that must wait
+// for the socket (a message half read, a full send buffer) waits for the
 // loop's word on a channel, as it would in Go's netpoller.
 //
 // Sockets are registered edge-triggered for reading and writing, as
@@ -51,7 +61,7 @@ const (
 	tagStop     = -2
 )
 
-// loop is one listener's event loop.
+// loop is one of a listener's event loops.
 type loop struct {
 	s   *Server
 	fb  *fallbackListener
